@@ -1,0 +1,268 @@
+//! The binary codec: postcard, one [`Msg`] per frame, bounded by [`Limits`].
+//!
+//! Decoding never panics and never allocates more than the frame it reads: the frame size is
+//! checked before the parse, and counts, names and strings are checked after it.
+
+use crate::name::{validate_name, MAX_NAME_LEN};
+use crate::{Msg, Value, PROTOCOL_MAJOR};
+
+/// Size limits every decoder applies. Exceeding one is an error, not a truncation.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest frame, in bytes.
+    pub max_frame: usize,
+    /// Most points or updates in one birth part, data batch or define.
+    pub max_batch: usize,
+    /// Longest point name, in bytes.
+    pub max_name_len: usize,
+    /// Longest string value, unit, description or message, in bytes.
+    pub max_string_len: usize,
+    /// Most patterns in one subscribe.
+    pub max_patterns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 4 << 20,
+            max_batch: 65_536,
+            max_name_len: MAX_NAME_LEN,
+            max_string_len: 4096,
+            max_patterns: 256,
+        }
+    }
+}
+
+/// Why a frame was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame does not decode as a pointhub message: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("frame has {extra} bytes after the message")]
+    Trailing { extra: usize },
+    #[error("{what}: {count} items exceed the limit of {max}")]
+    TooMany { what: &'static str, count: usize, max: usize },
+    #[error("{what} of {len} bytes exceeds the limit of {max} bytes")]
+    StringTooLong { what: &'static str, len: usize, max: usize },
+    #[error("invalid point name: {0}")]
+    Name(#[from] crate::NameError),
+    #[error("peer speaks protocol {major}.x; this node speaks {ours}.x: upgrade the older side")]
+    Version { major: u16, ours: u16 },
+}
+
+/// Encodes one message into a frame.
+pub fn encode(msg: &Msg) -> Vec<u8> {
+    // Serializing our own types into a Vec cannot fail: no map with non-string keys, no
+    // unsized sequences.
+    postcard::to_stdvec(msg).unwrap_or_default()
+}
+
+/// Reads the protocol version from a frame that holds a `Hello` of any version.
+pub fn peek_hello_version(frame: &[u8]) -> Option<(u16, u16)> {
+    let (tag, rest): (u32, &[u8]) = postcard::take_from_bytes(frame).ok()?;
+    if tag != 0 {
+        return None;
+    }
+    let ((major, minor), _): ((u16, u16), _) = postcard::take_from_bytes(rest).ok()?;
+    Some((major, minor))
+}
+
+/// Decodes and checks one frame.
+pub fn decode(frame: &[u8], limits: &Limits) -> Result<Msg, DecodeError> {
+    if frame.len() > limits.max_frame {
+        return Err(DecodeError::TooLarge { len: frame.len(), max: limits.max_frame });
+    }
+    if let Some((major, _)) = peek_hello_version(frame) {
+        if major != PROTOCOL_MAJOR {
+            return Err(DecodeError::Version { major, ours: PROTOCOL_MAJOR });
+        }
+    }
+    let (msg, rest): (Msg, _) = postcard::take_from_bytes(frame)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing { extra: rest.len() });
+    }
+    check(&msg, limits)?;
+    Ok(msg)
+}
+
+fn count(what: &'static str, count: usize, max: usize) -> Result<(), DecodeError> {
+    if count > max {
+        return Err(DecodeError::TooMany { what, count, max });
+    }
+    Ok(())
+}
+
+fn string(what: &'static str, s: &str, max: usize) -> Result<(), DecodeError> {
+    if s.len() > max {
+        return Err(DecodeError::StringTooLong { what, len: s.len(), max });
+    }
+    Ok(())
+}
+
+fn value(v: &Value, limits: &Limits) -> Result<(), DecodeError> {
+    if let Value::String(s) = v {
+        string("string value", s, limits.max_string_len)?;
+    }
+    Ok(())
+}
+
+fn check(msg: &Msg, l: &Limits) -> Result<(), DecodeError> {
+    let defs = |points: &[crate::PointDef]| -> Result<(), DecodeError> {
+        for p in points {
+            validate_name(&p.name, l.max_name_len)?;
+            string("unit", p.unit.as_deref().unwrap_or(""), l.max_string_len)?;
+            string("description", p.description.as_deref().unwrap_or(""), l.max_string_len)?;
+        }
+        Ok(())
+    };
+    match msg {
+        Msg::Hello(h) => {
+            string("node name", &h.name, l.max_name_len)?;
+            string("software", &h.software, l.max_string_len)?;
+        }
+        Msg::Welcome(w) => {
+            string("hub name", &w.hub, l.max_name_len)?;
+            string("node name", &w.node, l.max_name_len)?;
+            string("namespace", &w.namespace, l.max_name_len)?;
+        }
+        Msg::Birth(b) => {
+            count("birth points", b.points.len(), l.max_batch)?;
+            count("birth states", b.states.len(), l.max_batch)?;
+            defs(&b.points)?;
+            for u in &b.states {
+                value(&u.value, l)?;
+            }
+        }
+        Msg::Data(d) => {
+            count("data updates", d.updates.len(), l.max_batch)?;
+            for u in &d.updates {
+                value(&u.value, l)?;
+            }
+        }
+        Msg::Define(d) => {
+            count("definitions", d.points.len(), l.max_batch)?;
+            defs(&d.points)?;
+        }
+        Msg::Subscribe(s) => {
+            count("patterns", s.patterns.len(), l.max_patterns)?;
+            for p in &s.patterns {
+                string("pattern", p, l.max_name_len)?;
+            }
+        }
+        Msg::Unsubscribe(s) => count("patterns", s.patterns.len(), l.max_patterns)?,
+        Msg::Write(w) => {
+            string("point name", &w.point, l.max_name_len)?;
+            value(&w.value, l)?;
+        }
+        Msg::WriteResult(r) => string("write message", &r.message, l.max_string_len)?,
+        Msg::Error(e) => string("error message", &e.message, l.max_string_len)?,
+        Msg::Death(d) => string("death reason", &d.reason, l.max_string_len)?,
+        Msg::Rebirth(r) => string("rebirth reason", &r.reason, l.max_string_len)?,
+        Msg::SnapshotDone(_) | Msg::Ping(_) | Msg::Pong(_) => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+
+    fn samples() -> Vec<Msg> {
+        let def = PointDef {
+            id: 7,
+            name: "plant1/sim/sine1".into(),
+            dtype: DataType::Float,
+            unit: Some("bar".into()),
+            description: None,
+            writable: true,
+        };
+        let up = Update {
+            id: 7,
+            value: Value::Float(12.5),
+            quality: Quality::Good,
+            source_ts: Timestamp(1),
+            hub_ts: Timestamp(2),
+            flags: 0,
+        };
+        vec![
+            Msg::Hello(Hello {
+                major: PROTOCOL_MAJOR,
+                minor: PROTOCOL_MINOR,
+                role: Role::Edge,
+                name: "plant1".into(),
+                software: "pointhub 0.1.0".into(),
+            }),
+            Msg::Birth(Birth { seq: 1, part: 0, last: true, points: vec![def.clone()], states: vec![up.clone()] }),
+            Msg::Data(Data { seq: 2, updates: vec![up.clone(), Update { value: Value::String("x".into()), ..up.clone() }] }),
+            Msg::Define(Define { points: vec![def] }),
+            Msg::Subscribe(Subscribe { patterns: vec!["plant1/**".into()], history: false }),
+            Msg::Write(WriteRequest { req: 9, point: "plant1/sim/sp".into(), value: Value::Int(-3) }),
+            Msg::WriteResult(WriteResult { req: 9, status: Quality::BadNotWritable, message: "no".into() }),
+            Msg::Ping(Ping { t: Timestamp(5) }),
+            Msg::Error(ErrorMsg { code: ErrorCode::Malformed, message: "bad".into() }),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for m in samples() {
+            let frame = encode(&m);
+            assert_eq!(decode(&frame, &Limits::default()).expect("decodes"), m);
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for m in samples() {
+            let frame = encode(&m);
+            for cut in 0..frame.len() {
+                assert!(decode(&frame[..cut], &Limits::default()).is_err(), "{} cut at {cut}", m.kind());
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let l = Limits { max_frame: 64, max_batch: 1, ..Limits::default() };
+        let big = Msg::Error(ErrorMsg { code: ErrorCode::Internal, message: "x".repeat(100) });
+        assert!(matches!(decode(&encode(&big), &l), Err(DecodeError::TooLarge { .. })));
+        let two = samples().into_iter().find(|m| matches!(m, Msg::Data(_))).expect("data sample");
+        assert!(matches!(decode(&encode(&two), &l), Err(DecodeError::TooMany { .. })));
+        // A length prefix that claims four billion updates in a 7-byte frame.
+        let hostile = [3u8, 1, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(decode(&hostile, &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn other_major_version_is_named() {
+        let hello = Msg::Hello(Hello {
+            major: PROTOCOL_MAJOR + 1,
+            minor: 0,
+            role: Role::Client,
+            name: "c".into(),
+            software: String::new(),
+        });
+        let frame = encode(&hello);
+        assert_eq!(peek_hello_version(&frame), Some((PROTOCOL_MAJOR + 1, 0)));
+        let err = decode(&frame, &Limits::default()).expect_err("refused");
+        assert!(err.to_string().contains("upgrade"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_in_a_birth_are_refused() {
+        let m = Msg::Define(Define {
+            points: vec![PointDef {
+                id: 1,
+                name: "a//b".into(),
+                dtype: DataType::Bool,
+                unit: None,
+                description: None,
+                writable: false,
+            }],
+        });
+        assert!(matches!(decode(&encode(&m), &Limits::default()), Err(DecodeError::Name(_))));
+    }
+}

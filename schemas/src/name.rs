@@ -1,0 +1,230 @@
+//! Point names and subscription patterns.
+//!
+//! A name is a path of segments separated by `/`: `plant1/line2/pump3/speed`. A segment is not
+//! empty, and holds no control character, no `*` and no `#`. `$sys/<node>/...` names carry the
+//! status of the chain itself.
+//!
+//! A pattern is a name whose segments may be `*` (exactly one segment) or `**` (any number of
+//! segments, none included): `plant1/**`, `plant1/*/speed`, `**`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest name or pattern accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Most segments in a name or pattern.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// Why a name or pattern was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NameError {
+    #[error("empty name")]
+    Empty,
+    #[error("name is {len} bytes long; the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("name has {0} segments; the limit is {MAX_SEGMENTS}")]
+    TooManySegments(usize),
+    #[error("name {0:?} has an empty segment (a leading, trailing or doubled '/')")]
+    EmptySegment(String),
+    #[error("name {0:?} holds a character names may not hold (control characters, '*', '#')")]
+    BadChar(String),
+    #[error("pattern {0:?}: '*' and '**' must stand alone as a whole segment")]
+    BadWildcard(String),
+}
+
+/// Checks a point name; `max_len` is the configured limit (at most [`MAX_NAME_LEN`] by default).
+pub fn validate_name(name: &str, max_len: usize) -> Result<(), NameError> {
+    check_common(name, max_len)?;
+    if name.chars().any(|c| c == '*' || c == '#' || c.is_control()) {
+        return Err(NameError::BadChar(shorten(name)));
+    }
+    Ok(())
+}
+
+fn check_common(name: &str, max_len: usize) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > max_len {
+        return Err(NameError::TooLong { len: name.len(), max: max_len });
+    }
+    let segments = name.split('/').count();
+    if segments > MAX_SEGMENTS {
+        return Err(NameError::TooManySegments(segments));
+    }
+    if name.split('/').any(str::is_empty) {
+        return Err(NameError::EmptySegment(shorten(name)));
+    }
+    Ok(())
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Whether `name` lies inside namespace `ns` (`ns` itself or below it).
+pub fn in_namespace(name: &str, ns: &str) -> bool {
+    name == ns || (name.starts_with(ns) && name.as_bytes().get(ns.len()) == Some(&b'/'))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seg {
+    Lit(String),
+    One,
+    Any,
+}
+
+/// A subscription pattern, parsed once and matched many times.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Pattern {
+    text: String,
+    segs: Vec<Seg>,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, NameError> {
+        check_common(text, MAX_NAME_LEN)?;
+        let mut segs = Vec::new();
+        for s in text.split('/') {
+            let seg = match s {
+                "**" => Seg::Any,
+                "*" => Seg::One,
+                s if s.contains('*') => return Err(NameError::BadWildcard(shorten(text))),
+                s if s.chars().any(|c| c == '#' || c.is_control()) => {
+                    return Err(NameError::BadChar(shorten(text)))
+                }
+                s => Seg::Lit(s.to_string()),
+            };
+            // `**/**` means the same as `**`: keep one, so matching stays linear.
+            if seg == Seg::Any && segs.last() == Some(&Seg::Any) {
+                continue;
+            }
+            segs.push(seg);
+        }
+        Ok(Pattern { text: text.to_string(), segs })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `name` matches. Runs in O(segments of name × segments of pattern).
+    pub fn matches(&self, name: &str) -> bool {
+        let parts: Vec<&str> = name.split('/').collect();
+        let n = parts.len();
+        // reach[j]: the first i pattern segments can match the first j name segments.
+        let mut reach = vec![false; n + 1];
+        reach[0] = true;
+        for seg in &self.segs {
+            let mut next = vec![false; n + 1];
+            match seg {
+                Seg::Any => {
+                    let mut any = false;
+                    for j in 0..=n {
+                        any |= reach[j];
+                        next[j] = any;
+                    }
+                }
+                Seg::One => {
+                    for j in 0..n {
+                        next[j + 1] = reach[j];
+                    }
+                }
+                Seg::Lit(l) => {
+                    for j in 0..n {
+                        next[j + 1] = reach[j] && parts[j] == l;
+                    }
+                }
+            }
+            reach = next;
+        }
+        reach[n]
+    }
+
+    /// The literal prefix before the first wildcard (`plant1/line2` for `plant1/line2/**`).
+    pub fn literal_prefix(&self) -> String {
+        let mut out = Vec::new();
+        for s in &self.segs {
+            match s {
+                Seg::Lit(l) => out.push(l.as_str()),
+                _ => break,
+            }
+        }
+        out.join("/")
+    }
+}
+
+impl TryFrom<String> for Pattern {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Pattern::parse(&s)
+    }
+}
+
+impl From<Pattern> for String {
+    fn from(p: Pattern) -> String {
+        p.text
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, n: &str) -> bool {
+        Pattern::parse(p).expect("valid pattern").matches(n)
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(m("plant1/**", "plant1/sim/sine1"));
+        assert!(m("plant1/**", "plant1"));
+        assert!(!m("plant1/**", "plant2/sim"));
+        assert!(m("plant1/*/speed", "plant1/pump3/speed"));
+        assert!(!m("plant1/*/speed", "plant1/a/b/speed"));
+        assert!(m("**/speed", "a/b/c/speed"));
+        assert!(m("**", "x"));
+        assert!(m("a/**/b/**/c", "a/x/b/y/z/c"));
+        assert!(!m("a/**/b/**/c", "a/x/c"));
+        assert!(m("a/b", "a/b"));
+        assert!(!m("a/b", "a/b/c"));
+    }
+
+    #[test]
+    fn bad_names_and_patterns() {
+        assert_eq!(validate_name("", 256), Err(NameError::Empty));
+        assert!(matches!(validate_name("a//b", 256), Err(NameError::EmptySegment(_))));
+        assert!(matches!(validate_name("/a", 256), Err(NameError::EmptySegment(_))));
+        assert!(matches!(validate_name("a/*", 256), Err(NameError::BadChar(_))));
+        assert!(matches!(validate_name("a\nb", 256), Err(NameError::BadChar(_))));
+        assert!(matches!(validate_name(&"x".repeat(300), 256), Err(NameError::TooLong { .. })));
+        assert!(matches!(Pattern::parse("a/b*"), Err(NameError::BadWildcard(_))));
+        assert!(validate_name("$sys/edge1/connected", 256).is_ok());
+    }
+
+    #[test]
+    fn many_double_stars_stay_fast() {
+        let p = Pattern::parse(&["**"; 30].join("/")).expect("valid");
+        assert!(p.matches(&["a"; 31].join("/")));
+    }
+
+    #[test]
+    fn namespaces() {
+        assert!(in_namespace("plant1/a", "plant1"));
+        assert!(in_namespace("plant1", "plant1"));
+        assert!(!in_namespace("plant10/a", "plant1"));
+    }
+}

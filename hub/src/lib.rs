@@ -1,1 +1,17 @@
-//! stub
+//! The pointhub hub: accepts node sessions on one TLS port, owns the point table, fans out,
+//! and tracks authority and liveness.
+//!
+//! - [`config`]: `hub.toml`.
+//! - [`core`]: the point table, subscribers and their conflating queues.
+//! - [`server`]: the TLS listener, the HTTP router (`/node` for node sessions), and [`run`].
+//! - [`session`]: one node session (edge or client) from hello to close.
+//!
+//! Entry point: [`run`] with bound listeners and a cancellation token.
+
+pub mod config;
+pub mod core;
+pub mod server;
+pub mod session;
+
+pub use config::HubConfig;
+pub use server::{run, Hub, HubError};

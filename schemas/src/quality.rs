@@ -85,6 +85,12 @@ impl Quality {
     }
     /// The quality of a point whose link to its authority was lost: the last value stays, but
     /// it is no longer live.
+    /// The quality a point turns to when the link to its authority is lost, given its quality
+    /// before and whether it holds a value: only a good (or already uncertain) value stays usable.
+    pub fn stale_from(prev: Quality, has_value: bool) -> Quality {
+        Quality::stale(has_value && !prev.is_bad())
+    }
+
     pub fn stale(had_value: bool) -> Quality {
         if had_value {
             Quality::UncertainNoCommunicationLastUsableValue

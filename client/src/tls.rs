@@ -1,0 +1,174 @@
+//! rustls configurations for both ends of a node link. TLS 1.3 only, ring provider.
+//!
+//! A node verifies its hub by the pinned fingerprint of the hub's public key, or by a CA file
+//! (a hub with a certificate from a public CA verifies like any HTTPS site). The hub asks every
+//! peer for a client certificate but does not require one at the TLS layer: the node endpoint
+//! requires an approved key, while browsers reach the console without one. The TLS handshake
+//! itself proves the peer holds the private key of the certificate it shows.
+
+use crate::identity::{Fingerprint, Identity, IdentityError};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::sync::Arc;
+
+/// How a node checks the hub it dials.
+#[derive(Clone, Debug)]
+pub enum ServerVerification {
+    /// The hub's public key must have this fingerprint.
+    Pin(Fingerprint),
+    /// The hub's certificate must chain to one of these roots and name the host dialled.
+    Ca(Vec<CertificateDer<'static>>),
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("CA file: {0}")]
+    Ca(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+/// The configuration a node dials its hub with.
+pub fn client_config(identity: &Identity, verify: &ServerVerification) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match verify {
+        ServerVerification::Pin(fp) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedHub { pin: *fp, provider })),
+        ServerVerification::Ca(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs {
+                roots.add(c.clone()).map_err(|e| TlsError::Ca(e.to_string()))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+    };
+    let mut config = builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The hub's server configuration: its own identity, TLS 1.3, client keys asked for.
+pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(AnyClientKey { provider }))
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct PinnedHub {
+    pin: Fingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedHub {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = Fingerprint::of_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        if got == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "hub key fingerprint {got} does not match the pinned {}: this is not the hub you pinned \
+                 (or its key was replaced); check hub.fingerprint in this node's config",
+                self.pin
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Accepts any well-formed client certificate; the handshake signature still proves the peer
+/// holds its key. Which keys may do what is decided by fingerprint after the handshake.
+#[derive(Debug)]
+struct AnyClientKey {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientKey {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Fingerprint::of_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,248 @@
+//! The hub's configuration (`hub.toml`). Paths are relative to the file's folder.
+
+use pointhub_client::Fingerprint;
+use pointhub_schemas::msg::Role;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A commented default configuration; `pointhub hub --print-config` prints it.
+pub const DEFAULT_TOML: &str = include_str!("../../examples/hub.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// The hub's name, as nodes and `$sys/<name>/…` see it.
+    pub name: String,
+    /// Addresses to listen on: `127.0.0.1:7420`, `[::]:7420`, port 0 for any free port.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Where the hub keeps its key and certificate (made on first start) and its state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The nodes this hub admits, by key fingerprint.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain; with `key`, replaces the key the hub makes for itself.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Extra names for the hub's own certificate (IPs or DNS names nodes dial).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// How often each side sends a ping.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u32,
+    /// Nothing heard for this long: the link is dead and its points stale.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u32,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { interval_ms: default_interval(), timeout_ms: default_timeout() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest frame a node may send, bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+    /// Most updates in one batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest point name, bytes.
+    #[serde(default = "default_max_name")]
+    pub max_name_len: usize,
+    /// Most points one edge may publish.
+    #[serde(default = "default_max_points")]
+    pub max_points_per_node: usize,
+    /// Updates a lagging subscriber may have queued (after conflation) before it is cut off.
+    #[serde(default = "default_queue")]
+    pub subscriber_queue: usize,
+    /// TLS handshakes in progress at once; more wait.
+    #[serde(default = "default_handshakes")]
+    pub max_handshakes: usize,
+    /// Time a connection has for its TLS handshake and hello.
+    #[serde(default = "default_handshake_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Time a write may take from the hub to the device and back.
+    #[serde(default = "default_write_ms")]
+    pub write_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame: default_max_frame(),
+            max_batch: default_max_batch(),
+            max_name_len: default_max_name(),
+            max_points_per_node: default_max_points(),
+            subscriber_queue: default_queue(),
+            max_handshakes: default_handshakes(),
+            handshake_timeout_ms: default_handshake_ms(),
+            write_timeout_ms: default_write_ms(),
+        }
+    }
+}
+
+/// A node the hub admits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub fingerprint: Fingerprint,
+    pub role: Role,
+    pub name: String,
+    /// Where an edge may publish; defaults to its name.
+    pub namespace: Option<String>,
+    /// Patterns a client may read; defaults to everything.
+    #[serde(default = "default_read")]
+    pub read: Vec<String>,
+    /// Patterns a client may write (writable points only); defaults to nothing.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:7420".into()]
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("hub-data")
+}
+fn default_interval() -> u32 {
+    1000
+}
+fn default_timeout() -> u32 {
+    3000
+}
+fn default_max_frame() -> usize {
+    4 << 20
+}
+fn default_max_batch() -> usize {
+    65_536
+}
+fn default_max_name() -> usize {
+    256
+}
+fn default_max_points() -> usize {
+    2_000_000
+}
+fn default_queue() -> usize {
+    1_000_000
+}
+fn default_handshakes() -> usize {
+    256
+}
+fn default_handshake_ms() -> u64 {
+    10_000
+}
+fn default_write_ms() -> u64 {
+    10_000
+}
+fn default_read() -> Vec<String> {
+    vec!["**".into()]
+}
+
+impl HubConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<HubConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut cfg = HubConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<HubConfig, String> {
+        let cfg: HubConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(p) = self.tls.cert.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls.key.as_mut() {
+            fix(p);
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        pointhub_schemas::name::validate_name(&self.name, 64).map_err(|e| format!("name: {e}"))?;
+        if self.name.contains('/') {
+            return Err("name: a hub name is one segment, without '/'".into());
+        }
+        if self.listen.is_empty() {
+            return Err("listen: give at least one address, e.g. [\"127.0.0.1:7420\"]".into());
+        }
+        for l in &self.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("listen: {l:?} is not an address like 127.0.0.1:7420 or [::]:7420"))?;
+        }
+        if self.heartbeat.interval_ms == 0 || self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
+            return Err("heartbeat: timeout_ms must be larger than interval_ms (defaults 3000 and 1000)".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err("tls: give both cert and key, or neither".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.nodes {
+            pointhub_schemas::name::validate_name(&n.name, 64).map_err(|e| format!("nodes: name {:?}: {e}", n.name))?;
+            if n.name.contains('/') {
+                return Err(format!("nodes: name {:?}: a node name is one segment, without '/'", n.name));
+            }
+            if !seen.insert(n.fingerprint) {
+                return Err(format!("nodes: fingerprint {} is listed twice", n.fingerprint));
+            }
+            if let Some(ns) = &n.namespace {
+                pointhub_schemas::name::validate_name(ns, 256).map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?;
+            }
+            for p in n.read.iter().chain(&n.write) {
+                pointhub_schemas::Pattern::parse(p).map_err(|e| format!("nodes: {}: pattern: {e}", n.name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        HubConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
+    }
+
+    #[test]
+    fn garbage_is_explained() {
+        assert!(HubConfig::parse("name = 3").is_err());
+        let e = HubConfig::parse("name = \"h\"\nlisten = [\"nowhere\"]").expect_err("refused");
+        assert!(e.contains("not an address"), "{e}");
+        let e = HubConfig::parse("name = \"h\"\ncolour = 1").expect_err("refused");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}

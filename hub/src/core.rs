@@ -1,0 +1,530 @@
+//! The hub's core: the point table, subscribers with conflating queues, and authority.
+//!
+//! Sessions call into the core directly, each in its own task: an edge's reader applies its
+//! batch to the table and appends it to the queue of every subscriber of each point, under
+//! short critical sections (the table lock, then one subscriber's queue lock, never across an
+//! `.await`). The publisher therefore does its own fan-out on its own core, and nothing ever waits
+//! on a subscriber: a subscriber's writer task drains its queue when its socket can take more.
+//!
+//! A subscriber's queue conflates: while the writer is behind, a newer update of a point replaces
+//! the queued one, unless the quality differs — a quality change is never dropped. The queue
+//! holds at most one entry per point and quality change, and a subscriber whose queue passes its
+//! limit anyway is cut off (`SlowConsumer`) and may reconnect for a fresh snapshot.
+
+use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Update, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// One point in the table.
+pub struct PointEntry {
+    pub name: Arc<str>,
+    pub dtype: DataType,
+    pub unit: Option<String>,
+    pub description: Option<String>,
+    pub writable: bool,
+    /// The node that is the authority for the point.
+    pub owner: Arc<str>,
+    /// The owner's session id while it is connected.
+    pub owner_session: Option<u64>,
+    pub value: Value,
+    pub quality: Quality,
+    pub source_ts: Timestamp,
+    pub hub_ts: Timestamp,
+    subs: Vec<Arc<Subscriber>>,
+}
+
+impl PointEntry {
+    pub fn def(&self, id: u32) -> PointDef {
+        PointDef {
+            id,
+            name: self.name.to_string(),
+            dtype: self.dtype,
+            unit: self.unit.clone(),
+            description: self.description.clone(),
+            writable: self.writable,
+        }
+    }
+
+    fn entry(&self, gid: u32, history: bool) -> Entry {
+        Entry {
+            gid,
+            value: self.value.clone(),
+            quality: self.quality,
+            source_ts: self.source_ts,
+            hub_ts: self.hub_ts,
+            history,
+        }
+    }
+}
+
+/// The point table: points by global id, and an index by name.
+#[derive(Default)]
+pub struct Table {
+    pub points: Vec<PointEntry>,
+    pub by_name: HashMap<Arc<str>, u32>,
+}
+
+/// A queued update for one subscriber.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub gid: u32,
+    pub value: Value,
+    pub quality: Quality,
+    pub source_ts: Timestamp,
+    pub hub_ts: Timestamp,
+    pub history: bool,
+}
+
+impl Entry {
+    pub fn to_update(&self) -> Update {
+        Update {
+            id: self.gid,
+            value: self.value.clone(),
+            quality: self.quality,
+            source_ts: self.source_ts,
+            hub_ts: self.hub_ts,
+            flags: if self.history { Update::HISTORY } else { 0 },
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Pending {
+    pub entries: Vec<Entry>,
+    last: HashMap<u32, usize>,
+    /// Snapshots completed since the last drain (point counts), sent after the entries.
+    pub snapshots_done: Vec<u32>,
+    pub overflow: bool,
+}
+
+/// What a subscriber has asked for and what it may see.
+pub struct SubState {
+    pub patterns: Vec<pointhub_schemas::Pattern>,
+    pub member: HashSet<u32>,
+}
+
+/// A client session's subscription and its conflating queue.
+pub struct Subscriber {
+    pub id: u64,
+    /// Also send history replays.
+    pub history: std::sync::atomic::AtomicBool,
+    /// What the node may read at all.
+    pub grant: Vec<pointhub_schemas::Pattern>,
+    pub state: Mutex<SubState>,
+    queue: Mutex<Pending>,
+    pub notify: Notify,
+    limit: usize,
+    pub conflated: AtomicU64,
+}
+
+impl Subscriber {
+    pub fn new(id: u64, history: bool, grant: Vec<pointhub_schemas::Pattern>, limit: usize) -> Subscriber {
+        Subscriber {
+            id,
+            history: history.into(),
+            grant,
+            state: Mutex::new(SubState { patterns: Vec::new(), member: HashSet::new() }),
+            queue: Mutex::new(Pending::default()),
+            notify: Notify::new(),
+            limit,
+            conflated: AtomicU64::new(0),
+        }
+    }
+
+    fn wants(&self, state: &SubState, name: &str) -> bool {
+        self.grant.iter().any(|g| g.matches(name)) && state.patterns.iter().any(|p| p.matches(name))
+    }
+
+    /// Queues an update; conflates with a queued update of the same point and quality.
+    pub fn push(&self, e: Entry) {
+        if e.history && !self.history.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let Ok(mut q) = self.queue.lock() else { return };
+            if q.overflow {
+                return; // the session is being cut off; keep memory flat meanwhile
+            }
+            if !e.history {
+                if let Some(&i) = q.last.get(&e.gid) {
+                    let prev = &mut q.entries[i];
+                    if prev.quality == e.quality && !prev.history {
+                        *prev = e;
+                        self.conflated.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                let i = q.entries.len();
+                q.last.insert(e.gid, i);
+            }
+            q.entries.push(e);
+            if q.entries.len() > self.limit {
+                q.overflow = true;
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    fn push_done(&self, points: u32) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.snapshots_done.push(points);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self) -> Pending {
+        match self.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => Pending { overflow: true, ..Pending::default() },
+        }
+    }
+}
+
+/// The shared state of a hub.
+pub struct Core {
+    pub table: RwLock<Table>,
+    subs: Mutex<HashMap<u64, Arc<Subscriber>>>,
+    next_id: AtomicU64,
+    pub updates_in: AtomicU64,
+    pub max_points_per_node: usize,
+}
+
+/// Why a birth was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BirthError {
+    #[error("point {name:?} lies outside this node's namespace {namespace:?}")]
+    Namespace { name: String, namespace: String },
+    #[error("point {name:?} is already published by {owner:?}, which is connected")]
+    Conflict { name: String, owner: String },
+    #[error("this node may publish at most {0} points")]
+    TooMany(usize),
+}
+
+impl Core {
+    pub fn new(max_points_per_node: usize) -> Core {
+        Core {
+            table: RwLock::new(Table::default()),
+            subs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            updates_in: AtomicU64::new(0),
+            max_points_per_node,
+        }
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn table_write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn table_read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn all_subs(&self) -> Vec<Arc<Subscriber>> {
+        self.subs.lock().map(|s| s.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn point_count(&self) -> usize {
+        self.table_read().points.len()
+    }
+
+    /// Defines (or takes over) points for `owner`, and returns their global ids in order.
+    /// `allowed` says whether the owner may publish a name.
+    pub fn define(
+        &self,
+        owner: &Arc<str>,
+        session: u64,
+        defs: &[PointDef],
+        owned_already: usize,
+        allowed: impl Fn(&str) -> bool,
+        namespace: &str,
+    ) -> Result<Vec<u32>, BirthError> {
+        let mut table = self.table_write();
+        let mut gids = Vec::with_capacity(defs.len());
+        let mut new_gids = Vec::new();
+        for d in defs {
+            if !allowed(&d.name) {
+                return Err(BirthError::Namespace { name: d.name.clone(), namespace: namespace.to_string() });
+            }
+            let gid = match table.by_name.get(d.name.as_str()) {
+                Some(&gid) => {
+                    let p = &mut table.points[gid as usize];
+                    if p.owner != *owner && p.owner_session.is_some() {
+                        return Err(BirthError::Conflict { name: d.name.clone(), owner: p.owner.to_string() });
+                    }
+                    p.owner = owner.clone();
+                    p.owner_session = Some(session);
+                    p.dtype = d.dtype;
+                    p.unit = d.unit.clone();
+                    p.description = d.description.clone();
+                    p.writable = d.writable;
+                    gid
+                }
+                None => {
+                    if owned_already + new_gids.len() >= self.max_points_per_node {
+                        return Err(BirthError::TooMany(self.max_points_per_node));
+                    }
+                    let gid = table.points.len() as u32;
+                    let name: Arc<str> = d.name.as_str().into();
+                    table.points.push(PointEntry {
+                        name: name.clone(),
+                        dtype: d.dtype,
+                        unit: d.unit.clone(),
+                        description: d.description.clone(),
+                        writable: d.writable,
+                        owner: owner.clone(),
+                        owner_session: Some(session),
+                        value: Value::Null,
+                        quality: Quality::BadWaitingForInitialData,
+                        source_ts: Timestamp::NEVER,
+                        hub_ts: Timestamp::now(),
+                        subs: Vec::new(),
+                    });
+                    table.by_name.insert(name, gid);
+                    new_gids.push(gid);
+                    gid
+                }
+            };
+            gids.push(gid);
+        }
+        if !new_gids.is_empty() {
+            for sub in self.all_subs() {
+                let Ok(mut st) = sub.state.lock() else { continue };
+                for &gid in &new_gids {
+                    let p = &mut table.points[gid as usize];
+                    if sub.wants(&st, &p.name) && st.member.insert(gid) {
+                        p.subs.push(sub.clone());
+                    }
+                }
+            }
+        }
+        Ok(gids)
+    }
+
+    /// Applies updates `(gid, update)` from an authority and fans them out.
+    pub fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) {
+        let now = Timestamp::now();
+        let table = &mut *self.table_write();
+        let mut n = 0u64;
+        for (gid, u) in updates {
+            let Some(p) = table.points.get_mut(gid as usize) else { continue };
+            n += 1;
+            let history = u.flags & Update::HISTORY != 0;
+            if !history {
+                p.value = u.value;
+                p.quality = u.quality;
+                p.source_ts = u.source_ts;
+                p.hub_ts = now;
+                if p.subs.is_empty() {
+                    continue;
+                }
+                let e = p.entry(gid, false);
+                for s in &p.subs {
+                    s.push(e.clone());
+                }
+            } else {
+                let e = Entry {
+                    gid,
+                    value: u.value,
+                    quality: u.quality,
+                    source_ts: u.source_ts,
+                    hub_ts: now,
+                    history: true,
+                };
+                for s in p.subs.iter().filter(|s| s.history.load(Ordering::Relaxed)) {
+                    s.push(e.clone());
+                }
+            }
+        }
+        self.updates_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The authority of `gids` is gone: every one turns stale, in one pass, to every subscriber.
+    pub fn authority_lost(&self, session: u64, gids: &[u32]) {
+        let now = Timestamp::now();
+        let table = &mut *self.table_write();
+        for &gid in gids {
+            let Some(p) = table.points.get_mut(gid as usize) else { continue };
+            if p.owner_session != Some(session) {
+                continue; // someone else took it over meanwhile
+            }
+            p.owner_session = None;
+            let q = Quality::stale_from(p.quality, !p.value.is_null());
+            if q == p.quality {
+                continue;
+            }
+            p.quality = q;
+            p.hub_ts = now;
+            let e = p.entry(gid, false);
+            for s in &p.subs {
+                s.push(e.clone());
+            }
+        }
+    }
+
+    /// Registers a subscriber.
+    pub fn add_subscriber(&self, sub: Arc<Subscriber>) {
+        if let Ok(mut s) = self.subs.lock() {
+            s.insert(sub.id, sub);
+        }
+    }
+
+    /// Adds patterns to a subscription and queues a snapshot of every point they newly cover.
+    pub fn subscribe(&self, sub: &Arc<Subscriber>, patterns: Vec<pointhub_schemas::Pattern>) {
+        let table = &mut *self.table_write();
+        let Ok(mut st) = sub.state.lock() else { return };
+        st.patterns.extend(patterns);
+        let mut n = 0u32;
+        for (gid, p) in table.points.iter_mut().enumerate() {
+            let gid = gid as u32;
+            if sub.wants(&st, &p.name) {
+                n += 1;
+                if st.member.insert(gid) {
+                    p.subs.push(sub.clone());
+                }
+                sub.push(p.entry(gid, false));
+            }
+        }
+        drop(st);
+        sub.push_done(n);
+    }
+
+    /// Removes patterns; points no longer covered stop flowing.
+    pub fn unsubscribe(&self, sub: &Arc<Subscriber>, patterns: &[String]) {
+        let table = &mut *self.table_write();
+        let Ok(mut st) = sub.state.lock() else { return };
+        st.patterns.retain(|p| !patterns.iter().any(|x| x == p.as_str()));
+        let members: Vec<u32> = st.member.iter().copied().collect();
+        for gid in members {
+            let Some(p) = table.points.get_mut(gid as usize) else { continue };
+            if !sub.wants(&st, &p.name) {
+                st.member.remove(&gid);
+                p.subs.retain(|s| s.id != sub.id);
+            }
+        }
+    }
+
+    /// Queues a fresh snapshot of everything the subscriber covers.
+    pub fn resnapshot(&self, sub: &Arc<Subscriber>) {
+        let table = self.table_read();
+        let Ok(st) = sub.state.lock() else { return };
+        let mut n = 0;
+        for &gid in &st.member {
+            if let Some(p) = table.points.get(gid as usize) {
+                sub.push(p.entry(gid, false));
+                n += 1;
+            }
+        }
+        drop(st);
+        sub.push_done(n);
+    }
+
+    pub fn remove_subscriber(&self, sub: &Arc<Subscriber>) {
+        if let Ok(mut s) = self.subs.lock() {
+            s.remove(&sub.id);
+        }
+        let table = &mut *self.table_write();
+        let Ok(st) = sub.state.lock() else { return };
+        for &gid in &st.member {
+            if let Some(p) = table.points.get_mut(gid as usize) {
+                p.subs.retain(|s| s.id != sub.id);
+            }
+        }
+    }
+
+    /// Sets a point the hub itself is the authority for (`$sys/…`), defining it if needed.
+    pub fn set_local(&self, owner: &Arc<str>, name: &str, dtype: DataType, value: Value) {
+        let gid = {
+            let table = self.table_read();
+            table.by_name.get(name).copied()
+        };
+        let gid = match gid {
+            Some(g) => g,
+            None => {
+                let def = PointDef { id: 0, name: name.into(), dtype, unit: None, description: None, writable: false };
+                match self.define(owner, 0, &[def], 0, |_| true, "") {
+                    Ok(g) => g[0],
+                    Err(_) => return,
+                }
+            }
+        };
+        let u = Update { id: gid, value, quality: Quality::Good, source_ts: Timestamp::now(), hub_ts: Timestamp::NEVER, flags: 0 };
+        self.apply(std::iter::once((gid, u)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pointhub_schemas::Pattern;
+
+    fn def(name: &str) -> PointDef {
+        PointDef { id: 0, name: name.into(), dtype: DataType::Float, unit: None, description: None, writable: false }
+    }
+
+    fn up(v: f64, q: Quality) -> Update {
+        Update { id: 0, value: Value::Float(v), quality: q, source_ts: Timestamp(1), hub_ts: Timestamp::NEVER, flags: 0 }
+    }
+
+    #[test]
+    fn conflation_keeps_latest_and_every_quality_change() {
+        let core = Core::new(1000);
+        let owner: Arc<str> = "e".into();
+        let gids = core.define(&owner, 1, &[def("e/a")], 0, |_| true, "e").expect("defined");
+        let sub = Arc::new(Subscriber::new(9, false, vec![Pattern::parse("**").expect("p")], 100));
+        core.add_subscriber(sub.clone());
+        core.subscribe(&sub, vec![Pattern::parse("e/**").expect("p")]);
+        let snap = sub.drain();
+        assert_eq!(snap.entries.len(), 1);
+        assert_eq!(snap.snapshots_done, vec![1]);
+        for i in 0..100 {
+            core.apply(std::iter::once((gids[0], up(f64::from(i), Quality::Good))));
+        }
+        core.authority_lost(1, &gids);
+        let p = sub.drain();
+        let seen: Vec<(Value, Quality)> = p.entries.iter().map(|e| (e.value.clone(), e.quality)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Value::Float(99.0), Quality::Good),
+                (Value::Float(99.0), Quality::UncertainNoCommunicationLastUsableValue)
+            ]
+        );
+        assert_eq!(sub.conflated.load(Ordering::Relaxed), 99);
+    }
+
+    #[test]
+    fn namespace_and_conflict_are_refused() {
+        let core = Core::new(1000);
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        assert!(matches!(
+            core.define(&a, 1, &[def("b/x")], 0, |n| n.starts_with("a/"), "a"),
+            Err(BirthError::Namespace { .. })
+        ));
+        core.define(&a, 1, &[def("shared/x")], 0, |_| true, "").expect("a owns it");
+        assert!(matches!(core.define(&b, 2, &[def("shared/x")], 0, |_| true, ""), Err(BirthError::Conflict { .. })));
+        core.authority_lost(1, &[0]);
+        core.define(&b, 2, &[def("shared/x")], 0, |_| true, "").expect("free once a is gone");
+        assert!(matches!(core.define(&b, 2, &[def("b/1"), def("b/2")], 999, |_| true, ""), Err(BirthError::TooMany(_))));
+    }
+
+    #[test]
+    fn never_valued_points_go_bad_not_uncertain() {
+        let core = Core::new(10);
+        let a: Arc<str> = "a".into();
+        let gids = core.define(&a, 1, &[def("a/x")], 0, |_| true, "").expect("ok");
+        core.authority_lost(1, &gids);
+        assert_eq!(core.table_read().points[0].quality, Quality::BadNoCommunication);
+    }
+}

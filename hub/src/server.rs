@@ -1,0 +1,278 @@
+//! The hub's one TLS port: TLS 1.3 with client keys asked for, HTTP/1.1, and the router.
+
+use crate::config::{HubConfig, NodeEntry};
+use crate::core::Core;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use dashmap::DashMap;
+use hyper_util::rt::TokioIo;
+use pointhub_client::identity::{self, Fingerprint};
+use pointhub_client::link::SessionTx;
+use pointhub_client::tls;
+use pointhub_schemas::{DataType, Limits, Value, WriteResult};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("hub identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Who is on the other end of a TLS connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// A connected node, as the hub sees it.
+#[derive(Clone)]
+pub struct LiveNode {
+    pub session: u64,
+    pub role: pointhub_schemas::Role,
+    pub tx: SessionTx,
+    pub remote: SocketAddr,
+    pub stats: Arc<pointhub_client::link::SessionStats>,
+    pub software: String,
+}
+
+/// The running hub.
+pub struct Hub {
+    pub name: Arc<str>,
+    pub config: HubConfig,
+    pub core: Core,
+    pub fingerprint: Fingerprint,
+    nodes_by_key: HashMap<Fingerprint, NodeEntry>,
+    /// Live sessions by node name.
+    pub live: DashMap<String, LiveNode>,
+    /// Writes on their way to an edge: hub request id → where the answer goes.
+    pub writes: DashMap<u64, oneshot::Sender<WriteResult>>,
+    pub limits: Limits,
+    /// Fires when the hub shuts down; every session is a child of it.
+    pub shutdown: CancellationToken,
+    pub started: std::time::Instant,
+}
+
+impl Hub {
+    pub fn node(&self, fp: &Fingerprint) -> Option<&NodeEntry> {
+        self.nodes_by_key.get(fp)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(u64::from(self.config.heartbeat.interval_ms))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.config.heartbeat.timeout_ms))
+    }
+
+    /// Sets one of the hub's own `$sys/…` points.
+    pub fn set_sys(&self, path: &str, dtype: DataType, value: Value) {
+        self.core.set_local(&self.name, path, dtype, value);
+    }
+}
+
+/// The HTTP side of the hub: `/node` for node sessions, `/healthz`.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/node", get(node_endpoint))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(hub)
+}
+
+async fn node_endpoint(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(fp) = peer.fingerprint else {
+        warn!(remote = %peer.addr, reason = "no client key", "refused node");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a node session needs a client key: make one with `pointhub keygen` and set key and cert in the node's config\n",
+        )
+            .into_response();
+    };
+    let Some(entry) = hub.node(&fp).cloned() else {
+        warn!(remote = %peer.addr, fingerprint = %fp, reason = "unknown key: not listed in the hub's nodes", "refused node");
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "key {fp} is not approved on hub {}: give the operator this fingerprint to add to the hub's nodes\n",
+                hub.name
+            ),
+        )
+            .into_response();
+    };
+    let max = hub.limits.max_frame;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::session::run(hub, entry, peer, socket))
+}
+
+/// Runs a hub on bound listeners until `shutdown` fires.
+pub async fn run(config: HubConfig, listeners: Vec<TcpListener>, shutdown: CancellationToken) -> Result<(), HubError> {
+    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), config.name.clone()];
+    sans.extend(config.tls.names.iter().cloned());
+    let identity = match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) => identity::load(c, k)?,
+        _ => {
+            let (id, created) = identity::load_or_create(&config.data_dir, "hub", &config.name, &sans)?;
+            if created {
+                info!(dir = %config.data_dir.display(), "made the hub's key and certificate");
+            }
+            id
+        }
+    };
+    let tls_config = tls::server_config(&identity)?;
+    info!(fingerprint = %identity.fingerprint, "hub identity: nodes pin this fingerprint");
+    let limits = Limits {
+        max_frame: config.limits.max_frame,
+        max_batch: config.limits.max_batch,
+        max_name_len: config.limits.max_name_len,
+        ..Limits::default()
+    };
+    let hub = Arc::new(Hub {
+        name: config.name.as_str().into(),
+        nodes_by_key: config.nodes.iter().map(|n| (n.fingerprint, n.clone())).collect(),
+        core: Core::new(config.limits.max_points_per_node),
+        fingerprint: identity.fingerprint,
+        live: DashMap::new(),
+        writes: DashMap::new(),
+        limits,
+        shutdown: shutdown.clone(),
+        started: std::time::Instant::now(),
+        config,
+    });
+    hub.set_sys(&format!("$sys/{}/version", hub.name), DataType::String, Value::String(pointhub_client::link::SOFTWARE.into()));
+    hub.set_sys(&format!("$sys/{}/connected", hub.name), DataType::Bool, Value::Bool(true));
+
+    let app = router(hub.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let handshakes = Arc::new(Semaphore::new(hub.config.limits.max_handshakes));
+    let tracker = TaskTracker::new();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        info!(addr = %addr, "listening on wss://{addr}/node");
+        tracker.spawn(accept_loop(listener, acceptor.clone(), app.clone(), hub.clone(), handshakes.clone(), shutdown.clone()));
+    }
+    tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
+    tracker.close();
+    shutdown.cancelled().await;
+    info!("hub shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    hub: Arc<Hub>,
+    handshakes: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let handshake_timeout = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let handshakes = handshakes.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("conn", remote = %addr);
+        tokio::spawn(
+            async move {
+                let Ok(permit) = handshakes.acquire_owned().await else { return };
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        info!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        info!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                drop(permit);
+                let fingerprint = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| Fingerprint::of_cert(c).ok());
+                let peer = Peer { addr, fingerprint };
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    let mut app = app.clone();
+                    async move { tower_service::Service::call(&mut app, req).await }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
+                tokio::select! {
+                    r = conn => if let Err(e) = r { debug!(error = %e, "connection ended") },
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Publishes the hub's own status and each live node's round trip every heartbeat interval.
+async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(hub.heartbeat());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let n = &hub.name;
+        hub.set_sys(&format!("$sys/{n}/uptime_s"), DataType::UInt, Value::UInt(hub.started.elapsed().as_secs()));
+        hub.set_sys(&format!("$sys/{n}/sessions"), DataType::UInt, Value::UInt(hub.live.len() as u64));
+        hub.set_sys(&format!("$sys/{n}/points"), DataType::UInt, Value::UInt(hub.core.point_count() as u64));
+        hub.set_sys(&format!("$sys/{n}/updates_in"), DataType::UInt, Value::UInt(hub.core.updates_in.load(Ordering::Relaxed)));
+        let nodes: Vec<(String, u64, u64)> = hub
+            .live
+            .iter()
+            .map(|e| (e.key().clone(), e.stats.rtt_us.load(Ordering::Relaxed), e.stats.last_heard.load(Ordering::Relaxed)))
+            .collect();
+        for (name, rtt, heard) in nodes {
+            hub.set_sys(&format!("$sys/{name}/rtt_ms"), DataType::Float, Value::Float(rtt as f64 / 1000.0));
+            hub.set_sys(
+                &format!("$sys/{name}/last_seen"),
+                DataType::String,
+                Value::String(pointhub_schemas::Timestamp(heard).to_rfc3339()),
+            );
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! One node session on the hub, from hello to close.
+//!
+//! An edge session defines points (birth) and applies batches; when it ends — closed, silent past
+//! the heartbeat timeout, or cut off for bad input — every point it was the authority for turns
+//! stale at once. A client session subscribes and gets a snapshot then changes from its
+//! conflating queue, and writes points it is granted.
+
+use crate::config::NodeEntry;
+use crate::core::Subscriber;
+use crate::server::{Hub, LiveNode, Peer};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use pointhub_client::link::{spawn_session, FrameKind, Session, SessionOpts, SessionTx, WsMessage};
+use pointhub_schemas::name::in_namespace;
+use pointhub_schemas::{
+    Data, DataType, Define, ErrorCode, Msg, Pattern, Quality, Rebirth, Role, SnapshotDone, Value, Welcome, WriteRequest,
+    WriteResult,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tracing::{info, warn, Instrument};
+
+/// Updates per frame from the hub to a client.
+const BATCH: usize = 4096;
+
+struct AxumMsg(Message);
+
+impl WsMessage for AxumMsg {
+    fn binary(bytes: Vec<u8>) -> Self {
+        AxumMsg(Message::Binary(bytes.into()))
+    }
+    fn close() -> Self {
+        AxumMsg(Message::Close(None))
+    }
+    fn kind(self) -> FrameKind {
+        match self.0 {
+            Message::Binary(b) => FrameKind::Binary(b),
+            Message::Close(c) => FrameKind::Close(c.map(|c| c.reason.to_string())),
+            Message::Text(_) => FrameKind::Text,
+            _ => FrameKind::Control,
+        }
+    }
+}
+
+/// Runs one node session on an upgraded WebSocket.
+pub async fn run(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket) {
+    let span = tracing::info_span!("session", node = %entry.name, role = entry.role.as_str(), remote = %peer.addr);
+    session(hub, entry, peer, socket).instrument(span).await
+}
+
+async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket) {
+    let ws = socket
+        .map(|r| r.map(AxumMsg))
+        .with(|m: AxumMsg| futures_util::future::ready(Ok::<_, axum::Error>(m.0)));
+    let opts = SessionOpts { heartbeat: hub.heartbeat(), timeout: hub.timeout(), limits: hub.limits.clone() };
+    let mut session = spawn_session(ws, opts, &hub.shutdown);
+    let handshake = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
+    let hello = match tokio::time::timeout(handshake, session.rx.recv()).await {
+        Ok(Some(Msg::Hello(h))) => h,
+        Ok(Some(other)) => {
+            warn!(kind = other.kind(), "first message was not hello");
+            session.tx.fail(ErrorCode::Malformed, format!("the first message must be hello, not {}", other.kind())).await;
+            return;
+        }
+        Ok(None) => {
+            info!(reason = %session.close_reason(), "session ended before hello");
+            return;
+        }
+        Err(_) => {
+            session.tx.fail(ErrorCode::Malformed, "no hello within the handshake timeout").await;
+            return;
+        }
+    };
+    if hello.role != entry.role {
+        warn!(asked = hello.role.as_str(), "refused: key approved for another role");
+        session
+            .tx
+            .fail(
+                ErrorCode::AccessDenied,
+                format!(
+                    "this key is approved as {} {:?}, not as {}: use the node's own key for each role",
+                    entry.role.as_str(),
+                    entry.name,
+                    hello.role.as_str()
+                ),
+            )
+            .await;
+        return;
+    }
+    let id = hub.core.next_id();
+    let name = entry.name.clone();
+    let live = LiveNode {
+        session: id,
+        role: entry.role,
+        tx: session.tx.clone(),
+        remote: peer.addr,
+        stats: session.stats.clone(),
+        software: hello.software.clone(),
+    };
+    if let Some(old) = hub.live.insert(name.clone(), live) {
+        info!("a new session of this node replaces its old one");
+        old.tx.fail(ErrorCode::Conflict, "replaced by a newer session of the same node").await;
+    }
+    let namespace = entry.namespace.clone().unwrap_or_else(|| name.clone());
+    session
+        .tx
+        .send(Msg::Welcome(Welcome {
+            major: pointhub_schemas::PROTOCOL_MAJOR,
+            minor: pointhub_schemas::PROTOCOL_MINOR,
+            hub: hub.name.to_string(),
+            node: name.clone(),
+            namespace: namespace.clone(),
+            heartbeat_ms: hub.config.heartbeat.interval_ms,
+            timeout_ms: hub.config.heartbeat.timeout_ms,
+            software: pointhub_client::link::SOFTWARE.into(),
+        }))
+        .await;
+    info!(software = %hello.software, "node connected");
+    let sys = |k: &str| format!("$sys/{name}/{k}");
+    hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(true));
+    hub.set_sys(&sys("role"), DataType::String, Value::String(entry.role.as_str().into()));
+    hub.set_sys(&sys("remote"), DataType::String, Value::String(peer.addr.to_string()));
+    hub.set_sys(&sys("version"), DataType::String, Value::String(hello.software.clone()));
+
+    match entry.role {
+        Role::Edge => edge(&hub, &entry, &namespace, id, &mut session).await,
+        Role::Client => client(&hub, &entry, id, &mut session).await,
+        Role::Hub => {
+            session.tx.fail(ErrorCode::AccessDenied, "hub chaining is not available in this version").await;
+        }
+    }
+    session.closed.cancel();
+    if hub.live.remove_if(&name, |_, v| v.session == id).is_some() {
+        hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(false));
+    }
+    info!(reason = %session.close_reason(), "node disconnected");
+}
+
+async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, session: &mut Session) {
+    let owner: Arc<str> = entry.name.as_str().into();
+    let sys_ns = format!("$sys/{}", entry.name);
+    let allowed = |n: &str| in_namespace(n, namespace) || in_namespace(n, &sys_ns);
+    let mut local: HashMap<u32, u32> = HashMap::new();
+    let mut owned: HashSet<u32> = HashSet::new();
+    let mut last_seq: Option<u64> = None;
+    let mut unknown_ids = 0u64;
+    while let Some(msg) = session.rx.recv().await {
+        match msg {
+            Msg::Birth(b) => {
+                if b.part == 0 {
+                    local.clear();
+                }
+                match hub.core.define(&owner, id, &b.points, owned.len(), allowed, namespace) {
+                    Ok(gids) => {
+                        for (d, g) in b.points.iter().zip(gids) {
+                            local.insert(d.id, g);
+                            owned.insert(g);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "birth refused");
+                        let code = match e {
+                            crate::core::BirthError::Namespace { .. } => ErrorCode::AccessDenied,
+                            crate::core::BirthError::Conflict { .. } => ErrorCode::Conflict,
+                            crate::core::BirthError::TooMany(_) => ErrorCode::LimitExceeded,
+                        };
+                        session.tx.fail(code, e.to_string()).await;
+                        break;
+                    }
+                }
+                hub.core.apply(b.states.into_iter().filter_map(|u| local.get(&u.id).map(|&g| (g, u))));
+                last_seq = Some(b.seq);
+                if b.last {
+                    info!(points = local.len(), "birth complete");
+                }
+            }
+            Msg::Data(d) => {
+                match last_seq {
+                    Some(last) if d.seq != last.wrapping_add(1) => {
+                        warn!(expected = last.wrapping_add(1), got = d.seq, "sequence gap; asking the edge for a rebirth");
+                        session
+                            .tx
+                            .send(Msg::Rebirth(Rebirth { reason: format!("gap: expected {} got {}", last.wrapping_add(1), d.seq) }))
+                            .await;
+                    }
+                    None => {
+                        session.tx.fail(ErrorCode::Malformed, "data before birth: send a birth first").await;
+                        break;
+                    }
+                    _ => {}
+                }
+                last_seq = Some(d.seq);
+                let before = d.updates.len();
+                let mapped: Vec<(u32, _)> = d.updates.into_iter().filter_map(|u| local.get(&u.id).map(|&g| (g, u))).collect();
+                if mapped.len() != before {
+                    unknown_ids += (before - mapped.len()) as u64;
+                    warn!(count = unknown_ids, "updates for ids the birth did not define were ignored");
+                }
+                hub.core.apply(mapped.into_iter());
+            }
+            Msg::WriteResult(r) => {
+                if let Some((_, reply)) = hub.writes.remove(&r.req) {
+                    let _ = reply.send(r);
+                }
+            }
+            Msg::Death(d) => {
+                info!(reason = %d.reason, "edge leaves");
+                break;
+            }
+            other => {
+                session
+                    .tx
+                    .fail(ErrorCode::Malformed, format!("an edge session does not take {} messages", other.kind()))
+                    .await;
+                break;
+            }
+        }
+    }
+    let owned: Vec<u32> = owned.into_iter().collect();
+    hub.core.authority_lost(id, &owned);
+    // Writes still waiting on this edge will time out; answer them now instead.
+    info!(points = owned.len(), "authority lost: points marked stale");
+}
+
+fn parse_patterns(list: &[String]) -> Result<Vec<Pattern>, String> {
+    list.iter().map(|p| Pattern::parse(p).map_err(|e| e.to_string())).collect()
+}
+
+async fn client(hub: &Arc<Hub>, entry: &NodeEntry, id: u64, session: &mut Session) {
+    // The config was validated at start, so these parse.
+    let read = parse_patterns(&entry.read).unwrap_or_default();
+    let write = parse_patterns(&entry.write).unwrap_or_default();
+    let sub = Arc::new(Subscriber::new(id, false, read, hub.config.limits.subscriber_queue));
+    hub.core.add_subscriber(sub.clone());
+    let pump = tokio::spawn(pump(hub.clone(), sub.clone(), session.tx.clone(), session.closed.clone()));
+    let write = Arc::new(write);
+    while let Some(msg) = session.rx.recv().await {
+        match msg {
+            Msg::Subscribe(s) => match parse_patterns(&s.patterns) {
+                Ok(p) => {
+                    if s.history {
+                        sub.history.store(true, Ordering::Relaxed);
+                    }
+                    info!(patterns = ?s.patterns, "subscribe");
+                    hub.core.subscribe(&sub, p);
+                }
+                Err(e) => {
+                    session.tx.fail(ErrorCode::InvalidName, format!("subscribe: {e}")).await;
+                    break;
+                }
+            },
+            Msg::Unsubscribe(u) => hub.core.unsubscribe(&sub, &u.patterns),
+            Msg::Rebirth(r) => {
+                info!(reason = %r.reason, "client asks for a fresh snapshot");
+                hub.core.resnapshot(&sub);
+            }
+            Msg::Write(w) => {
+                let hub = hub.clone();
+                let tx = session.tx.clone();
+                let write = write.clone();
+                let who = entry.name.clone();
+                tokio::spawn(async move {
+                    let req = w.req;
+                    let point = w.point.clone();
+                    let (status, message) = route_write(&hub, &who, &write, w).await;
+                    info!(target: "audit", node = %who, point = %point, status = %status, message = %message, "write");
+                    tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;
+                });
+            }
+            other => {
+                session
+                    .tx
+                    .fail(
+                        ErrorCode::AccessDenied,
+                        format!("a client session does not take {} messages: publishing needs an edge key", other.kind()),
+                    )
+                    .await;
+                break;
+            }
+        }
+    }
+    hub.core.remove_subscriber(&sub);
+    pump.abort();
+}
+
+/// Drains a subscriber's queue into its session whenever the socket can take more.
+async fn pump(hub: Arc<Hub>, sub: Arc<Subscriber>, tx: SessionTx, closed: tokio_util::sync::CancellationToken) {
+    let mut seq = 0u64;
+    let mut defined: HashSet<u32> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = sub.notify.notified() => {}
+        }
+        let p = sub.drain();
+        if p.overflow {
+            warn!(limit = hub.config.limits.subscriber_queue, "client too slow: cut off");
+            tx.fail(
+                ErrorCode::SlowConsumer,
+                format!(
+                    "this client fell more than {} updates behind and was cut off; it reconnects for a fresh snapshot",
+                    hub.config.limits.subscriber_queue
+                ),
+            )
+            .await;
+            return;
+        }
+        let new: Vec<u32> = p.entries.iter().map(|e| e.gid).filter(|g| defined.insert(*g)).collect();
+        if !new.is_empty() {
+            let defs: Vec<_> = {
+                let table = hub.core.table_read();
+                new.iter().filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g))).collect()
+            };
+            for chunk in defs.chunks(BATCH) {
+                if !tx.send(Msg::Define(Define { points: chunk.to_vec() })).await {
+                    return;
+                }
+            }
+        }
+        for chunk in p.entries.chunks(BATCH) {
+            seq += 1;
+            let updates = chunk.iter().map(|e| e.to_update()).collect();
+            if !tx.send(Msg::Data(Data { seq, updates })).await {
+                return;
+            }
+        }
+        for points in p.snapshots_done {
+            if !tx.send(Msg::SnapshotDone(SnapshotDone { points })).await {
+                return;
+            }
+        }
+    }
+}
+
+async fn route_write(hub: &Hub, who: &str, grant: &[Pattern], w: WriteRequest) -> (Quality, String) {
+    if !grant.iter().any(|g| g.matches(&w.point)) {
+        return (
+            Quality::BadUserAccessDenied,
+            format!("node {who:?} may not write {:?}: it is not in the node's write patterns on the hub", w.point),
+        );
+    }
+    let (value, owner, owner_session) = {
+        let table = hub.core.table_read();
+        let Some(&gid) = table.by_name.get(w.point.as_str()) else {
+            return (Quality::BadNodeIdUnknown, format!("no point named {:?} on this hub", w.point));
+        };
+        let p = &table.points[gid as usize];
+        if !p.writable {
+            return (Quality::BadNotWritable, format!("point {:?} is not writable", w.point));
+        }
+        let value = match w.value.coerce(p.dtype) {
+            Ok(v) => v,
+            Err(e) => return (Quality::BadTypeMismatch, format!("point {:?}: {e}", w.point)),
+        };
+        (value, p.owner.to_string(), p.owner_session)
+    };
+    let Some(owner_session) = owner_session else {
+        return (Quality::BadNoCommunication, format!("the point's authority {owner:?} is not connected"));
+    };
+    let Some(edge_tx) = hub.live.get(&owner).filter(|l| l.session == owner_session).map(|l| l.tx.clone()) else {
+        return (Quality::BadNoCommunication, format!("the point's authority {owner:?} is not connected"));
+    };
+    let req = hub.core.next_id();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    hub.writes.insert(req, reply_tx);
+    if !edge_tx.send(Msg::Write(WriteRequest { req, point: w.point.clone(), value })).await {
+        hub.writes.remove(&req);
+        return (Quality::BadNoCommunication, format!("the point's authority {owner:?} disconnected"));
+    }
+    let timeout = Duration::from_millis(hub.config.limits.write_timeout_ms);
+    match tokio::time::timeout(timeout, reply_rx).await {
+        Ok(Ok(r)) => (r.status, r.message),
+        Ok(Err(_)) => (Quality::BadNoCommunication, format!("the point's authority {owner:?} disconnected")),
+        Err(_) => {
+            hub.writes.remove(&req);
+            (Quality::BadTimeout, format!("{owner:?} did not answer within {} ms", timeout.as_millis()))
+        }
+    }
+}

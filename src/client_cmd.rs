@@ -1,0 +1,156 @@
+//! `pointhub client …`: watch, get and write from the command line.
+
+use anyhow::{Context, Result};
+use clap::{Subcommand, ValueEnum};
+use pointhub_client::client::ClientOptions;
+use pointhub_client::config::ClientConfig;
+use pointhub_client::{Client, Event, PointRecord};
+use pointhub_schemas::{Pattern, Role, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Subcommand)]
+pub enum ClientCmd {
+    /// Print every change of the matching points, with quality, until stopped.
+    Watch {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+        /// Also print replays of buffered history, flagged "history": true.
+        #[arg(long)]
+        history: bool,
+        /// Point patterns: plant1/**, plant1/*/speed, ** (quote them in the shell).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Print one snapshot of the matching points as JSON lines, then exit.
+    Get {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Seconds to wait for the hub.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Write a value to a writable point; prints the result. Exit code 0 only when the device took it.
+    Write {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Seconds to wait for the hub and the device.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        point: String,
+        /// The value: a number, true/false, or text (JSON is read as JSON).
+        value: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// One JSON object per change.
+    Jsonl,
+    /// Aligned columns for a terminal.
+    Table,
+}
+
+fn start(config: &PathBuf, patterns: Vec<String>, history: bool, shutdown: CancellationToken) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
+    for p in &patterns {
+        Pattern::parse(p).with_context(|| format!("pattern {p:?}"))?;
+    }
+    let cfg = ClientConfig::load(config).map_err(anyhow::Error::msg)?;
+    let link = cfg.hub.link_config(Role::Client, &cfg.name).map_err(anyhow::Error::msg)?;
+    Ok(Client::spawn(link, ClientOptions { patterns, history }, shutdown))
+}
+
+fn table_line(r: &PointRecord) -> String {
+    let ts = if r.source_ts.is_never() { "-".to_string() } else { r.source_ts.to_rfc3339() };
+    format!("{ts:<28} {:<40} {:>16} {}", r.name, r.value.to_string(), r.quality)
+}
+
+pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode> {
+    match cmd {
+        ClientCmd::Watch { config, format, history, patterns } => {
+            let (_client, mut events) = start(&config, patterns, history, shutdown.clone())?;
+            let stdout = std::io::stdout();
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    ev = events.recv() => ev,
+                };
+                let Some(ev) = ev else { break };
+                match ev {
+                    Event::Update(r) => {
+                        let line = match format {
+                            Format::Jsonl => r.to_json().to_string(),
+                            Format::Table => table_line(&r),
+                        };
+                        let mut out = stdout.lock();
+                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                            break; // stdout closed
+                        }
+                    }
+                    Event::Connected { hub, hub_name } => eprintln!("connected to {hub_name} at {hub}"),
+                    Event::Disconnected { reason } => eprintln!("disconnected: {reason}; every point is now stale; reconnecting"),
+                    Event::SnapshotDone { .. } => {}
+                }
+            }
+        }
+        ClientCmd::Get { config, timeout, patterns } => {
+            let (client, mut events) = start(&config, patterns.clone(), false, shutdown.clone())?;
+            let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => anyhow::bail!("no snapshot from the hub within {timeout} s (see the messages above)"),
+                    _ = shutdown.cancelled() => return Ok(ExitCode::FAILURE),
+                    ev = events.recv() => match ev {
+                        Some(Event::SnapshotDone { .. }) => break,
+                        Some(_) => {}
+                        None => anyhow::bail!("client stopped"),
+                    }
+                }
+            }
+            let pats: Vec<Pattern> = patterns.iter().filter_map(|p| Pattern::parse(p).ok()).collect();
+            let mut out = std::io::stdout().lock();
+            for r in client.mirror().into_iter().filter(|r| pats.iter().any(|p| p.matches(&r.name))) {
+                writeln!(out, "{}", r.to_json())?;
+            }
+            shutdown.cancel();
+        }
+        ClientCmd::Write { config, timeout, point, value } => {
+            let (client, mut events) = start(&config, Vec::new(), false, shutdown.clone())?;
+            let wait = Duration::from_secs(timeout);
+            let connected = tokio::time::timeout(wait, async {
+                while let Some(ev) = events.recv().await {
+                    if matches!(ev, Event::Connected { .. }) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            if !matches!(connected, Ok(true)) {
+                anyhow::bail!("cannot reach the hub within {timeout} s (see the messages above)");
+            }
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            let outcome = client.write(&point, Value::parse_user(&value), wait).await?;
+            let line = serde_json::json!({
+                "point": point,
+                "status": outcome.status.to_string(),
+                "status_code": outcome.status.0,
+                "message": outcome.message,
+            });
+            println!("{line}");
+            shutdown.cancel();
+            if !outcome.is_ok() {
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

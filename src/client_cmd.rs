@@ -58,23 +58,49 @@ pub enum Format {
     Table,
 }
 
-fn start(config: &PathBuf, patterns: Vec<String>, history: bool, shutdown: CancellationToken) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
+fn start(
+    config: &std::path::Path,
+    patterns: Vec<String>,
+    history: bool,
+    shutdown: CancellationToken,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
     for p in &patterns {
         Pattern::parse(p).with_context(|| format!("pattern {p:?}"))?;
     }
     let cfg = ClientConfig::load(config).map_err(anyhow::Error::msg)?;
-    let link = cfg.hub.link_config(Role::Client, &cfg.name).map_err(anyhow::Error::msg)?;
-    Ok(Client::spawn(link, ClientOptions { patterns, history }, shutdown))
+    let link = cfg
+        .hub
+        .link_config(Role::Client, &cfg.name)
+        .map_err(anyhow::Error::msg)?;
+    Ok(Client::spawn(
+        link,
+        ClientOptions { patterns, history },
+        shutdown,
+    ))
 }
 
 fn table_line(r: &PointRecord) -> String {
-    let ts = if r.source_ts.is_never() { "-".to_string() } else { r.source_ts.to_rfc3339() };
-    format!("{ts:<28} {:<40} {:>16} {}", r.name, r.value.to_string(), r.quality)
+    let ts = if r.source_ts.is_never() {
+        "-".to_string()
+    } else {
+        r.source_ts.to_rfc3339()
+    };
+    format!(
+        "{ts:<28} {:<40} {:>16} {}",
+        r.name,
+        r.value.to_string(),
+        r.quality
+    )
 }
 
 pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode> {
     match cmd {
-        ClientCmd::Watch { config, format, history, patterns } => {
+        ClientCmd::Watch {
+            config,
+            format,
+            history,
+            patterns,
+        } => {
             let (_client, mut events) = start(&config, patterns, history, shutdown.clone())?;
             let stdout = std::io::stdout();
             loop {
@@ -94,13 +120,21 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
                             break; // stdout closed
                         }
                     }
-                    Event::Connected { hub, hub_name } => eprintln!("connected to {hub_name} at {hub}"),
-                    Event::Disconnected { reason } => eprintln!("disconnected: {reason}; every point is now stale; reconnecting"),
+                    Event::Connected { hub, hub_name } => {
+                        eprintln!("connected to {hub_name} at {hub}")
+                    }
+                    Event::Disconnected { reason } => {
+                        eprintln!("disconnected: {reason}; every point is now stale; reconnecting")
+                    }
                     Event::SnapshotDone { .. } => {}
                 }
             }
         }
-        ClientCmd::Get { config, timeout, patterns } => {
+        ClientCmd::Get {
+            config,
+            timeout,
+            patterns,
+        } => {
             let (client, mut events) = start(&config, patterns.clone(), false, shutdown.clone())?;
             let deadline = tokio::time::sleep(Duration::from_secs(timeout));
             tokio::pin!(deadline);
@@ -115,14 +149,26 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
                     }
                 }
             }
-            let pats: Vec<Pattern> = patterns.iter().filter_map(|p| Pattern::parse(p).ok()).collect();
+            let pats: Vec<Pattern> = patterns
+                .iter()
+                .filter_map(|p| Pattern::parse(p).ok())
+                .collect();
             let mut out = std::io::stdout().lock();
-            for r in client.mirror().into_iter().filter(|r| pats.iter().any(|p| p.matches(&r.name))) {
+            for r in client
+                .mirror()
+                .into_iter()
+                .filter(|r| pats.iter().any(|p| p.matches(&r.name)))
+            {
                 writeln!(out, "{}", r.to_json())?;
             }
             shutdown.cancel();
         }
-        ClientCmd::Write { config, timeout, point, value } => {
+        ClientCmd::Write {
+            config,
+            timeout,
+            point,
+            value,
+        } => {
             let (client, mut events) = start(&config, Vec::new(), false, shutdown.clone())?;
             let wait = Duration::from_secs(timeout);
             let connected = tokio::time::timeout(wait, async {
@@ -138,7 +184,9 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
                 anyhow::bail!("cannot reach the hub within {timeout} s (see the messages above)");
             }
             tokio::spawn(async move { while events.recv().await.is_some() {} });
-            let outcome = client.write(&point, Value::parse_user(&value), wait).await?;
+            let outcome = client
+                .write(&point, Value::parse_user(&value), wait)
+                .await?;
             let line = serde_json::json!({
                 "point": point,
                 "status": outcome.status.to_string(),

@@ -37,15 +37,19 @@ fn default_data() -> PathBuf {
 
 fn key(dir: &Path, name: &str) -> Result<pointhub_client::Fingerprint> {
     let d = dir.join("keys").join(name);
-    Ok(identity::load_or_create(&d, "node", name, &[name.to_string()])
-        .with_context(|| format!("demo key for {name}"))?
-        .0
-        .fingerprint)
+    Ok(
+        identity::load_or_create(&d, "node", name, &[name.to_string()])
+            .with_context(|| format!("demo key for {name}"))?
+            .0
+            .fingerprint,
+    )
 }
 
 fn quote(p: &Path) -> String {
     let s = p.display().to_string();
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
         s
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -64,7 +68,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<ExitCode
         },
     };
     let addr = listener.local_addr()?;
-    let url = if addr.is_ipv6() { format!("wss://[{}]:{}", addr.ip(), addr.port()) } else { format!("wss://{addr}") };
+    let url = if addr.is_ipv6() {
+        format!("wss://[{}]:{}", addr.ip(), addr.port())
+    } else {
+        format!("wss://{addr}")
+    };
 
     let edge_fp = key(&data, "demo-edge")?;
     let client_fp = key(&data, "demo-client")?;
@@ -95,7 +103,8 @@ read = ["**"]
 "#
     );
     std::fs::write(data.join("hub.toml"), hub_toml)?;
-    let hub_cfg = pointhub_hub::HubConfig::load(&data.join("hub.toml")).map_err(anyhow::Error::msg)?;
+    let hub_cfg =
+        pointhub_hub::HubConfig::load(&data.join("hub.toml")).map_err(anyhow::Error::msg)?;
     let hub_fp = crate::hub_fingerprint(&hub_cfg)?;
 
     let hub_section = |name: &str| {
@@ -111,18 +120,26 @@ read = ["**"]
         args.signals
     );
     std::fs::write(data.join("edge.toml"), edge_toml)?;
-    let client_toml = format!("# Written by `pointhub demo`.\nname = \"demo-client\"\n\n{}", hub_section("demo-client"));
+    let client_toml = format!(
+        "# Written by `pointhub demo`.\nname = \"demo-client\"\n\n{}",
+        hub_section("demo-client")
+    );
     std::fs::write(data.join("client.toml"), client_toml)?;
     let view_toml = format!("name = \"demo-view\"\n\n{}", hub_section("demo-view"));
     std::fs::write(data.join("view.toml"), view_toml)?;
 
-    let edge_cfg = pointhub_edge::EdgeConfig::load(&data.join("edge.toml")).map_err(anyhow::Error::msg)?;
+    let edge_cfg =
+        pointhub_edge::EdgeConfig::load(&data.join("edge.toml")).map_err(anyhow::Error::msg)?;
     let hub_task = tokio::spawn(pointhub_hub::run(hub_cfg, vec![listener], shutdown.clone()));
     let edge_task = tokio::spawn(pointhub_edge::run(edge_cfg, shutdown.clone()));
 
-    let exe = std::env::current_exe().map(|p| quote(&p)).unwrap_or_else(|_| "pointhub".into());
+    let exe = std::env::current_exe()
+        .map(|p| quote(&p))
+        .unwrap_or_else(|_| "pointhub".into());
     let client_cfg = quote(&data.join("client.toml"));
-    println!("pointhub demo: hub \"demo-hub\" on {url}, simulated edge \"demo\" publishing under demo/");
+    println!(
+        "pointhub demo: hub \"demo-hub\" on {url}, simulated edge \"demo\" publishing under demo/"
+    );
     println!("hub key fingerprint: {hub_fp}");
     println!();
     println!("Watch the same points as a client, from any folder in a second terminal:");
@@ -134,9 +151,16 @@ read = ["**"]
     let _ = std::io::stdout().flush();
 
     if !args.no_view {
-        let view = pointhub_client::config::ClientConfig::load(&data.join("view.toml")).map_err(anyhow::Error::msg)?;
-        let link = view.hub.link_config(Role::Client, "demo-view").map_err(anyhow::Error::msg)?;
-        let opts = ClientOptions { patterns: vec!["demo/**".into(), "$sys/demo/**".into()], history: false };
+        let view = pointhub_client::config::ClientConfig::load(&data.join("view.toml"))
+            .map_err(anyhow::Error::msg)?;
+        let link = view
+            .hub
+            .link_config(Role::Client, "demo-view")
+            .map_err(anyhow::Error::msg)?;
+        let opts = ClientOptions {
+            patterns: vec!["demo/**".into(), "$sys/demo/**".into()],
+            history: false,
+        };
         let (client, mut events) = Client::spawn(link, opts, shutdown.clone());
         let tty = std::io::stdout().is_terminal();
         let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -66,7 +66,10 @@ struct KeygenArgs {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// A token that fires on SIGINT or SIGTERM.
@@ -77,7 +80,9 @@ fn shutdown_on_signals() -> CancellationToken {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -93,7 +98,10 @@ fn shutdown_on_signals() -> CancellationToken {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -137,16 +145,27 @@ async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
             let cfg = pointhub_edge::EdgeConfig::load(&path).map_err(anyhow::Error::msg)?;
             init_tracing("info");
             let shutdown = shutdown_on_signals();
-            pointhub_edge::run(cfg, shutdown).await.map_err(anyhow::Error::msg)?;
+            pointhub_edge::run(cfg, shutdown)
+                .await
+                .map_err(anyhow::Error::msg)?;
         }
         Cmd::Client(c) => {
             init_tracing("warn");
             return client_cmd::run(c, shutdown_on_signals()).await;
         }
         Cmd::Keygen(a) => {
-            let fp = pointhub_client::identity::create(&a.out, "node", &a.name, std::slice::from_ref(&a.name))
-                .context("keygen")?;
-            println!("wrote {} and {}", a.out.join("node.key").display(), a.out.join("node.crt").display());
+            let fp = pointhub_client::identity::create(
+                &a.out,
+                "node",
+                &a.name,
+                std::slice::from_ref(&a.name),
+            )
+            .context("keygen")?;
+            println!(
+                "wrote {} and {}",
+                a.out.join("node.key").display(),
+                a.out.join("node.crt").display()
+            );
             println!("fingerprint: {fp}");
         }
         Cmd::Demo(a) => {
@@ -162,9 +181,16 @@ pub fn hub_fingerprint(cfg: &pointhub_hub::HubConfig) -> Result<pointhub_client:
     Ok(match (&cfg.tls.cert, &cfg.tls.key) {
         (Some(c), Some(k)) => pointhub_client::identity::load(c, k)?.fingerprint,
         _ => {
-            let mut sans = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into(), cfg.name.clone()];
+            let mut sans = vec![
+                "localhost".to_string(),
+                "127.0.0.1".into(),
+                "::1".into(),
+                cfg.name.clone(),
+            ];
             sans.extend(cfg.tls.names.iter().cloned());
-            pointhub_client::identity::load_or_create(&cfg.data_dir, "hub", &cfg.name, &sans)?.0.fingerprint
+            pointhub_client::identity::load_or_create(&cfg.data_dir, "hub", &cfg.name, &sans)?
+                .0
+                .fingerprint
         }
     })
 }

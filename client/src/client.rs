@@ -22,7 +22,9 @@
 
 use crate::link::{self, Backoff, LinkConfig};
 use dashmap::DashMap;
-use pointhub_schemas::{json, DataType, Msg, Quality, Rebirth, Subscribe, Timestamp, Update, Value, WriteRequest};
+use pointhub_schemas::{
+    json, DataType, Msg, Quality, Rebirth, Subscribe, Timestamp, Update, Value, WriteRequest,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,18 +51,32 @@ pub struct PointRecord {
 impl PointRecord {
     /// The JSON record (see [`pointhub_schemas::json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        json::record(&self.name, &self.value, self.quality, self.source_ts, self.hub_ts, self.history)
+        json::record(
+            &self.name,
+            &self.value,
+            self.quality,
+            self.source_ts,
+            self.hub_ts,
+            self.history,
+        )
     }
 }
 
 /// What happens to a client, in order.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Connected { hub: String, hub_name: String },
+    Connected {
+        hub: String,
+        hub_name: String,
+    },
     Update(PointRecord),
     /// Every point matching the subscription has been received once since connecting.
-    SnapshotDone { points: u32 },
-    Disconnected { reason: String },
+    SnapshotDone {
+        points: u32,
+    },
+    Disconnected {
+        reason: String,
+    },
 }
 
 /// What to subscribe to.
@@ -95,7 +111,11 @@ pub enum ClientError {
 }
 
 enum Command {
-    Write { point: String, value: Value, reply: oneshot::Sender<WriteOutcome> },
+    Write {
+        point: String,
+        value: Value,
+        reply: oneshot::Sender<WriteOutcome>,
+    },
 }
 
 /// A handle to a running client; cheap to clone.
@@ -110,7 +130,11 @@ pub struct Client {
 impl Client {
     /// Starts the client. Events arrive on the returned receiver; when nobody reads them, the
     /// client stops reading from the hub and the hub conflates for it.
-    pub fn spawn(cfg: LinkConfig, opts: ClientOptions, shutdown: CancellationToken) -> (Client, mpsc::Receiver<Event>) {
+    pub fn spawn(
+        cfg: LinkConfig,
+        opts: ClientOptions,
+        shutdown: CancellationToken,
+    ) -> (Client, mpsc::Receiver<Event>) {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let client = Client {
@@ -144,13 +168,22 @@ impl Client {
     }
 
     /// Writes a point and waits for the device's (or the hub's) answer.
-    pub async fn write(&self, point: &str, value: Value, timeout: Duration) -> Result<WriteOutcome, ClientError> {
+    pub async fn write(
+        &self,
+        point: &str,
+        value: Value,
+        timeout: Duration,
+    ) -> Result<WriteOutcome, ClientError> {
         if !self.is_connected() {
             return Err(ClientError::NotConnected);
         }
         let (reply, rx) = oneshot::channel();
         self.cmd
-            .send(Command::Write { point: point.to_string(), value, reply })
+            .send(Command::Write {
+                point: point.to_string(),
+                value,
+                reply,
+            })
             .await
             .map_err(|_| ClientError::Stopped)?;
         match tokio::time::timeout(timeout, rx).await {
@@ -179,13 +212,21 @@ async fn run(
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     let mut next_req: u64 = 1;
     loop {
-        let Some(mut link) = link::dial_any(&cfg, &mut backoff, &shutdown).await else { break };
+        let Some(mut link) = link::dial_any(&cfg, &mut backoff, &shutdown).await else {
+            break;
+        };
         backoff.reset();
         client.connected.store(true, Ordering::Relaxed);
         let _ = events
-            .send(Event::Connected { hub: link.hub.to_string(), hub_name: link.welcome.hub.clone() })
+            .send(Event::Connected {
+                hub: link.hub.to_string(),
+                hub_name: link.welcome.hub.clone(),
+            })
             .await;
-        let subscribe = Msg::Subscribe(Subscribe { patterns: opts.patterns.clone(), history: opts.history });
+        let subscribe = Msg::Subscribe(Subscribe {
+            patterns: opts.patterns.clone(),
+            history: opts.history,
+        });
         link.session.tx.send(subscribe).await;
         let mut ids: HashMap<u32, Meta> = HashMap::new();
         let mut pending: HashMap<u64, oneshot::Sender<WriteOutcome>> = HashMap::new();

@@ -84,10 +84,13 @@ impl HubSection {
         let id = identity::load(&self.cert, &self.key).map_err(|e| format!("node key: {e}"))?;
         let verify = match (&self.fingerprint, &self.ca) {
             (Some(fp), _) => ServerVerification::Pin(*fp),
-            (None, Some(ca)) => ServerVerification::Ca(identity::load_certs(ca).map_err(|e| format!("hub.ca: {e}"))?),
+            (None, Some(ca)) => ServerVerification::Ca(
+                identity::load_certs(ca).map_err(|e| format!("hub.ca: {e}"))?,
+            ),
             (None, None) => return Err("hub: give fingerprint or ca".into()),
         };
-        let mut cfg = LinkConfig::new(self.urls.clone(), verify, id, role, name).map_err(|e| e.to_string())?;
+        let mut cfg = LinkConfig::new(self.urls.clone(), verify, id, role, name)
+            .map_err(|e| e.to_string())?;
         cfg.session = SessionOpts {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             timeout: Duration::from_millis(self.timeout_ms),
@@ -109,10 +112,15 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut cfg: ClientConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        cfg.hub.validate().map_err(|e| format!("{}: {e}", path.display()))?;
-        cfg.hub.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut cfg: ClientConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.hub
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.hub
+            .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
     }
 }

@@ -14,9 +14,15 @@ pub struct Fingerprint(pub [u8; 32]);
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no PEM certificate ({detail})")]
     NoCert { path: PathBuf, detail: String },
     #[error("{path} holds no PEM private key ({detail})")]
@@ -70,7 +76,10 @@ impl FromStr for Fingerprint {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || IdentityError::BadFingerprint(s.chars().take(100).collect());
         let t = s.trim();
-        let t = t.strip_prefix("sha256:").or_else(|| t.strip_prefix("SHA256:")).unwrap_or(t);
+        let t = t
+            .strip_prefix("sha256:")
+            .or_else(|| t.strip_prefix("SHA256:"))
+            .unwrap_or(t);
         let hex: String = t.chars().filter(|c| *c != ':').collect();
         if hex.len() != 64 || !hex.is_ascii() {
             return Err(bad());
@@ -106,7 +115,11 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Identity { certs: self.certs.clone(), key: self.key.clone_key(), fingerprint: self.fingerprint }
+        Identity {
+            certs: self.certs.clone(),
+            key: self.key.clone_key(),
+            fingerprint: self.fingerprint,
+        }
     }
 }
 
@@ -121,28 +134,46 @@ pub struct NewIdentity {
 pub fn generate(name: &str, sans: &[String]) -> Result<NewIdentity, IdentityError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     let cert = params.self_signed(&key)?;
     let fingerprint = Fingerprint::of_cert(cert.der())?;
-    Ok(NewIdentity { cert_pem: cert.pem(), key_pem: key.serialize_pem(), fingerprint })
+    Ok(NewIdentity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        fingerprint,
+    })
 }
 
 /// The file names of an identity in a folder: `node.crt` and `node.key`.
 pub fn paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")))
+    (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    )
 }
 
 /// Writes a new identity into `dir` as `<stem>.crt` and `<stem>.key` (the key readable by its
 /// owner only). Refuses to overwrite an existing key.
-pub fn create(dir: &Path, stem: &str, name: &str, sans: &[String]) -> Result<Fingerprint, IdentityError> {
+pub fn create(
+    dir: &Path,
+    stem: &str,
+    name: &str,
+    sans: &[String],
+) -> Result<Fingerprint, IdentityError> {
     let (crt, key) = paths(dir, stem);
     if key.exists() {
         return Err(IdentityError::Exists { path: key });
     }
-    std::fs::create_dir_all(dir).map_err(|source| IdentityError::Write { path: dir.into(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| IdentityError::Write {
+        path: dir.into(),
+        source,
+    })?;
     let new = generate(name, sans)?;
     write_private(&key, new.key_pem.as_bytes())?;
-    std::fs::write(&crt, new.cert_pem.as_bytes()).map_err(|source| IdentityError::Write { path: crt, source })?;
+    std::fs::write(&crt, new.cert_pem.as_bytes())
+        .map_err(|source| IdentityError::Write { path: crt, source })?;
     Ok(new.fingerprint)
 }
 
@@ -155,7 +186,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let err = |source| IdentityError::Write { path: path.into(), source };
+    let err = |source| IdentityError::Write {
+        path: path.into(),
+        source,
+    };
     let mut f = opts.open(path).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
@@ -164,27 +198,50 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 /// Loads an identity from PEM files.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<Identity, IdentityError> {
     let certs = load_certs(cert_path)?;
-    let key_pem = std::fs::read(key_path).map_err(|source| IdentityError::Read { path: key_path.into(), source })?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| IdentityError::NoKey { path: key_path.into(), detail: e.to_string() })?;
+    let key_pem = std::fs::read(key_path).map_err(|source| IdentityError::Read {
+        path: key_path.into(),
+        source,
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| IdentityError::NoKey {
+        path: key_path.into(),
+        detail: e.to_string(),
+    })?;
     let fingerprint = Fingerprint::of_cert(&certs[0])?;
-    Ok(Identity { certs, key, fingerprint })
+    Ok(Identity {
+        certs,
+        key,
+        fingerprint,
+    })
 }
 
 /// Loads every certificate of a PEM file (at least one).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-    let pem = std::fs::read(path).map_err(|source| IdentityError::Read { path: path.into(), source })?;
+    let pem = std::fs::read(path).map_err(|source| IdentityError::Read {
+        path: path.into(),
+        source,
+    })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IdentityError::NoCert { path: path.into(), detail: e.to_string() })?;
+        .map_err(|e| IdentityError::NoCert {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(IdentityError::NoCert { path: path.into(), detail: "no CERTIFICATE block".into() });
+        return Err(IdentityError::NoCert {
+            path: path.into(),
+            detail: "no CERTIFICATE block".into(),
+        });
     }
     Ok(certs)
 }
 
 /// Loads `<stem>.crt`/`<stem>.key` from `dir`, making them first if they do not exist yet.
-pub fn load_or_create(dir: &Path, stem: &str, name: &str, sans: &[String]) -> Result<(Identity, bool), IdentityError> {
+pub fn load_or_create(
+    dir: &Path,
+    stem: &str,
+    name: &str,
+    sans: &[String],
+) -> Result<(Identity, bool), IdentityError> {
     let (crt, key) = paths(dir, stem);
     let created = if key.exists() {
         false
@@ -213,7 +270,10 @@ mod tests {
             let mode = std::fs::metadata(&key).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(create(dir.path(), "node", "edge1", &[]), Err(IdentityError::Exists { .. })));
+        assert!(matches!(
+            create(dir.path(), "node", "edge1", &[]),
+            Err(IdentityError::Exists { .. })
+        ));
         assert!("sha256:xyz".parse::<Fingerprint>().is_err());
     }
 }

@@ -10,7 +10,9 @@ use crate::identity::Identity;
 use crate::tls::{client_config, ServerVerification, TlsError};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use pointhub_schemas::{self as schemas, ErrorCode, ErrorMsg, Hello, Limits, Msg, Ping, Role, Timestamp, Welcome};
+use pointhub_schemas::{
+    self as schemas, ErrorCode, ErrorMsg, Hello, Limits, Msg, Ping, Role, Timestamp, Welcome,
+};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +39,9 @@ pub const DEFAULT_PORT: u16 = 7420;
 impl FromStr for HubAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| format!("hub address {s:?}: {why} (write wss://HOST:PORT, e.g. wss://127.0.0.1:7420)");
+        let bad = |why: &str| {
+            format!("hub address {s:?}: {why} (write wss://HOST:PORT, e.g. wss://127.0.0.1:7420)")
+        };
         let rest = s.trim();
         let rest = if let Some(r) = rest.strip_prefix("wss://") {
             r
@@ -56,7 +60,10 @@ impl FromStr for HubAddr {
             let host = &r[..end];
             let port = match &r[end + 1..] {
                 "" => DEFAULT_PORT,
-                p => p.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad port"))?,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| bad("bad port"))?,
             };
             (host.to_string(), port)
         } else {
@@ -68,7 +75,11 @@ impl FromStr for HubAddr {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        Ok(HubAddr { host, port, path: path.to_string() })
+        Ok(HubAddr {
+            host,
+            port,
+            path: path.to_string(),
+        })
     }
 }
 
@@ -84,7 +95,9 @@ impl fmt::Display for HubAddr {
 
 impl<'de> serde::Deserialize<'de> for HubAddr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -100,7 +113,11 @@ pub struct SessionOpts {
 
 impl Default for SessionOpts {
     fn default() -> Self {
-        SessionOpts { heartbeat: Duration::from_secs(1), timeout: Duration::from_secs(3), limits: Limits::default() }
+        SessionOpts {
+            heartbeat: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -178,7 +195,13 @@ impl SessionTx {
     }
     /// Sends an error the peer can read, then closes.
     pub async fn fail(&self, code: ErrorCode, message: impl Into<String>) {
-        let _ = self.tx.send(Outgoing::Msg(Msg::Error(ErrorMsg { code, message: message.into() }))).await;
+        let _ = self
+            .tx
+            .send(Outgoing::Msg(Msg::Error(ErrorMsg {
+                code,
+                message: message.into(),
+            })))
+            .await;
         let _ = self.tx.send(Outgoing::Close).await;
     }
     pub async fn close(&self) {
@@ -209,7 +232,10 @@ impl Session {
 }
 
 pub fn close_reason(r: &Mutex<Option<String>>) -> String {
-    r.lock().ok().and_then(|g| g.clone()).unwrap_or_else(|| "session closed".into())
+    r.lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .unwrap_or_else(|| "session closed".into())
 }
 
 fn set_reason(r: &Mutex<Option<String>>, why: impl Into<String>) {
@@ -234,12 +260,35 @@ where
     let (in_tx, in_rx) = mpsc::channel::<Msg>(64);
     let closed = parent.child_token();
     let stats = Arc::new(SessionStats::default());
-    stats.last_heard.store(Timestamp::now().0, Ordering::Relaxed);
+    stats
+        .last_heard
+        .store(Timestamp::now().0, Ordering::Relaxed);
     let reason = Arc::new(Mutex::new(None));
     let tx = SessionTx { tx: out_tx };
-    tokio::spawn(write_loop(sink, out_rx, opts.heartbeat, closed.clone(), reason.clone(), stats.clone()));
-    tokio::spawn(read_loop(stream, in_tx, tx.clone(), opts, closed.clone(), reason.clone(), stats.clone()));
-    Session { tx, rx: in_rx, stats, closed, reason }
+    tokio::spawn(write_loop(
+        sink,
+        out_rx,
+        opts.heartbeat,
+        closed.clone(),
+        reason.clone(),
+        stats.clone(),
+    ));
+    tokio::spawn(read_loop(
+        stream,
+        in_tx,
+        tx.clone(),
+        opts,
+        closed.clone(),
+        reason.clone(),
+        stats.clone(),
+    ));
+    Session {
+        tx,
+        rx: in_rx,
+        stats,
+        closed,
+        reason,
+    }
 }
 
 async fn write_loop<K, M>(
@@ -323,25 +372,45 @@ async fn read_loop<T, M, E>(
             r = tokio::time::timeout(opts.timeout, stream.next()) => r,
         };
         let frame = match next {
-            Err(_) => break format!("peer silent for {} ms (heartbeat timeout)", opts.timeout.as_millis()),
+            Err(_) => {
+                break format!(
+                    "peer silent for {} ms (heartbeat timeout)",
+                    opts.timeout.as_millis()
+                )
+            }
             Ok(None) => break "connection closed by peer".into(),
             Ok(Some(Err(e))) => {
                 let text = e.to_string();
-                if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
-                    out.fail(ErrorCode::LimitExceeded, format!("frame refused: {text}")).await;
+                if text.contains("Space limit exceeded")
+                    || text.contains("too long")
+                    || text.contains("too big")
+                {
+                    out.fail(ErrorCode::LimitExceeded, format!("frame refused: {text}"))
+                        .await;
                 }
                 break format!("connection error: {text}");
             }
             Ok(Some(Ok(m))) => m,
         };
-        stats.last_heard.store(Timestamp::now().0, Ordering::Relaxed);
+        stats
+            .last_heard
+            .store(Timestamp::now().0, Ordering::Relaxed);
         stats.frames_in.fetch_add(1, Ordering::Relaxed);
         let bytes = match frame.kind() {
             FrameKind::Binary(b) => b,
-            FrameKind::Close(r) => break format!("peer closed the session{}", r.map(|r| format!(": {r}")).unwrap_or_default()),
+            FrameKind::Close(r) => {
+                break format!(
+                    "peer closed the session{}",
+                    r.map(|r| format!(": {r}")).unwrap_or_default()
+                )
+            }
             FrameKind::Control => continue,
             FrameKind::Text => {
-                out.fail(ErrorCode::Malformed, "text frame on a node session: node sessions speak binary frames").await;
+                out.fail(
+                    ErrorCode::Malformed,
+                    "text frame on a node session: node sessions speak binary frames",
+                )
+                .await;
                 break "peer sent a text frame".into();
             }
         };
@@ -350,7 +419,8 @@ async fn read_loop<T, M, E>(
             Err(e) => {
                 let code = match e {
                     schemas::DecodeError::Version { .. } => ErrorCode::ProtocolVersion,
-                    schemas::DecodeError::TooLarge { .. } | schemas::DecodeError::TooMany { .. } => ErrorCode::LimitExceeded,
+                    schemas::DecodeError::TooLarge { .. }
+                    | schemas::DecodeError::TooMany { .. } => ErrorCode::LimitExceeded,
                     _ => ErrorCode::Malformed,
                 };
                 out.fail(code, e.to_string()).await;
@@ -362,7 +432,9 @@ async fn read_loop<T, M, E>(
                 let _ = out.try_send(Msg::Pong(p));
             }
             Msg::Pong(p) => {
-                stats.rtt_us.store(Timestamp::now().micros_since(p.t).max(1), Ordering::Relaxed);
+                stats
+                    .rtt_us
+                    .store(Timestamp::now().micros_since(p.t).max(1), Ordering::Relaxed);
             }
             other => {
                 if in_tx.send(other).await.is_err() {
@@ -383,15 +455,26 @@ async fn read_loop<T, M, E>(
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot reach {hub}: {source}")]
-    Connect { hub: HubAddr, source: std::io::Error },
+    Connect {
+        hub: HubAddr,
+        source: std::io::Error,
+    },
     #[error("{hub} did not answer within {secs} s")]
     Timeout { hub: HubAddr, secs: u64 },
     #[error("TLS with {hub} failed: {detail}")]
     Tls { hub: HubAddr, detail: String },
     #[error("{hub} refused this node (HTTP {status}): {message}")]
-    Refused { hub: HubAddr, status: u16, message: String },
+    Refused {
+        hub: HubAddr,
+        status: u16,
+        message: String,
+    },
     #[error("{hub} ended the session: {code:?}: {message}")]
-    Rejected { hub: HubAddr, code: ErrorCode, message: String },
+    Rejected {
+        hub: HubAddr,
+        code: ErrorCode,
+        message: String,
+    },
     #[error("WebSocket with {hub} failed: {detail}")]
     WebSocket { hub: HubAddr, detail: String },
     #[error(transparent)]
@@ -446,23 +529,55 @@ pub struct Link {
 }
 
 /// Dials one hub: TCP, TLS 1.3, WebSocket, hello and welcome.
-pub async fn dial(cfg: &LinkConfig, hub: &HubAddr, shutdown: &CancellationToken) -> Result<Link, LinkError> {
+pub async fn dial(
+    cfg: &LinkConfig,
+    hub: &HubAddr,
+    shutdown: &CancellationToken,
+) -> Result<Link, LinkError> {
+    let tcp = tokio::time::timeout(
+        cfg.connect_timeout,
+        tokio::net::TcpStream::connect((hub.host.as_str(), hub.port)),
+    )
+    .await
+    .map_err(|_| LinkError::Timeout {
+        hub: hub.clone(),
+        secs: cfg.connect_timeout.as_secs().max(1),
+    })?
+    .map_err(|source| LinkError::Connect {
+        hub: hub.clone(),
+        source,
+    })?;
+    dial_over(cfg, hub, tcp, shutdown).await
+}
+
+/// Like [`dial`], over a TCP connection the caller made (to set socket options, say).
+pub async fn dial_over(
+    cfg: &LinkConfig,
+    hub: &HubAddr,
+    tcp: tokio::net::TcpStream,
+    shutdown: &CancellationToken,
+) -> Result<Link, LinkError> {
     let secs = cfg.connect_timeout.as_secs().max(1);
-    let timeout = |hub: &HubAddr| LinkError::Timeout { hub: hub.clone(), secs };
-    let tcp = tokio::time::timeout(cfg.connect_timeout, tokio::net::TcpStream::connect((hub.host.as_str(), hub.port)))
-        .await
-        .map_err(|_| timeout(hub))?
-        .map_err(|source| LinkError::Connect { hub: hub.clone(), source })?;
+    let timeout = |hub: &HubAddr| LinkError::Timeout {
+        hub: hub.clone(),
+        secs,
+    };
     let _ = tcp.set_nodelay(true);
-    let server_name = rustls::pki_types::ServerName::try_from(hub.host.clone())
-        .map_err(|e| LinkError::Tls { hub: hub.clone(), detail: format!("bad host name: {e}") })?;
+    let server_name =
+        rustls::pki_types::ServerName::try_from(hub.host.clone()).map_err(|e| LinkError::Tls {
+            hub: hub.clone(),
+            detail: format!("bad host name: {e}"),
+        })?;
     let tls = tokio::time::timeout(
         cfg.connect_timeout,
         tokio_rustls::TlsConnector::from(cfg.tls.clone()).connect(server_name, tcp),
     )
     .await
     .map_err(|_| timeout(hub))?
-    .map_err(|e| LinkError::Tls { hub: hub.clone(), detail: e.to_string() })?;
+    .map_err(|e| LinkError::Tls {
+        hub: hub.clone(),
+        detail: e.to_string(),
+    })?;
     let ws_cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(cfg.session.limits.max_frame))
         .max_frame_size(Some(cfg.session.limits.max_frame));
@@ -480,9 +595,16 @@ pub async fn dial(cfg: &LinkConfig, hub: &HubAddr, shutdown: &CancellationToken)
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).trim().to_string())
                 .unwrap_or_default();
-            LinkError::Refused { hub: hub.clone(), status: resp.status().as_u16(), message }
+            LinkError::Refused {
+                hub: hub.clone(),
+                status: resp.status().as_u16(),
+                message,
+            }
         }
-        other => LinkError::WebSocket { hub: hub.clone(), detail: other.to_string() },
+        other => LinkError::WebSocket {
+            hub: hub.clone(),
+            detail: other.to_string(),
+        },
     })?;
     let mut session = spawn_session(ws, cfg.session.clone(), shutdown);
     session
@@ -495,12 +617,28 @@ pub async fn dial(cfg: &LinkConfig, hub: &HubAddr, shutdown: &CancellationToken)
             software: SOFTWARE.into(),
         }))
         .await;
-    let first = tokio::time::timeout(cfg.connect_timeout, session.rx.recv()).await.map_err(|_| timeout(hub))?;
+    let first = tokio::time::timeout(cfg.connect_timeout, session.rx.recv())
+        .await
+        .map_err(|_| timeout(hub))?;
     match first {
-        Some(Msg::Welcome(welcome)) => Ok(Link { session, welcome, hub: hub.clone() }),
-        Some(Msg::Error(e)) => Err(LinkError::Rejected { hub: hub.clone(), code: e.code, message: e.message }),
-        Some(other) => Err(LinkError::WebSocket { hub: hub.clone(), detail: format!("expected welcome, got {}", other.kind()) }),
-        None => Err(LinkError::WebSocket { hub: hub.clone(), detail: session.close_reason() }),
+        Some(Msg::Welcome(welcome)) => Ok(Link {
+            session,
+            welcome,
+            hub: hub.clone(),
+        }),
+        Some(Msg::Error(e)) => Err(LinkError::Rejected {
+            hub: hub.clone(),
+            code: e.code,
+            message: e.message,
+        }),
+        Some(other) => Err(LinkError::WebSocket {
+            hub: hub.clone(),
+            detail: format!("expected welcome, got {}", other.kind()),
+        }),
+        None => Err(LinkError::WebSocket {
+            hub: hub.clone(),
+            detail: session.close_reason(),
+        }),
     }
 }
 
@@ -530,7 +668,11 @@ impl Backoff {
 
 /// Dials the configured hubs in turn, waiting with backoff between rounds, until one welcomes
 /// this node or `shutdown` fires.
-pub async fn dial_any(cfg: &LinkConfig, backoff: &mut Backoff, shutdown: &CancellationToken) -> Option<Link> {
+pub async fn dial_any(
+    cfg: &LinkConfig,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> Option<Link> {
     loop {
         for hub in &cfg.hubs {
             if shutdown.is_cancelled() {
@@ -559,7 +701,10 @@ mod tests {
     #[test]
     fn hub_addresses() {
         let a: HubAddr = "wss://127.0.0.1:9000".parse().expect("parses");
-        assert_eq!((a.host.as_str(), a.port, a.path.as_str()), ("127.0.0.1", 9000, "/node"));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.path.as_str()),
+            ("127.0.0.1", 9000, "/node")
+        );
         let b: HubAddr = "[::1]:9001".parse().expect("parses");
         assert_eq!((b.host.as_str(), b.port), ("::1", 9001));
         assert_eq!(b.to_string(), "wss://[::1]:9001/node");

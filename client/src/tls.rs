@@ -38,7 +38,10 @@ pub enum TlsError {
 }
 
 /// The configuration a node dials its hub with.
-pub fn client_config(identity: &Identity, verify: &ServerVerification) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn client_config(
+    identity: &Identity,
+    verify: &ServerVerification,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -49,12 +52,15 @@ pub fn client_config(identity: &Identity, verify: &ServerVerification) -> Result
         ServerVerification::Ca(certs) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs {
-                roots.add(c.clone()).map_err(|e| TlsError::Ca(e.to_string()))?;
+                roots
+                    .add(c.clone())
+                    .map_err(|e| TlsError::Ca(e.to_string()))?;
             }
             builder.with_root_certificates(roots)
         }
     };
-    let mut config = builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?;
+    let mut config =
+        builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -85,7 +91,8 @@ impl ServerCertVerifier for PinnedHub {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = Fingerprint::of_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let got =
+            Fingerprint::of_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
         if got == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -103,7 +110,12 @@ impl ServerCertVerifier for PinnedHub {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -112,11 +124,18 @@ impl ServerCertVerifier for PinnedHub {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -156,7 +175,12 @@ impl ClientCertVerifier for AnyClientKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -165,10 +189,17 @@ impl ClientCertVerifier for AnyClientKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -55,9 +55,11 @@ fn default_rate() -> f64 {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut cfg = EdgeConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        cfg.hub.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        cfg.hub
+            .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
     }
 
@@ -72,7 +74,8 @@ impl EdgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        pointhub_schemas::name::validate_name(&self.namespace(), 128).map_err(|e| format!("namespace: {e}"))?;
+        pointhub_schemas::name::validate_name(&self.namespace(), 128)
+            .map_err(|e| format!("namespace: {e}"))?;
         self.hub.validate()?;
         let mut names = std::collections::HashSet::new();
         for s in &self.sources {
@@ -81,9 +84,13 @@ impl EdgeConfig {
                     if !names.insert(sim.name.clone()) {
                         return Err(format!("sources: two sources are named {:?}", sim.name));
                     }
-                    pointhub_schemas::name::validate_name(&sim.name, 64).map_err(|e| format!("sources: name: {e}"))?;
+                    pointhub_schemas::name::validate_name(&sim.name, 64)
+                        .map_err(|e| format!("sources: name: {e}"))?;
                     if !(sim.rate_hz > 0.0 && sim.rate_hz <= 1000.0) {
-                        return Err(format!("sources: {}: rate_hz must be above 0 and at most 1000", sim.name));
+                        return Err(format!(
+                            "sources: {}: rate_hz must be above 0 and at most 1000",
+                            sim.name
+                        ));
                     }
                     if sim.signals + sim.setpoints > 2_000_000 {
                         return Err(format!("sources: {}: at most 2,000,000 points", sim.name));
@@ -106,9 +113,13 @@ mod tests {
 
     #[test]
     fn bad_configs_are_explained() {
-        let e = EdgeConfig::parse("name = \"e\"\n[hub]\nurls = []\ncert = \"c\"\nkey = \"k\"").expect_err("refused");
+        let e = EdgeConfig::parse("name = \"e\"\n[hub]\nurls = []\ncert = \"c\"\nkey = \"k\"")
+            .expect_err("refused");
         assert!(e.contains("at least one hub"), "{e}");
-        let e = EdgeConfig::parse("name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\ncert = \"c\"\nkey = \"k\"").expect_err("refused");
+        let e = EdgeConfig::parse(
+            "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\ncert = \"c\"\nkey = \"k\"",
+        )
+        .expect_err("refused");
         assert!(e.contains("fingerprint"), "{e}");
         let e = EdgeConfig::parse(
             "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:00\"\ncert = \"c\"\nkey = \"k\"",

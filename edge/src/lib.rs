@@ -1,7 +1,7 @@
 //! The pointhub edge: reads sources (the simulator; Modbus comes next), keeps the current state
 //! of every point, and publishes it to its hub as the authority for those points.
 //!
-//! - [`config`]: `edge.toml`.
+//! - [`config`]: the edge configuration, `edge.toml`.
 //! - [`sim`]: the built-in simulator source (sine, ramp, random walk, on/off, writable setpoints).
 //! - [`run`]: the outbound session: dial (with backoff and jitter), birth on every connect,
 //!   batches of changes, write-back to the sources, heartbeats.
@@ -10,7 +10,9 @@ pub mod config;
 pub mod sim;
 
 use pointhub_client::link::{self, Backoff, Link};
-use pointhub_schemas::{Birth, Data, Death, Msg, PointDef, Quality, Timestamp, Update, Value, WriteResult};
+use pointhub_schemas::{
+    Birth, Data, Death, Msg, PointDef, Quality, Timestamp, Update, Value, WriteResult,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -57,14 +59,22 @@ struct State {
 
 /// Runs an edge until `shutdown` fires.
 pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), String> {
-    let link_cfg = cfg.hub.link_config(pointhub_schemas::Role::Edge, &cfg.name)?;
+    let link_cfg = cfg
+        .hub
+        .link_config(pointhub_schemas::Role::Edge, &cfg.name)?;
     let (sample_tx, mut samples) = mpsc::channel::<Vec<Sample>>(1024);
     let mut states: Vec<State> = Vec::new();
     let mut writers = Vec::new();
     for (i, src) in cfg.sources.iter().enumerate() {
         let base = states.len() as u32;
         let handle = match src {
-            config::SourceConfig::Simulator(s) => sim::spawn(&cfg.namespace(), s, base, sample_tx.clone(), shutdown.clone()),
+            config::SourceConfig::Simulator(s) => sim::spawn(
+                &cfg.namespace(),
+                s,
+                base,
+                sample_tx.clone(),
+                shutdown.clone(),
+            ),
         };
         for def in handle.points {
             states.push(State {
@@ -78,7 +88,10 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Str
         writers.push(handle.writes);
     }
     drop(sample_tx);
-    let by_name: HashMap<String, u32> = states.iter().map(|s| (s.def.name.clone(), s.def.id)).collect();
+    let by_name: HashMap<String, u32> = states
+        .iter()
+        .map(|s| (s.def.name.clone(), s.def.id))
+        .collect();
     info!(points = states.len(), "edge ready");
 
     // A connector task dials; the core loop below owns the link once it is up.
@@ -175,9 +188,18 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Str
         }
     }
     if let Some(l) = current {
-        l.session.tx.send(Msg::Death(Death { reason: "edge shutting down".into() })).await;
+        l.session
+            .tx
+            .send(Msg::Death(Death {
+                reason: "edge shutting down".into(),
+            }))
+            .await;
         l.session.tx.close().await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), l.session.closed.cancelled()).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            l.session.closed.cancelled(),
+        )
+        .await;
     }
     Ok(())
 }
@@ -191,16 +213,29 @@ async fn recv(current: &mut Option<Link>) -> Option<Msg> {
 
 fn apply(states: &mut [State], batch: Vec<Sample>, out: &mut Vec<Update>) {
     for s in batch {
-        let Some(st) = states.get_mut(s.id as usize) else { continue };
+        let Some(st) = states.get_mut(s.id as usize) else {
+            continue;
+        };
         st.value = s.value.clone();
         st.quality = s.quality;
         st.ts = s.ts;
-        out.push(Update { id: s.id, value: s.value, quality: s.quality, source_ts: s.ts, hub_ts: Timestamp::NEVER, flags: 0 });
+        out.push(Update {
+            id: s.id,
+            value: s.value,
+            quality: s.quality,
+            source_ts: s.ts,
+            hub_ts: Timestamp::NEVER,
+            flags: 0,
+        });
     }
 }
 
 async fn send_birth(l: &Link, states: &[State], seq: u64) {
-    let parts: Vec<&[State]> = if states.is_empty() { vec![&[]] } else { states.chunks(BIRTH_PART).collect() };
+    let parts: Vec<&[State]> = if states.is_empty() {
+        vec![&[]]
+    } else {
+        states.chunks(BIRTH_PART).collect()
+    };
     let n = parts.len();
     for (i, part) in parts.into_iter().enumerate() {
         let birth = Birth {
@@ -210,7 +245,14 @@ async fn send_birth(l: &Link, states: &[State], seq: u64) {
             points: part.iter().map(|s| s.def.clone()).collect(),
             states: part
                 .iter()
-                .map(|s| Update { id: s.def.id, value: s.value.clone(), quality: s.quality, source_ts: s.ts, hub_ts: Timestamp::NEVER, flags: 0 })
+                .map(|s| Update {
+                    id: s.def.id,
+                    value: s.value.clone(),
+                    quality: s.quality,
+                    source_ts: s.ts,
+                    hub_ts: Timestamp::NEVER,
+                    flags: 0,
+                })
                 .collect(),
         };
         l.session.tx.send(Msg::Birth(birth)).await;

@@ -58,8 +58,13 @@ pub fn spawn(
     let signals = cfg.signals;
     let setpoints = cfg.setpoints;
     let period = Duration::from_secs_f64(1.0 / cfg.rate_hz);
-    tokio::spawn(run(kinds, base, signals, setpoints, period, out, wrx, shutdown));
-    SourceHandle { points, writes: wtx }
+    tokio::spawn(run(
+        kinds, base, signals, setpoints, period, out, wrx, shutdown,
+    ));
+    SourceHandle {
+        points,
+        writes: wtx,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,7 +83,12 @@ async fn run(
     let mut sp: Vec<f64> = vec![0.0; setpoints as usize];
     let now = Timestamp::now();
     let initial: Vec<Sample> = (0..setpoints)
-        .map(|j| Sample { id: base + signals + j, value: Value::Float(0.0), quality: Quality::Good, ts: now })
+        .map(|j| Sample {
+            id: base + signals + j,
+            value: Value::Float(0.0),
+            quality: Quality::Good,
+            ts: now,
+        })
         .collect();
     if !initial.is_empty() && out.send(initial).await.is_err() {
         return;

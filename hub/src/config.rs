@@ -54,7 +54,10 @@ pub struct Heartbeat {
 
 impl Default for Heartbeat {
     fn default() -> Self {
-        Heartbeat { interval_ms: default_interval(), timeout_ms: default_timeout() }
+        Heartbeat {
+            interval_ms: default_interval(),
+            timeout_ms: default_timeout(),
+        }
     }
 }
 
@@ -82,6 +85,9 @@ pub struct LimitsConfig {
     /// Time a connection has for its TLS handshake and hello.
     #[serde(default = "default_handshake_ms")]
     pub handshake_timeout_ms: u64,
+    /// Sessions one client key may hold at once (an edge or hub key holds one: the newest wins).
+    #[serde(default = "default_sessions_per_key")]
+    pub max_sessions_per_key: usize,
     /// Time a write may take from the hub to the device and back.
     #[serde(default = "default_write_ms")]
     pub write_timeout_ms: u64,
@@ -98,6 +104,7 @@ impl Default for LimitsConfig {
             max_handshakes: default_handshakes(),
             handshake_timeout_ms: default_handshake_ms(),
             write_timeout_ms: default_write_ms(),
+            max_sessions_per_key: default_sessions_per_key(),
         }
     }
 }
@@ -155,6 +162,9 @@ fn default_handshake_ms() -> u64 {
 fn default_write_ms() -> u64 {
     10_000
 }
+fn default_sessions_per_key() -> usize {
+    8
+}
 fn default_read() -> Vec<String> {
     vec!["**".into()]
 }
@@ -162,7 +172,8 @@ fn default_read() -> Vec<String> {
 impl HubConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<HubConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut cfg = HubConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
@@ -199,29 +210,44 @@ impl HubConfig {
             return Err("listen: give at least one address, e.g. [\"127.0.0.1:7420\"]".into());
         }
         for l in &self.listen {
-            l.parse::<std::net::SocketAddr>()
-                .map_err(|_| format!("listen: {l:?} is not an address like 127.0.0.1:7420 or [::]:7420"))?;
+            l.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!("listen: {l:?} is not an address like 127.0.0.1:7420 or [::]:7420")
+            })?;
         }
-        if self.heartbeat.interval_ms == 0 || self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
-            return Err("heartbeat: timeout_ms must be larger than interval_ms (defaults 3000 and 1000)".into());
+        if self.heartbeat.interval_ms == 0
+            || self.heartbeat.timeout_ms <= self.heartbeat.interval_ms
+        {
+            return Err(
+                "heartbeat: timeout_ms must be larger than interval_ms (defaults 3000 and 1000)"
+                    .into(),
+            );
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: give both cert and key, or neither".into());
         }
         let mut seen = std::collections::HashSet::new();
         for n in &self.nodes {
-            pointhub_schemas::name::validate_name(&n.name, 64).map_err(|e| format!("nodes: name {:?}: {e}", n.name))?;
+            pointhub_schemas::name::validate_name(&n.name, 64)
+                .map_err(|e| format!("nodes: name {:?}: {e}", n.name))?;
             if n.name.contains('/') {
-                return Err(format!("nodes: name {:?}: a node name is one segment, without '/'", n.name));
+                return Err(format!(
+                    "nodes: name {:?}: a node name is one segment, without '/'",
+                    n.name
+                ));
             }
             if !seen.insert(n.fingerprint) {
-                return Err(format!("nodes: fingerprint {} is listed twice", n.fingerprint));
+                return Err(format!(
+                    "nodes: fingerprint {} is listed twice",
+                    n.fingerprint
+                ));
             }
             if let Some(ns) = &n.namespace {
-                pointhub_schemas::name::validate_name(ns, 256).map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?;
+                pointhub_schemas::name::validate_name(ns, 256)
+                    .map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?;
             }
             for p in n.read.iter().chain(&n.write) {
-                pointhub_schemas::Pattern::parse(p).map_err(|e| format!("nodes: {}: pattern: {e}", n.name))?;
+                pointhub_schemas::Pattern::parse(p)
+                    .map_err(|e| format!("nodes: {}: pattern: {e}", n.name))?;
             }
         }
         Ok(())

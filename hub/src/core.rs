@@ -120,12 +120,20 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(id: u64, history: bool, grant: Vec<pointhub_schemas::Pattern>, limit: usize) -> Subscriber {
+    pub fn new(
+        id: u64,
+        history: bool,
+        grant: Vec<pointhub_schemas::Pattern>,
+        limit: usize,
+    ) -> Subscriber {
         Subscriber {
             id,
             history: history.into(),
             grant,
-            state: Mutex::new(SubState { patterns: Vec::new(), member: HashSet::new() }),
+            state: Mutex::new(SubState {
+                patterns: Vec::new(),
+                member: HashSet::new(),
+            }),
             queue: Mutex::new(Pending::default()),
             notify: Notify::new(),
             limit,
@@ -174,11 +182,19 @@ impl Subscriber {
         self.notify.notify_one();
     }
 
+    /// Updates queued now.
+    pub fn queue_len(&self) -> usize {
+        self.queue.lock().map(|q| q.entries.len()).unwrap_or(0)
+    }
+
     /// Takes everything queued.
     pub fn drain(&self) -> Pending {
         match self.queue.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
-            Err(_) => Pending { overflow: true, ..Pending::default() },
+            Err(_) => Pending {
+                overflow: true,
+                ..Pending::default()
+            },
         }
     }
 }
@@ -227,7 +243,10 @@ impl Core {
     }
 
     fn all_subs(&self) -> Vec<Arc<Subscriber>> {
-        self.subs.lock().map(|s| s.values().cloned().collect()).unwrap_or_default()
+        self.subs
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -254,13 +273,19 @@ impl Core {
         let mut new_gids = Vec::new();
         for d in defs {
             if !allowed(&d.name) {
-                return Err(BirthError::Namespace { name: d.name.clone(), namespace: namespace.to_string() });
+                return Err(BirthError::Namespace {
+                    name: d.name.clone(),
+                    namespace: namespace.to_string(),
+                });
             }
             let gid = match table.by_name.get(d.name.as_str()) {
                 Some(&gid) => {
                     let p = &mut table.points[gid as usize];
                     if p.owner != *owner && p.owner_session.is_some() {
-                        return Err(BirthError::Conflict { name: d.name.clone(), owner: p.owner.to_string() });
+                        return Err(BirthError::Conflict {
+                            name: d.name.clone(),
+                            owner: p.owner.to_string(),
+                        });
                     }
                     p.owner = owner.clone();
                     p.owner_session = Some(session);
@@ -299,7 +324,9 @@ impl Core {
         }
         if !new_gids.is_empty() {
             for sub in self.all_subs() {
-                let Ok(mut st) = sub.state.lock() else { continue };
+                let Ok(mut st) = sub.state.lock() else {
+                    continue;
+                };
                 for &gid in &new_gids {
                     let p = &mut table.points[gid as usize];
                     if sub.wants(&st, &p.name) && st.member.insert(gid) {
@@ -317,7 +344,9 @@ impl Core {
         let table = &mut *self.table_write();
         let mut n = 0u64;
         for (gid, u) in updates {
-            let Some(p) = table.points.get_mut(gid as usize) else { continue };
+            let Some(p) = table.points.get_mut(gid as usize) else {
+                continue;
+            };
             n += 1;
             let history = u.flags & Update::HISTORY != 0;
             if !history {
@@ -354,7 +383,9 @@ impl Core {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         for &gid in gids {
-            let Some(p) = table.points.get_mut(gid as usize) else { continue };
+            let Some(p) = table.points.get_mut(gid as usize) else {
+                continue;
+            };
             if p.owner_session != Some(session) {
                 continue; // someone else took it over meanwhile
             }
@@ -403,10 +434,13 @@ impl Core {
     pub fn unsubscribe(&self, sub: &Arc<Subscriber>, patterns: &[String]) {
         let table = &mut *self.table_write();
         let Ok(mut st) = sub.state.lock() else { return };
-        st.patterns.retain(|p| !patterns.iter().any(|x| x == p.as_str()));
+        st.patterns
+            .retain(|p| !patterns.iter().any(|x| x == p.as_str()));
         let members: Vec<u32> = st.member.iter().copied().collect();
         for gid in members {
-            let Some(p) = table.points.get_mut(gid as usize) else { continue };
+            let Some(p) = table.points.get_mut(gid as usize) else {
+                continue;
+            };
             if !sub.wants(&st, &p.name) {
                 st.member.remove(&gid);
                 p.subs.retain(|s| s.id != sub.id);
@@ -451,14 +485,28 @@ impl Core {
         let gid = match gid {
             Some(g) => g,
             None => {
-                let def = PointDef { id: 0, name: name.into(), dtype, unit: None, description: None, writable: false };
+                let def = PointDef {
+                    id: 0,
+                    name: name.into(),
+                    dtype,
+                    unit: None,
+                    description: None,
+                    writable: false,
+                };
                 match self.define(owner, 0, &[def], 0, |_| true, "") {
                     Ok(g) => g[0],
                     Err(_) => return,
                 }
             }
         };
-        let u = Update { id: gid, value, quality: Quality::Good, source_ts: Timestamp::now(), hub_ts: Timestamp::NEVER, flags: 0 };
+        let u = Update {
+            id: gid,
+            value,
+            quality: Quality::Good,
+            source_ts: Timestamp::now(),
+            hub_ts: Timestamp::NEVER,
+            flags: 0,
+        };
         self.apply(std::iter::once((gid, u)));
     }
 }
@@ -469,19 +517,40 @@ mod tests {
     use pointhub_schemas::Pattern;
 
     fn def(name: &str) -> PointDef {
-        PointDef { id: 0, name: name.into(), dtype: DataType::Float, unit: None, description: None, writable: false }
+        PointDef {
+            id: 0,
+            name: name.into(),
+            dtype: DataType::Float,
+            unit: None,
+            description: None,
+            writable: false,
+        }
     }
 
     fn up(v: f64, q: Quality) -> Update {
-        Update { id: 0, value: Value::Float(v), quality: q, source_ts: Timestamp(1), hub_ts: Timestamp::NEVER, flags: 0 }
+        Update {
+            id: 0,
+            value: Value::Float(v),
+            quality: q,
+            source_ts: Timestamp(1),
+            hub_ts: Timestamp::NEVER,
+            flags: 0,
+        }
     }
 
     #[test]
     fn conflation_keeps_latest_and_every_quality_change() {
         let core = Core::new(1000);
         let owner: Arc<str> = "e".into();
-        let gids = core.define(&owner, 1, &[def("e/a")], 0, |_| true, "e").expect("defined");
-        let sub = Arc::new(Subscriber::new(9, false, vec![Pattern::parse("**").expect("p")], 100));
+        let gids = core
+            .define(&owner, 1, &[def("e/a")], 0, |_| true, "e")
+            .expect("defined");
+        let sub = Arc::new(Subscriber::new(
+            9,
+            false,
+            vec![Pattern::parse("**").expect("p")],
+            100,
+        ));
         core.add_subscriber(sub.clone());
         core.subscribe(&sub, vec![Pattern::parse("e/**").expect("p")]);
         let snap = sub.drain();
@@ -492,12 +561,19 @@ mod tests {
         }
         core.authority_lost(1, &gids);
         let p = sub.drain();
-        let seen: Vec<(Value, Quality)> = p.entries.iter().map(|e| (e.value.clone(), e.quality)).collect();
+        let seen: Vec<(Value, Quality)> = p
+            .entries
+            .iter()
+            .map(|e| (e.value.clone(), e.quality))
+            .collect();
         assert_eq!(
             seen,
             vec![
                 (Value::Float(99.0), Quality::Good),
-                (Value::Float(99.0), Quality::UncertainNoCommunicationLastUsableValue)
+                (
+                    Value::Float(99.0),
+                    Quality::UncertainNoCommunicationLastUsableValue
+                )
             ]
         );
         assert_eq!(sub.conflated.load(Ordering::Relaxed), 99);
@@ -512,19 +588,32 @@ mod tests {
             core.define(&a, 1, &[def("b/x")], 0, |n| n.starts_with("a/"), "a"),
             Err(BirthError::Namespace { .. })
         ));
-        core.define(&a, 1, &[def("shared/x")], 0, |_| true, "").expect("a owns it");
-        assert!(matches!(core.define(&b, 2, &[def("shared/x")], 0, |_| true, ""), Err(BirthError::Conflict { .. })));
+        core.define(&a, 1, &[def("shared/x")], 0, |_| true, "")
+            .expect("a owns it");
+        assert!(matches!(
+            core.define(&b, 2, &[def("shared/x")], 0, |_| true, ""),
+            Err(BirthError::Conflict { .. })
+        ));
         core.authority_lost(1, &[0]);
-        core.define(&b, 2, &[def("shared/x")], 0, |_| true, "").expect("free once a is gone");
-        assert!(matches!(core.define(&b, 2, &[def("b/1"), def("b/2")], 999, |_| true, ""), Err(BirthError::TooMany(_))));
+        core.define(&b, 2, &[def("shared/x")], 0, |_| true, "")
+            .expect("free once a is gone");
+        assert!(matches!(
+            core.define(&b, 2, &[def("b/1"), def("b/2")], 999, |_| true, ""),
+            Err(BirthError::TooMany(_))
+        ));
     }
 
     #[test]
     fn never_valued_points_go_bad_not_uncertain() {
         let core = Core::new(10);
         let a: Arc<str> = "a".into();
-        let gids = core.define(&a, 1, &[def("a/x")], 0, |_| true, "").expect("ok");
+        let gids = core
+            .define(&a, 1, &[def("a/x")], 0, |_| true, "")
+            .expect("ok");
         core.authority_lost(1, &gids);
-        assert_eq!(core.table_read().points[0].quality, Quality::BadNoCommunication);
+        assert_eq!(
+            core.table_read().points[0].quality,
+            Quality::BadNoCommunication
+        );
     }
 }

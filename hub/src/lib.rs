@@ -1,7 +1,7 @@
 //! The pointhub hub: accepts node sessions on one TLS port, owns the point table, fans out,
 //! and tracks authority and liveness.
 //!
-//! - [`config`]: `hub.toml`.
+//! - [`config`]: the hub configuration, `hub.toml`.
 //! - [`core`]: the point table, subscribers and their conflating queues.
 //! - [`server`]: the TLS listener, the HTTP router (`/node` for node sessions), and [`run`].
 //! - [`session`]: one node session (edge or client) from hello to close.

@@ -45,12 +45,15 @@ pub struct Peer {
 /// A connected node, as the hub sees it.
 #[derive(Clone)]
 pub struct LiveNode {
+    pub name: String,
     pub session: u64,
     pub role: pointhub_schemas::Role,
     pub tx: SessionTx,
     pub remote: SocketAddr,
     pub stats: Arc<pointhub_client::link::SessionStats>,
     pub software: String,
+    /// A client's subscription, for its queue figures.
+    pub sub: Option<Arc<crate::core::Subscriber>>,
 }
 
 /// The running hub.
@@ -60,8 +63,8 @@ pub struct Hub {
     pub core: Core,
     pub fingerprint: Fingerprint,
     nodes_by_key: HashMap<Fingerprint, NodeEntry>,
-    /// Live sessions by node name.
-    pub live: DashMap<String, LiveNode>,
+    /// Live sessions by session id.
+    pub live: DashMap<u64, LiveNode>,
     /// Writes on their way to an edge: hub request id → where the answer goes.
     pub writes: DashMap<u64, oneshot::Sender<WriteResult>>,
     pub limits: Limits,
@@ -71,6 +74,15 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// Live sessions of a node.
+    pub fn sessions_of(&self, name: &str) -> Vec<LiveNode> {
+        self.live
+            .iter()
+            .filter(|e| e.name == name)
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
     pub fn node(&self, fp: &Fingerprint) -> Option<&NodeEntry> {
         self.nodes_by_key.get(fp)
     }
@@ -128,13 +140,23 @@ async fn node_endpoint(
 }
 
 /// Runs a hub on bound listeners until `shutdown` fires.
-pub async fn run(config: HubConfig, listeners: Vec<TcpListener>, shutdown: CancellationToken) -> Result<(), HubError> {
-    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), config.name.clone()];
+pub async fn run(
+    config: HubConfig,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    let mut sans: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        config.name.clone(),
+    ];
     sans.extend(config.tls.names.iter().cloned());
     let identity = match (&config.tls.cert, &config.tls.key) {
         (Some(c), Some(k)) => identity::load(c, k)?,
         _ => {
-            let (id, created) = identity::load_or_create(&config.data_dir, "hub", &config.name, &sans)?;
+            let (id, created) =
+                identity::load_or_create(&config.data_dir, "hub", &config.name, &sans)?;
             if created {
                 info!(dir = %config.data_dir.display(), "made the hub's key and certificate");
             }
@@ -151,7 +173,11 @@ pub async fn run(config: HubConfig, listeners: Vec<TcpListener>, shutdown: Cance
     };
     let hub = Arc::new(Hub {
         name: config.name.as_str().into(),
-        nodes_by_key: config.nodes.iter().map(|n| (n.fingerprint, n.clone())).collect(),
+        nodes_by_key: config
+            .nodes
+            .iter()
+            .map(|n| (n.fingerprint, n.clone()))
+            .collect(),
         core: Core::new(config.limits.max_points_per_node),
         fingerprint: identity.fingerprint,
         live: DashMap::new(),
@@ -161,8 +187,16 @@ pub async fn run(config: HubConfig, listeners: Vec<TcpListener>, shutdown: Cance
         started: std::time::Instant::now(),
         config,
     });
-    hub.set_sys(&format!("$sys/{}/version", hub.name), DataType::String, Value::String(pointhub_client::link::SOFTWARE.into()));
-    hub.set_sys(&format!("$sys/{}/connected", hub.name), DataType::Bool, Value::Bool(true));
+    hub.set_sys(
+        &format!("$sys/{}/version", hub.name),
+        DataType::String,
+        Value::String(pointhub_client::link::SOFTWARE.into()),
+    );
+    hub.set_sys(
+        &format!("$sys/{}/connected", hub.name),
+        DataType::Bool,
+        Value::Bool(true),
+    );
 
     let app = router(hub.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
@@ -171,7 +205,14 @@ pub async fn run(config: HubConfig, listeners: Vec<TcpListener>, shutdown: Cance
     for listener in listeners {
         let addr = listener.local_addr()?;
         info!(addr = %addr, "listening on wss://{addr}/node");
-        tracker.spawn(accept_loop(listener, acceptor.clone(), app.clone(), hub.clone(), handshakes.clone(), shutdown.clone()));
+        tracker.spawn(accept_loop(
+            listener,
+            acceptor.clone(),
+            app.clone(),
+            hub.clone(),
+            handshakes.clone(),
+            shutdown.clone(),
+        ));
     }
     tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
     tracker.close();
@@ -210,8 +251,11 @@ async fn accept_loop(
         let span = tracing::info_span!("conn", remote = %addr);
         tokio::spawn(
             async move {
-                let Ok(permit) = handshakes.acquire_owned().await else { return };
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let Ok(permit) = handshakes.acquire_owned().await else {
+                    return;
+                };
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
                         info!(error = %e, "TLS handshake failed");
@@ -230,11 +274,13 @@ async fn accept_loop(
                     .and_then(|c| c.first())
                     .and_then(|c| Fingerprint::of_cert(c).ok());
                 let peer = Peer { addr, fingerprint };
-                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    let mut app = app.clone();
-                    async move { tower_service::Service::call(&mut app, req).await }
-                });
+                let service = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        let mut app = app.clone();
+                        async move { tower_service::Service::call(&mut app, req).await }
+                    },
+                );
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
@@ -257,17 +303,57 @@ async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let n = &hub.name;
-        hub.set_sys(&format!("$sys/{n}/uptime_s"), DataType::UInt, Value::UInt(hub.started.elapsed().as_secs()));
-        hub.set_sys(&format!("$sys/{n}/sessions"), DataType::UInt, Value::UInt(hub.live.len() as u64));
-        hub.set_sys(&format!("$sys/{n}/points"), DataType::UInt, Value::UInt(hub.core.point_count() as u64));
-        hub.set_sys(&format!("$sys/{n}/updates_in"), DataType::UInt, Value::UInt(hub.core.updates_in.load(Ordering::Relaxed)));
-        let nodes: Vec<(String, u64, u64)> = hub
+        hub.set_sys(
+            &format!("$sys/{n}/uptime_s"),
+            DataType::UInt,
+            Value::UInt(hub.started.elapsed().as_secs()),
+        );
+        hub.set_sys(
+            &format!("$sys/{n}/sessions"),
+            DataType::UInt,
+            Value::UInt(hub.live.len() as u64),
+        );
+        hub.set_sys(
+            &format!("$sys/{n}/points"),
+            DataType::UInt,
+            Value::UInt(hub.core.point_count() as u64),
+        );
+        hub.set_sys(
+            &format!("$sys/{n}/updates_in"),
+            DataType::UInt,
+            Value::UInt(hub.core.updates_in.load(Ordering::Relaxed)),
+        );
+        let nodes: Vec<(String, u64, u64, Option<Arc<crate::core::Subscriber>>)> = hub
             .live
             .iter()
-            .map(|e| (e.key().clone(), e.stats.rtt_us.load(Ordering::Relaxed), e.stats.last_heard.load(Ordering::Relaxed)))
+            .map(|e| {
+                let s = &e.stats;
+                (
+                    e.name.clone(),
+                    s.rtt_us.load(Ordering::Relaxed),
+                    s.last_heard.load(Ordering::Relaxed),
+                    e.sub.clone(),
+                )
+            })
             .collect();
-        for (name, rtt, heard) in nodes {
-            hub.set_sys(&format!("$sys/{name}/rtt_ms"), DataType::Float, Value::Float(rtt as f64 / 1000.0));
+        for (name, rtt, heard, sub) in nodes {
+            if let Some(sub) = sub {
+                hub.set_sys(
+                    &format!("$sys/{name}/queue"),
+                    DataType::UInt,
+                    Value::UInt(sub.queue_len() as u64),
+                );
+                hub.set_sys(
+                    &format!("$sys/{name}/conflated"),
+                    DataType::UInt,
+                    Value::UInt(sub.conflated.load(Ordering::Relaxed)),
+                );
+            }
+            hub.set_sys(
+                &format!("$sys/{name}/rtt_ms"),
+                DataType::Float,
+                Value::Float(rtt as f64 / 1000.0),
+            );
             hub.set_sys(
                 &format!("$sys/{name}/last_seen"),
                 DataType::String,

@@ -13,8 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use pointhub_client::link::{spawn_session, FrameKind, Session, SessionOpts, SessionTx, WsMessage};
 use pointhub_schemas::name::in_namespace;
 use pointhub_schemas::{
-    Data, DataType, Define, ErrorCode, Msg, Pattern, Quality, Rebirth, Role, SnapshotDone, Value, Welcome, WriteRequest,
-    WriteResult,
+    Data, DataType, Define, ErrorCode, Msg, Pattern, Quality, Rebirth, Role, SnapshotDone, Value,
+    Welcome, WriteRequest, WriteResult,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -55,14 +55,24 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     let ws = socket
         .map(|r| r.map(AxumMsg))
         .with(|m: AxumMsg| futures_util::future::ready(Ok::<_, axum::Error>(m.0)));
-    let opts = SessionOpts { heartbeat: hub.heartbeat(), timeout: hub.timeout(), limits: hub.limits.clone() };
+    let opts = SessionOpts {
+        heartbeat: hub.heartbeat(),
+        timeout: hub.timeout(),
+        limits: hub.limits.clone(),
+    };
     let mut session = spawn_session(ws, opts, &hub.shutdown);
     let handshake = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
     let hello = match tokio::time::timeout(handshake, session.rx.recv()).await {
         Ok(Some(Msg::Hello(h))) => h,
         Ok(Some(other)) => {
             warn!(kind = other.kind(), "first message was not hello");
-            session.tx.fail(ErrorCode::Malformed, format!("the first message must be hello, not {}", other.kind())).await;
+            session
+                .tx
+                .fail(
+                    ErrorCode::Malformed,
+                    format!("the first message must be hello, not {}", other.kind()),
+                )
+                .await;
             return;
         }
         Ok(None) => {
@@ -70,12 +80,21 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
             return;
         }
         Err(_) => {
-            session.tx.fail(ErrorCode::Malformed, "no hello within the handshake timeout").await;
+            session
+                .tx
+                .fail(
+                    ErrorCode::Malformed,
+                    "no hello within the handshake timeout",
+                )
+                .await;
             return;
         }
     };
     if hello.role != entry.role {
-        warn!(asked = hello.role.as_str(), "refused: key approved for another role");
+        warn!(
+            asked = hello.role.as_str(),
+            "refused: key approved for another role"
+        );
         session
             .tx
             .fail(
@@ -92,7 +111,37 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     }
     let id = hub.core.next_id();
     let name = entry.name.clone();
+    let sub = (entry.role == Role::Client).then(|| {
+        let read = parse_patterns(&entry.read).unwrap_or_default();
+        Arc::new(Subscriber::new(
+            id,
+            false,
+            read,
+            hub.config.limits.subscriber_queue,
+        ))
+    });
+    let others = hub.sessions_of(&name);
+    if entry.role == Role::Client && others.len() >= hub.config.limits.max_sessions_per_key {
+        warn!(
+            sessions = others.len(),
+            "refused: too many sessions for this key"
+        );
+        session
+            .tx
+            .fail(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "this key already has {} sessions (limit {}): give each client its own key",
+                    others.len(),
+                    hub.config.limits.max_sessions_per_key
+                ),
+            )
+            .await;
+        return;
+    }
     let live = LiveNode {
+        name: name.clone(),
+        sub: sub.clone(),
         session: id,
         role: entry.role,
         tx: session.tx.clone(),
@@ -100,9 +149,22 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         stats: session.stats.clone(),
         software: hello.software.clone(),
     };
-    if let Some(old) = hub.live.insert(name.clone(), live) {
-        info!("a new session of this node replaces its old one");
-        old.tx.fail(ErrorCode::Conflict, "replaced by a newer session of the same node").await;
+    hub.live.insert(id, live);
+    if entry.role != Role::Client {
+        // An authority has one session: the newest wins (the old one may be half-open).
+        for old in others {
+            info!(
+                old_session = old.session,
+                "a new session of this node replaces its old one"
+            );
+            hub.live.remove(&old.session);
+            old.tx
+                .fail(
+                    ErrorCode::Conflict,
+                    "replaced by a newer session of the same node",
+                )
+                .await;
+        }
     }
     let namespace = entry.namespace.clone().unwrap_or_else(|| name.clone());
     session
@@ -121,19 +183,42 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     info!(software = %hello.software, "node connected");
     let sys = |k: &str| format!("$sys/{name}/{k}");
     hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(true));
-    hub.set_sys(&sys("role"), DataType::String, Value::String(entry.role.as_str().into()));
-    hub.set_sys(&sys("remote"), DataType::String, Value::String(peer.addr.to_string()));
-    hub.set_sys(&sys("version"), DataType::String, Value::String(hello.software.clone()));
+    hub.set_sys(
+        &sys("role"),
+        DataType::String,
+        Value::String(entry.role.as_str().into()),
+    );
+    hub.set_sys(
+        &sys("remote"),
+        DataType::String,
+        Value::String(peer.addr.to_string()),
+    );
+    hub.set_sys(
+        &sys("version"),
+        DataType::String,
+        Value::String(hello.software.clone()),
+    );
 
     match entry.role {
         Role::Edge => edge(&hub, &entry, &namespace, id, &mut session).await,
-        Role::Client => client(&hub, &entry, id, &mut session).await,
+        Role::Client => {
+            if let Some(sub) = sub {
+                client(&hub, &entry, sub, &mut session).await
+            }
+        }
         Role::Hub => {
-            session.tx.fail(ErrorCode::AccessDenied, "hub chaining is not available in this version").await;
+            session
+                .tx
+                .fail(
+                    ErrorCode::AccessDenied,
+                    "hub chaining is not available in this version",
+                )
+                .await;
         }
     }
     session.closed.cancel();
-    if hub.live.remove_if(&name, |_, v| v.session == id).is_some() {
+    hub.live.remove(&id);
+    if hub.sessions_of(&name).is_empty() {
         hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(false));
     }
     info!(reason = %session.close_reason(), "node disconnected");
@@ -153,7 +238,10 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                 if b.part == 0 {
                     local.clear();
                 }
-                match hub.core.define(&owner, id, &b.points, owned.len(), allowed, namespace) {
+                match hub
+                    .core
+                    .define(&owner, id, &b.points, owned.len(), allowed, namespace)
+                {
                     Ok(gids) => {
                         for (d, g) in b.points.iter().zip(gids) {
                             local.insert(d.id, g);
@@ -171,7 +259,11 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                         break;
                     }
                 }
-                hub.core.apply(b.states.into_iter().filter_map(|u| local.get(&u.id).map(|&g| (g, u))));
+                hub.core.apply(
+                    b.states
+                        .into_iter()
+                        .filter_map(|u| local.get(&u.id).map(|&g| (g, u))),
+                );
                 last_seq = Some(b.seq);
                 if b.last {
                     info!(points = local.len(), "birth complete");
@@ -180,24 +272,47 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
             Msg::Data(d) => {
                 match last_seq {
                     Some(last) if d.seq != last.wrapping_add(1) => {
-                        warn!(expected = last.wrapping_add(1), got = d.seq, "sequence gap; asking the edge for a rebirth");
+                        warn!(
+                            expected = last.wrapping_add(1),
+                            got = d.seq,
+                            "sequence gap; asking the edge for a rebirth"
+                        );
                         session
                             .tx
-                            .send(Msg::Rebirth(Rebirth { reason: format!("gap: expected {} got {}", last.wrapping_add(1), d.seq) }))
+                            .send(Msg::Rebirth(Rebirth {
+                                reason: format!(
+                                    "gap: expected {} got {}",
+                                    last.wrapping_add(1),
+                                    d.seq
+                                ),
+                            }))
                             .await;
                     }
                     None => {
-                        session.tx.fail(ErrorCode::Malformed, "data before birth: send a birth first").await;
+                        session
+                            .tx
+                            .fail(
+                                ErrorCode::Malformed,
+                                "data before birth: send a birth first",
+                            )
+                            .await;
                         break;
                     }
                     _ => {}
                 }
                 last_seq = Some(d.seq);
                 let before = d.updates.len();
-                let mapped: Vec<(u32, _)> = d.updates.into_iter().filter_map(|u| local.get(&u.id).map(|&g| (g, u))).collect();
+                let mapped: Vec<(u32, _)> = d
+                    .updates
+                    .into_iter()
+                    .filter_map(|u| local.get(&u.id).map(|&g| (g, u)))
+                    .collect();
                 if mapped.len() != before {
                     unknown_ids += (before - mapped.len()) as u64;
-                    warn!(count = unknown_ids, "updates for ids the birth did not define were ignored");
+                    warn!(
+                        count = unknown_ids,
+                        "updates for ids the birth did not define were ignored"
+                    );
                 }
                 hub.core.apply(mapped.into_iter());
             }
@@ -213,7 +328,10 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
             other => {
                 session
                     .tx
-                    .fail(ErrorCode::Malformed, format!("an edge session does not take {} messages", other.kind()))
+                    .fail(
+                        ErrorCode::Malformed,
+                        format!("an edge session does not take {} messages", other.kind()),
+                    )
                     .await;
                 break;
             }
@@ -226,16 +344,21 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
 }
 
 fn parse_patterns(list: &[String]) -> Result<Vec<Pattern>, String> {
-    list.iter().map(|p| Pattern::parse(p).map_err(|e| e.to_string())).collect()
+    list.iter()
+        .map(|p| Pattern::parse(p).map_err(|e| e.to_string()))
+        .collect()
 }
 
-async fn client(hub: &Arc<Hub>, entry: &NodeEntry, id: u64, session: &mut Session) {
-    // The config was validated at start, so these parse.
-    let read = parse_patterns(&entry.read).unwrap_or_default();
+async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session: &mut Session) {
+    // The config was validated at start, so the patterns parse.
     let write = parse_patterns(&entry.write).unwrap_or_default();
-    let sub = Arc::new(Subscriber::new(id, false, read, hub.config.limits.subscriber_queue));
     hub.core.add_subscriber(sub.clone());
-    let pump = tokio::spawn(pump(hub.clone(), sub.clone(), session.tx.clone(), session.closed.clone()));
+    let pump = tokio::spawn(pump(
+        hub.clone(),
+        sub.clone(),
+        session.tx.clone(),
+        session.closed.clone(),
+    ));
     let write = Arc::new(write);
     while let Some(msg) = session.rx.recv().await {
         match msg {
@@ -248,7 +371,10 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, id: u64, session: &mut Sessio
                     hub.core.subscribe(&sub, p);
                 }
                 Err(e) => {
-                    session.tx.fail(ErrorCode::InvalidName, format!("subscribe: {e}")).await;
+                    session
+                        .tx
+                        .fail(ErrorCode::InvalidName, format!("subscribe: {e}"))
+                        .await;
                     break;
                 }
             },
@@ -267,7 +393,12 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, id: u64, session: &mut Sessio
                     let point = w.point.clone();
                     let (status, message) = route_write(&hub, &who, &write, w).await;
                     info!(target: "audit", node = %who, point = %point, status = %status, message = %message, "write");
-                    tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;
+                    tx.send(Msg::WriteResult(WriteResult {
+                        req,
+                        status,
+                        message,
+                    }))
+                    .await;
                 });
             }
             other => {
@@ -287,7 +418,12 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, id: u64, session: &mut Sessio
 }
 
 /// Drains a subscriber's queue into its session whenever the socket can take more.
-async fn pump(hub: Arc<Hub>, sub: Arc<Subscriber>, tx: SessionTx, closed: tokio_util::sync::CancellationToken) {
+async fn pump(
+    hub: Arc<Hub>,
+    sub: Arc<Subscriber>,
+    tx: SessionTx,
+    closed: tokio_util::sync::CancellationToken,
+) {
     let mut seq = 0u64;
     let mut defined: HashSet<u32> = HashSet::new();
     loop {
@@ -297,7 +433,10 @@ async fn pump(hub: Arc<Hub>, sub: Arc<Subscriber>, tx: SessionTx, closed: tokio_
         }
         let p = sub.drain();
         if p.overflow {
-            warn!(limit = hub.config.limits.subscriber_queue, "client too slow: cut off");
+            warn!(
+                limit = hub.config.limits.subscriber_queue,
+                "client too slow: cut off"
+            );
             tx.fail(
                 ErrorCode::SlowConsumer,
                 format!(
@@ -308,14 +447,26 @@ async fn pump(hub: Arc<Hub>, sub: Arc<Subscriber>, tx: SessionTx, closed: tokio_
             .await;
             return;
         }
-        let new: Vec<u32> = p.entries.iter().map(|e| e.gid).filter(|g| defined.insert(*g)).collect();
+        let new: Vec<u32> = p
+            .entries
+            .iter()
+            .map(|e| e.gid)
+            .filter(|g| defined.insert(*g))
+            .collect();
         if !new.is_empty() {
             let defs: Vec<_> = {
                 let table = hub.core.table_read();
-                new.iter().filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g))).collect()
+                new.iter()
+                    .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g)))
+                    .collect()
             };
             for chunk in defs.chunks(BATCH) {
-                if !tx.send(Msg::Define(Define { points: chunk.to_vec() })).await {
+                if !tx
+                    .send(Msg::Define(Define {
+                        points: chunk.to_vec(),
+                    }))
+                    .await
+                {
                     return;
                 }
             }
@@ -335,7 +486,12 @@ async fn pump(hub: Arc<Hub>, sub: Arc<Subscriber>, tx: SessionTx, closed: tokio_
     }
 }
 
-async fn route_write(hub: &Hub, who: &str, grant: &[Pattern], w: WriteRequest) -> (Quality, String) {
+async fn route_write(
+    hub: &Hub,
+    who: &str,
+    grant: &[Pattern],
+    w: WriteRequest,
+) -> (Quality, String) {
     if !grant.iter().any(|g| g.matches(&w.point)) {
         return (
             Quality::BadUserAccessDenied,
@@ -345,38 +501,71 @@ async fn route_write(hub: &Hub, who: &str, grant: &[Pattern], w: WriteRequest) -
     let (value, owner, owner_session) = {
         let table = hub.core.table_read();
         let Some(&gid) = table.by_name.get(w.point.as_str()) else {
-            return (Quality::BadNodeIdUnknown, format!("no point named {:?} on this hub", w.point));
+            return (
+                Quality::BadNodeIdUnknown,
+                format!("no point named {:?} on this hub", w.point),
+            );
         };
         let p = &table.points[gid as usize];
         if !p.writable {
-            return (Quality::BadNotWritable, format!("point {:?} is not writable", w.point));
+            return (
+                Quality::BadNotWritable,
+                format!("point {:?} is not writable", w.point),
+            );
         }
         let value = match w.value.coerce(p.dtype) {
             Ok(v) => v,
-            Err(e) => return (Quality::BadTypeMismatch, format!("point {:?}: {e}", w.point)),
+            Err(e) => {
+                return (
+                    Quality::BadTypeMismatch,
+                    format!("point {:?}: {e}", w.point),
+                )
+            }
         };
         (value, p.owner.to_string(), p.owner_session)
     };
     let Some(owner_session) = owner_session else {
-        return (Quality::BadNoCommunication, format!("the point's authority {owner:?} is not connected"));
+        return (
+            Quality::BadNoCommunication,
+            format!("the point's authority {owner:?} is not connected"),
+        );
     };
-    let Some(edge_tx) = hub.live.get(&owner).filter(|l| l.session == owner_session).map(|l| l.tx.clone()) else {
-        return (Quality::BadNoCommunication, format!("the point's authority {owner:?} is not connected"));
+    let Some(edge_tx) = hub.live.get(&owner_session).map(|l| l.tx.clone()) else {
+        return (
+            Quality::BadNoCommunication,
+            format!("the point's authority {owner:?} is not connected"),
+        );
     };
     let req = hub.core.next_id();
     let (reply_tx, reply_rx) = oneshot::channel();
     hub.writes.insert(req, reply_tx);
-    if !edge_tx.send(Msg::Write(WriteRequest { req, point: w.point.clone(), value })).await {
+    if !edge_tx
+        .send(Msg::Write(WriteRequest {
+            req,
+            point: w.point.clone(),
+            value,
+        }))
+        .await
+    {
         hub.writes.remove(&req);
-        return (Quality::BadNoCommunication, format!("the point's authority {owner:?} disconnected"));
+        return (
+            Quality::BadNoCommunication,
+            format!("the point's authority {owner:?} disconnected"),
+        );
     }
     let timeout = Duration::from_millis(hub.config.limits.write_timeout_ms);
     match tokio::time::timeout(timeout, reply_rx).await {
         Ok(Ok(r)) => (r.status, r.message),
-        Ok(Err(_)) => (Quality::BadNoCommunication, format!("the point's authority {owner:?} disconnected")),
+        Ok(Err(_)) => (
+            Quality::BadNoCommunication,
+            format!("the point's authority {owner:?} disconnected"),
+        ),
         Err(_) => {
             hub.writes.remove(&req);
-            (Quality::BadTimeout, format!("{owner:?} did not answer within {} ms", timeout.as_millis()))
+            (
+                Quality::BadTimeout,
+                format!("{owner:?} did not answer within {} ms", timeout.as_millis()),
+            )
         }
     }
 }

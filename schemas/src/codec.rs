@@ -43,9 +43,17 @@ pub enum DecodeError {
     #[error("frame has {extra} bytes after the message")]
     Trailing { extra: usize },
     #[error("{what}: {count} items exceed the limit of {max}")]
-    TooMany { what: &'static str, count: usize, max: usize },
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("{what} of {len} bytes exceeds the limit of {max} bytes")]
-    StringTooLong { what: &'static str, len: usize, max: usize },
+    StringTooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("invalid point name: {0}")]
     Name(#[from] crate::NameError),
     #[error("peer speaks protocol {major}.x; this node speaks {ours}.x: upgrade the older side")]
@@ -72,11 +80,17 @@ pub fn peek_hello_version(frame: &[u8]) -> Option<(u16, u16)> {
 /// Decodes and checks one frame.
 pub fn decode(frame: &[u8], limits: &Limits) -> Result<Msg, DecodeError> {
     if frame.len() > limits.max_frame {
-        return Err(DecodeError::TooLarge { len: frame.len(), max: limits.max_frame });
+        return Err(DecodeError::TooLarge {
+            len: frame.len(),
+            max: limits.max_frame,
+        });
     }
     if let Some((major, _)) = peek_hello_version(frame) {
         if major != PROTOCOL_MAJOR {
-            return Err(DecodeError::Version { major, ours: PROTOCOL_MAJOR });
+            return Err(DecodeError::Version {
+                major,
+                ours: PROTOCOL_MAJOR,
+            });
         }
     }
     let (msg, rest): (Msg, _) = postcard::take_from_bytes(frame)?;
@@ -96,7 +110,11 @@ fn count(what: &'static str, count: usize, max: usize) -> Result<(), DecodeError
 
 fn string(what: &'static str, s: &str, max: usize) -> Result<(), DecodeError> {
     if s.len() > max {
-        return Err(DecodeError::StringTooLong { what, len: s.len(), max });
+        return Err(DecodeError::StringTooLong {
+            what,
+            len: s.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -113,7 +131,11 @@ fn check(msg: &Msg, l: &Limits) -> Result<(), DecodeError> {
         for p in points {
             validate_name(&p.name, l.max_name_len)?;
             string("unit", p.unit.as_deref().unwrap_or(""), l.max_string_len)?;
-            string("description", p.description.as_deref().unwrap_or(""), l.max_string_len)?;
+            string(
+                "description",
+                p.description.as_deref().unwrap_or(""),
+                l.max_string_len,
+            )?;
         }
         Ok(())
     };
@@ -195,14 +217,43 @@ mod tests {
                 name: "plant1".into(),
                 software: "pointhub 0.1.0".into(),
             }),
-            Msg::Birth(Birth { seq: 1, part: 0, last: true, points: vec![def.clone()], states: vec![up.clone()] }),
-            Msg::Data(Data { seq: 2, updates: vec![up.clone(), Update { value: Value::String("x".into()), ..up.clone() }] }),
+            Msg::Birth(Birth {
+                seq: 1,
+                part: 0,
+                last: true,
+                points: vec![def.clone()],
+                states: vec![up.clone()],
+            }),
+            Msg::Data(Data {
+                seq: 2,
+                updates: vec![
+                    up.clone(),
+                    Update {
+                        value: Value::String("x".into()),
+                        ..up.clone()
+                    },
+                ],
+            }),
             Msg::Define(Define { points: vec![def] }),
-            Msg::Subscribe(Subscribe { patterns: vec!["plant1/**".into()], history: false }),
-            Msg::Write(WriteRequest { req: 9, point: "plant1/sim/sp".into(), value: Value::Int(-3) }),
-            Msg::WriteResult(WriteResult { req: 9, status: Quality::BadNotWritable, message: "no".into() }),
+            Msg::Subscribe(Subscribe {
+                patterns: vec!["plant1/**".into()],
+                history: false,
+            }),
+            Msg::Write(WriteRequest {
+                req: 9,
+                point: "plant1/sim/sp".into(),
+                value: Value::Int(-3),
+            }),
+            Msg::WriteResult(WriteResult {
+                req: 9,
+                status: Quality::BadNotWritable,
+                message: "no".into(),
+            }),
             Msg::Ping(Ping { t: Timestamp(5) }),
-            Msg::Error(ErrorMsg { code: ErrorCode::Malformed, message: "bad".into() }),
+            Msg::Error(ErrorMsg {
+                code: ErrorCode::Malformed,
+                message: "bad".into(),
+            }),
         ]
     }
 
@@ -219,18 +270,38 @@ mod tests {
         for m in samples() {
             let frame = encode(&m);
             for cut in 0..frame.len() {
-                assert!(decode(&frame[..cut], &Limits::default()).is_err(), "{} cut at {cut}", m.kind());
+                assert!(
+                    decode(&frame[..cut], &Limits::default()).is_err(),
+                    "{} cut at {cut}",
+                    m.kind()
+                );
             }
         }
     }
 
     #[test]
     fn limits_are_enforced() {
-        let l = Limits { max_frame: 64, max_batch: 1, ..Limits::default() };
-        let big = Msg::Error(ErrorMsg { code: ErrorCode::Internal, message: "x".repeat(100) });
-        assert!(matches!(decode(&encode(&big), &l), Err(DecodeError::TooLarge { .. })));
-        let two = samples().into_iter().find(|m| matches!(m, Msg::Data(_))).expect("data sample");
-        assert!(matches!(decode(&encode(&two), &l), Err(DecodeError::TooMany { .. })));
+        let l = Limits {
+            max_frame: 64,
+            max_batch: 1,
+            ..Limits::default()
+        };
+        let big = Msg::Error(ErrorMsg {
+            code: ErrorCode::Internal,
+            message: "x".repeat(100),
+        });
+        assert!(matches!(
+            decode(&encode(&big), &l),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        let two = samples()
+            .into_iter()
+            .find(|m| matches!(m, Msg::Data(_)))
+            .expect("data sample");
+        assert!(matches!(
+            decode(&encode(&two), &l),
+            Err(DecodeError::TooMany { .. })
+        ));
         // A length prefix that claims four billion updates in a 7-byte frame.
         let hostile = [3u8, 1, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(decode(&hostile, &Limits::default()).is_err());
@@ -263,6 +334,9 @@ mod tests {
                 writable: false,
             }],
         });
-        assert!(matches!(decode(&encode(&m), &Limits::default()), Err(DecodeError::Name(_))));
+        assert!(matches!(
+            decode(&encode(&m), &Limits::default()),
+            Err(DecodeError::Name(_))
+        ));
     }
 }

@@ -46,7 +46,10 @@ fn check_common(name: &str, max_len: usize) -> Result<(), NameError> {
         return Err(NameError::Empty);
     }
     if name.len() > max_len {
-        return Err(NameError::TooLong { len: name.len(), max: max_len });
+        return Err(NameError::TooLong {
+            len: name.len(),
+            max: max_len,
+        });
     }
     let segments = name.split('/').count();
     if segments > MAX_SEGMENTS {
@@ -102,7 +105,10 @@ impl Pattern {
             }
             segs.push(seg);
         }
-        Ok(Pattern { text: text.to_string(), segs })
+        Ok(Pattern {
+            text: text.to_string(),
+            segs,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -127,9 +133,7 @@ impl Pattern {
                     }
                 }
                 Seg::One => {
-                    for j in 0..n {
-                        next[j + 1] = reach[j];
-                    }
+                    next[1..=n].copy_from_slice(&reach[..n]);
                 }
                 Seg::Lit(l) => {
                     for j in 0..n {
@@ -206,12 +210,30 @@ mod tests {
     #[test]
     fn bad_names_and_patterns() {
         assert_eq!(validate_name("", 256), Err(NameError::Empty));
-        assert!(matches!(validate_name("a//b", 256), Err(NameError::EmptySegment(_))));
-        assert!(matches!(validate_name("/a", 256), Err(NameError::EmptySegment(_))));
-        assert!(matches!(validate_name("a/*", 256), Err(NameError::BadChar(_))));
-        assert!(matches!(validate_name("a\nb", 256), Err(NameError::BadChar(_))));
-        assert!(matches!(validate_name(&"x".repeat(300), 256), Err(NameError::TooLong { .. })));
-        assert!(matches!(Pattern::parse("a/b*"), Err(NameError::BadWildcard(_))));
+        assert!(matches!(
+            validate_name("a//b", 256),
+            Err(NameError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            validate_name("/a", 256),
+            Err(NameError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            validate_name("a/*", 256),
+            Err(NameError::BadChar(_))
+        ));
+        assert!(matches!(
+            validate_name("a\nb", 256),
+            Err(NameError::BadChar(_))
+        ));
+        assert!(matches!(
+            validate_name(&"x".repeat(300), 256),
+            Err(NameError::TooLong { .. })
+        ));
+        assert!(matches!(
+            Pattern::parse("a/b*"),
+            Err(NameError::BadWildcard(_))
+        ));
         assert!(validate_name("$sys/edge1/connected", 256).is_ok());
     }
 

@@ -122,15 +122,27 @@ mod tests {
     #[test]
     fn names_and_values_are_opc_ua() {
         assert_eq!(Quality::Good.0, 0);
-        assert_eq!(Quality::UncertainNoCommunicationLastUsableValue.0, 0x408F0000);
+        assert_eq!(
+            Quality::UncertainNoCommunicationLastUsableValue.0,
+            0x408F0000
+        );
         assert_eq!(Quality::BadNoCommunication.0, 0x80310000);
-        assert_eq!(Quality::BadCommunicationError.name(), Some("BadCommunicationError"));
-        assert_eq!(Quality::from_name("BadDeviceFailure"), Some(Quality(0x808B0000)));
+        assert_eq!(
+            Quality::BadCommunicationError.name(),
+            Some("BadCommunicationError")
+        );
+        assert_eq!(
+            Quality::from_name("BadDeviceFailure"),
+            Some(Quality(0x808B0000))
+        );
         assert_eq!(Quality(0x1234).to_string(), "0x00001234");
         assert!(Quality::Good.is_good());
         assert!(Quality::UncertainNoCommunicationLastUsableValue.is_uncertain());
         assert!(Quality::BadTimeout.is_bad());
-        assert_eq!(Quality::stale(true), Quality::UncertainNoCommunicationLastUsableValue);
+        assert_eq!(
+            Quality::stale(true),
+            Quality::UncertainNoCommunicationLastUsableValue
+        );
         assert_eq!(Quality::stale(false), Quality::BadNoCommunication);
     }
 }

@@ -54,7 +54,10 @@ impl Value {
     /// Converts the value to `ty` where that keeps its meaning (an integer to a float, `1` to
     /// `true`, a whole float to an integer); refuses anything else.
     pub fn coerce(&self, ty: DataType) -> Result<Value, TypeMismatch> {
-        let bad = || TypeMismatch { value: self.to_string(), ty: ty.as_str() };
+        let bad = || TypeMismatch {
+            value: self.to_string(),
+            ty: ty.as_str(),
+        };
         Ok(match (ty, self) {
             (_, Value::Null) => Value::Null,
             (DataType::Bool, Value::Bool(b)) => Value::Bool(*b),

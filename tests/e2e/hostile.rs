@@ -1,0 +1,209 @@
+//! Bad input and slow peers: each ends or slows only its own session.
+
+use crate::harness::*;
+use pointhub_client::config::ClientConfig;
+use pointhub_client::link::{self, Link};
+use pointhub_schemas::{ErrorCode, Msg, Role, Subscribe};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(20);
+
+fn plant(signals: u32, rate: f64) -> (Plant, Proc) {
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[
+            Node::edge("edge1"),
+            Node::edge("rogue"),
+            Node::client("hmi", "[]"),
+            Node::client("lazy", "[]"),
+        ],
+    );
+    let hub = p.start_hub();
+    p.write_edge("edge1", signals, rate);
+    for c in ["rogue", "hmi", "lazy"] {
+        p.write_client(c);
+    }
+    (p, hub)
+}
+
+fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_client::LinkConfig {
+    let cfg = ClientConfig::load(&p.path(&format!("{name}.toml"))).expect("config");
+    cfg.hub.link_config(role, name).expect("link config")
+}
+
+async fn dial(p: &Plant, name: &str, role: Role, token: &CancellationToken) -> Link {
+    let cfg = link_cfg(p, name, role);
+    link::dial(&cfg, &cfg.hubs[0], token)
+        .await
+        .expect("admitted")
+}
+
+/// Waits for the session to end; returns the error the hub sent, if any.
+async fn ends_with_error(link: &mut Link) -> Option<pointhub_schemas::ErrorMsg> {
+    let mut err = None;
+    loop {
+        match tokio::time::timeout(T, link.session.rx.recv())
+            .await
+            .expect("session ends in time")
+        {
+            Some(Msg::Error(e)) => err = Some(e),
+            Some(_) => {}
+            None => return err,
+        }
+    }
+}
+
+fn fresh_good_line(w: &Proc) {
+    w.drain();
+    w.expect_json(T, "a fresh Good update", |v| {
+        v["quality"] == "Good" && v["point"].as_str().is_some_and(|p| p.starts_with("edge1/"))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_end_that_session_alone() {
+    let (p, hub) = plant(4, 10.0);
+    let _edge = p.start_edge("edge1");
+    let w = p.watch("hmi", "edge1/**");
+    fresh_good_line(&w);
+    let token = CancellationToken::new();
+
+    // Garbage bytes.
+    let mut rogue = dial(&p, "rogue", Role::Edge, &token).await;
+    rogue
+        .session
+        .tx
+        .send_frame(bytes::Bytes::from_static(b"\xff\xff\xff\xff\xffgarbage"))
+        .await;
+    let e = ends_with_error(&mut rogue).await.expect("an error message");
+    assert_eq!(e.code, ErrorCode::Malformed, "{e:?}");
+    assert!(e.message.contains("does not decode"), "{e:?}");
+    hub.wait_stderr(T, "bad frame from peer");
+
+    // A truncated valid message.
+    let mut rogue = dial(&p, "rogue", Role::Edge, &token).await;
+    let frame = pointhub_schemas::encode(&Msg::Subscribe(Subscribe {
+        patterns: vec!["a/**".into()],
+        history: false,
+    }));
+    rogue
+        .session
+        .tx
+        .send_frame(bytes::Bytes::copy_from_slice(&frame[..frame.len() - 3]))
+        .await;
+    assert!(ends_with_error(&mut rogue).await.is_some());
+
+    // A frame over the hub's 4 MiB limit.
+    let mut rogue = dial(&p, "rogue", Role::Edge, &token).await;
+    rogue
+        .session
+        .tx
+        .send_frame(bytes::Bytes::from(vec![0u8; 5 << 20]))
+        .await;
+    let _ = ends_with_error(&mut rogue).await;
+    assert!(rogue.session.close_reason().len() > 3);
+
+    // A client that tries to publish.
+    let mut rogue = dial(&p, "lazy", Role::Client, &token).await;
+    rogue
+        .session
+        .tx
+        .send(Msg::Data(pointhub_schemas::Data {
+            seq: 1,
+            updates: vec![],
+        }))
+        .await;
+    let e = ends_with_error(&mut rogue).await.expect("an error message");
+    assert_eq!(e.code, ErrorCode::AccessDenied, "{e:?}");
+
+    // An edge that asks to be a client: its key is approved as an edge.
+    let cfg = link_cfg(&p, "rogue", Role::Client);
+    match link::dial(&cfg, &cfg.hubs[0], &token).await {
+        Err(e) => assert!(e.to_string().contains("approved as edge"), "{e}"),
+        Ok(_) => panic!("an edge key was admitted as a client"),
+    }
+
+    // The hub and the other sessions carry on.
+    fresh_good_line(&w);
+    assert!(hub.stderr_text().contains("node connected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded() {
+    let (p, mut hub) = plant(1000, 20.0); // 20,000 updates/s
+    let _edge = p.start_edge("edge1");
+    let w = p.watch("hmi", "**");
+    fresh_good_line(&w);
+    let token = CancellationToken::new();
+
+    // The lazy client: a tiny receive buffer, subscribes to everything, then never reads.
+    let cfg = link_cfg(&p, "lazy", Role::Client);
+    let hub_addr = &cfg.hubs[0];
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = sock
+        .connect(
+            format!("{}:{}", hub_addr.host, hub_addr.port)
+                .parse()
+                .expect("addr"),
+        )
+        .await
+        .expect("connect");
+    let lazy = link::dial_over(&cfg, hub_addr, tcp, &token)
+        .await
+        .expect("admitted");
+    lazy.session
+        .tx
+        .send(Msg::Subscribe(Subscribe {
+            patterns: vec!["**".into()],
+            history: false,
+        }))
+        .await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss0 = hub.rss_kib();
+    // For 6 s, the fast client must keep getting fresh data, and the lazy one must be conflated.
+    let start = std::time::Instant::now();
+    let mut lines = 0u64;
+    let mut conflated = 0u64;
+    let mut worst_age_ms = 0i64;
+    w.drain();
+    while start.elapsed() < Duration::from_secs(6) {
+        let Some(l) = w.next_line(Duration::from_secs(2)) else {
+            panic!("fast client starved")
+        };
+        lines += 1;
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["point"] == "$sys/lazy/conflated" {
+            conflated = v["value"].as_u64().unwrap_or(0);
+        }
+        if lines % 1000 == 0 && v["point"].as_str().is_some_and(|p| p.starts_with("edge1/")) {
+            let src: std::time::SystemTime =
+                humantime::parse_rfc3339(v["source_ts"].as_str().expect("ts")).expect("rfc3339");
+            let age = std::time::SystemTime::now()
+                .duration_since(src)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            worst_age_ms = worst_age_ms.max(age);
+        }
+    }
+    let rss1 = hub.rss_kib();
+    let rate = lines as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "slow subscriber: fast client {rate:.0} updates/s, worst age {worst_age_ms} ms; lazy conflated {conflated}; hub RSS {rss0} -> {rss1} KiB"
+    );
+    assert!(conflated > 0, "the lazy subscriber was conflated");
+    assert!(rate > 5000.0, "fast client kept up: {rate:.0}/s");
+    assert!(
+        worst_age_ms < 2000,
+        "fast client's data stayed fresh: {worst_age_ms} ms"
+    );
+    assert!(
+        rss1 < rss0 + 64 * 1024,
+        "hub memory bounded: {rss0} -> {rss1} KiB"
+    );
+    drop(lazy);
+    hub.kill9();
+}

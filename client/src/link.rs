@@ -220,6 +220,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// Sends what is queued (an error, say), closes, and waits a moment for the writer to finish.
+    pub async fn finish(&self) {
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.tx.close()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1000), self.closed.cancelled()).await;
+        self.closed.cancel();
+    }
+
     /// Why the session ended (after `rx` returned `None` or `closed` fired).
     pub fn close_reason(&self) -> String {
         close_reason(&self.reason)
@@ -447,7 +454,7 @@ async fn read_loop<T, M, E>(
     set_reason(&reason, why);
     // Let a queued error reach the peer before the writer stops.
     let _ = tokio::time::timeout(Duration::from_millis(200), out.close()).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), closed.cancelled()).await;
     closed.cancel();
 }
 

@@ -216,7 +216,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
                 .await;
         }
     }
-    session.closed.cancel();
+    session.finish().await;
     hub.live.remove(&id);
     if hub.sessions_of(&name).is_empty() {
         hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(false));

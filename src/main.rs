@@ -2,6 +2,7 @@
 
 mod client_cmd;
 mod demo;
+mod hub_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -31,9 +32,12 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct HubArgs {
+    #[command(subcommand)]
+    cmd: Option<hub_cmd::HubCmd>,
     /// The hub's configuration file (see examples/hub.toml).
-    #[arg(long, short, required_unless_present = "print_config")]
+    #[arg(long, short)]
     config: Option<PathBuf>,
     /// Print a commented example configuration and exit.
     #[arg(long)]
@@ -120,11 +124,17 @@ fn main() -> std::process::ExitCode {
 async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.cmd {
         Cmd::Hub(a) => {
+            if let Some(cmd) = a.cmd {
+                hub_cmd::run(cmd)?;
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
             if a.print_config {
                 print!("{}", pointhub_hub::config::DEFAULT_TOML);
                 return Ok(std::process::ExitCode::SUCCESS);
             }
-            let path = a.config.context("--config is required")?;
+            let path = a
+                .config
+                .context("--config is required: pointhub hub --config hub.toml")?;
             let cfg = pointhub_hub::HubConfig::load(&path).map_err(anyhow::Error::msg)?;
             if a.show_fingerprint {
                 let fp = hub_fingerprint(&cfg)?;

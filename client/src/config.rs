@@ -34,6 +34,9 @@ pub struct HubSection {
     pub heartbeat_ms: u64,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// A one-time enrollment token from the hub's operator (`pointhub hub tokens create`), used
+    /// while this node's key is not approved yet. `POINTHUB_ENROLL_TOKEN` overrides it.
+    pub enroll_token: Option<String>,
     /// Longest wait between reconnect attempts.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_ms: u64,
@@ -97,6 +100,10 @@ impl HubSection {
             ..SessionOpts::default()
         };
         cfg.backoff_max = Duration::from_millis(self.backoff_max_ms);
+        cfg.enroll_token = std::env::var("POINTHUB_ENROLL_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.enroll_token.clone());
         Ok(cfg)
     }
 }

@@ -109,6 +109,8 @@ pub struct SessionOpts {
     /// Nothing heard for this long ends the session.
     pub timeout: Duration,
     pub limits: Limits,
+    /// Frames read per second at most; past it, reading pauses (the peer is throttled, not cut).
+    pub max_frames_per_sec: u32,
 }
 
 impl Default for SessionOpts {
@@ -117,6 +119,7 @@ impl Default for SessionOpts {
             heartbeat: Duration::from_secs(1),
             timeout: Duration::from_secs(3),
             limits: Limits::default(),
+            max_frames_per_sec: 100_000,
         }
     }
 }
@@ -373,7 +376,18 @@ async fn read_loop<T, M, E>(
     M: WsMessage,
     E: fmt::Display,
 {
+    let mut window = tokio::time::Instant::now();
+    let mut in_window = 0u32;
     let why: String = loop {
+        in_window += 1;
+        if in_window > opts.max_frames_per_sec {
+            let end = window + Duration::from_secs(1);
+            if end > tokio::time::Instant::now() {
+                tokio::time::sleep_until(end).await;
+            }
+            window = tokio::time::Instant::now();
+            in_window = 0;
+        }
         let next = tokio::select! {
             _ = closed.cancelled() => break "session ended".into(),
             r = tokio::time::timeout(opts.timeout, stream.next()) => r,
@@ -501,6 +515,8 @@ pub struct LinkConfig {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// A one-time enrollment token, sent while this node's key is not yet approved.
+    pub enroll_token: Option<String>,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -523,6 +539,7 @@ impl LinkConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            enroll_token: None,
             tls,
         })
     }
@@ -589,9 +606,13 @@ pub async fn dial_over(
         .max_message_size(Some(cfg.session.limits.max_frame))
         .max_frame_size(Some(cfg.session.limits.max_frame));
     let url = hub.to_string();
+    let request = build_request(&url, cfg).map_err(|detail| LinkError::WebSocket {
+        hub: hub.clone(),
+        detail,
+    })?;
     let (ws, _resp) = tokio::time::timeout(
         cfg.connect_timeout,
-        tokio_tungstenite::client_async_with_config(url.as_str(), tls, Some(ws_cfg)),
+        tokio_tungstenite::client_async_with_config(request, tls, Some(ws_cfg)),
     )
     .await
     .map_err(|_| timeout(hub))?
@@ -647,6 +668,26 @@ pub async fn dial_over(
             detail: session.close_reason(),
         }),
     }
+}
+
+/// The WebSocket upgrade request, with the node's claims: its name, role and any enrollment token.
+fn build_request(
+    url: &str,
+    cfg: &LinkConfig,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+    let h = req.headers_mut();
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| format!("{s:?} cannot go into an HTTP header"))
+    };
+    h.insert("x-pointhub-node", value(&cfg.name)?);
+    h.insert("x-pointhub-role", value(cfg.role.as_str())?);
+    if let Some(t) = &cfg.enroll_token {
+        h.insert("x-pointhub-enroll", value(t)?);
+    }
+    Ok(req)
 }
 
 /// Exponential backoff with full jitter.

@@ -65,11 +65,20 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The hub's server configuration: its own identity, TLS 1.3, client keys asked for.
-pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The hub's server configuration: its own identity, TLS 1.3 (1.2 too only if allowed), client
+/// keys asked for.
+pub fn server_config(
+    identity: &Identity,
+    allow_tls12: bool,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
+    let versions: &[&rustls::SupportedProtocolVersion] = if allow_tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
     let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(versions)?
         .with_client_cert_verifier(Arc::new(AnyClientKey { provider }))
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -25,7 +25,9 @@ pub struct HubConfig {
     pub heartbeat: Heartbeat,
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// The nodes this hub admits, by key fingerprint.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The nodes this hub admits, by key fingerprint (besides those approved in its store).
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
 }
@@ -39,6 +41,36 @@ pub struct TlsFiles {
     /// Extra names for the hub's own certificate (IPs or DNS names nodes dial).
     #[serde(default)]
     pub names: Vec<String>,
+    /// Accept TLS 1.2 as well as 1.3 (off: TLS 1.3 only).
+    #[serde(default)]
+    pub allow_tls12: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The audit log is rotated when it reaches this size.
+    #[serde(default = "default_audit_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` … `.N`).
+    #[serde(default = "default_audit_keep")]
+    pub keep: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_bytes: default_audit_bytes(),
+            keep: default_audit_keep(),
+        }
+    }
+}
+
+fn default_audit_bytes() -> u64 {
+    10 << 20
+}
+fn default_audit_keep() -> usize {
+    10
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -79,9 +111,15 @@ pub struct LimitsConfig {
     /// Updates a lagging subscriber may have queued (after conflation) before it is cut off.
     #[serde(default = "default_queue")]
     pub subscriber_queue: usize,
-    /// TLS handshakes in progress at once; more wait.
+    /// Connections that have not finished their TLS handshake, at once; more are closed at once.
     #[serde(default = "default_handshakes")]
-    pub max_handshakes: usize,
+    pub max_unauthenticated: usize,
+    /// Frames per second one session may send; past it, the hub stops reading it for a moment.
+    #[serde(default = "default_frames_per_sec")]
+    pub max_frames_per_sec: u32,
+    /// Point updates per second one edge may send; past it, the hub stops reading it for a moment.
+    #[serde(default = "default_updates_per_sec")]
+    pub max_updates_per_sec: u64,
     /// Time a connection has for its TLS handshake and hello.
     #[serde(default = "default_handshake_ms")]
     pub handshake_timeout_ms: u64,
@@ -101,7 +139,9 @@ impl Default for LimitsConfig {
             max_name_len: default_max_name(),
             max_points_per_node: default_max_points(),
             subscriber_queue: default_queue(),
-            max_handshakes: default_handshakes(),
+            max_unauthenticated: default_handshakes(),
+            max_frames_per_sec: default_frames_per_sec(),
+            max_updates_per_sec: default_updates_per_sec(),
             handshake_timeout_ms: default_handshake_ms(),
             write_timeout_ms: default_write_ms(),
             max_sessions_per_key: default_sessions_per_key(),
@@ -154,7 +194,13 @@ fn default_queue() -> usize {
     1_000_000
 }
 fn default_handshakes() -> usize {
-    256
+    1024
+}
+fn default_frames_per_sec() -> u32 {
+    20_000
+}
+fn default_updates_per_sec() -> u64 {
+    5_000_000
 }
 fn default_handshake_ms() -> u64 {
     10_000

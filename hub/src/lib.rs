@@ -8,10 +8,14 @@
 //!
 //! Entry point: [`run`] with bound listeners and a cancellation token.
 
+pub mod access;
+pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod core;
 pub mod server;
 pub mod session;
+pub mod store;
 
 pub use config::HubConfig;
 pub use server::{run, Hub, HubError};

@@ -1,6 +1,7 @@
 //! The hub's one TLS port: TLS 1.3 with client keys asked for, HTTP/1.1, and the router.
 
-use crate::config::{HubConfig, NodeEntry};
+use crate::access::Claim;
+use crate::config::HubConfig;
 use crate::core::Core;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
@@ -13,14 +14,15 @@ use hyper_util::rt::TokioIo;
 use pointhub_client::identity::{self, Fingerprint};
 use pointhub_client::link::SessionTx;
 use pointhub_client::tls;
+use pointhub_schemas::ErrorCode;
 use pointhub_schemas::{DataType, Limits, Value, WriteResult};
-use std::collections::HashMap;
+use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -46,6 +48,7 @@ pub struct Peer {
 #[derive(Clone)]
 pub struct LiveNode {
     pub name: String,
+    pub fingerprint: Fingerprint,
     pub session: u64,
     pub role: pointhub_schemas::Role,
     pub tx: SessionTx,
@@ -62,7 +65,8 @@ pub struct Hub {
     pub config: HubConfig,
     pub core: Core,
     pub fingerprint: Fingerprint,
-    nodes_by_key: HashMap<Fingerprint, NodeEntry>,
+    /// Keys, tokens, pending keys and the audit log.
+    pub access: crate::access::Access,
     /// Live sessions by session id.
     pub live: DashMap<u64, LiveNode>,
     /// Writes on their way to an edge: hub request id → where the answer goes.
@@ -83,8 +87,18 @@ impl Hub {
             .collect()
     }
 
-    pub fn node(&self, fp: &Fingerprint) -> Option<&NodeEntry> {
-        self.nodes_by_key.get(fp)
+    /// Ends every live session of a key at once (after a revocation).
+    pub async fn end_sessions_of_key(&self, fp: &Fingerprint, why: &str) -> usize {
+        let victims: Vec<LiveNode> = self
+            .live
+            .iter()
+            .filter(|e| e.fingerprint == *fp)
+            .map(|e| e.value().clone())
+            .collect();
+        for v in &victims {
+            v.tx.fail(ErrorCode::AccessDenied, why.to_string()).await;
+        }
+        victims.len()
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -112,26 +126,47 @@ pub fn router(hub: Arc<Hub>) -> Router {
 async fn node_endpoint(
     State(hub): State<Arc<Hub>>,
     Extension(peer): Extension<Peer>,
+    headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(fp) = peer.fingerprint else {
         warn!(remote = %peer.addr, reason = "no client key", "refused node");
+        hub.access.audit.record(
+            "connection.refused",
+            json!({"remote": peer.addr.to_string(), "reason": "no client key"}),
+        );
         return (
             StatusCode::UNAUTHORIZED,
             "a node session needs a client key: make one with `pointhub keygen` and set key and cert in the node's config\n",
         )
             .into_response();
     };
-    let Some(entry) = hub.node(&fp).cloned() else {
-        warn!(remote = %peer.addr, fingerprint = %fp, reason = "unknown key: not listed in the hub's nodes", "refused node");
-        return (
-            StatusCode::FORBIDDEN,
-            format!(
-                "key {fp} is not approved on hub {}: give the operator this fingerprint to add to the hub's nodes\n",
-                hub.name
-            ),
-        )
-            .into_response();
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(128).collect::<String>())
+    };
+    let claim = Claim {
+        name: header("x-pointhub-node").unwrap_or_default(),
+        role: header("x-pointhub-role").and_then(|r| r.parse().ok()),
+        token: header("x-pointhub-enroll"),
+    };
+    let addr = peer.addr.to_string();
+    let decision = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.access.admit(&fp, &claim, &addr, &hub.name)).await
+    };
+    let entry = match decision {
+        Ok(Ok(entry)) => entry,
+        Ok(Err(refusal)) => {
+            warn!(remote = %peer.addr, fingerprint = %fp, reason = refusal.reason, "refused node");
+            return (StatusCode::FORBIDDEN, format!("{}\n", refusal.message)).into_response();
+        }
+        Err(e) => {
+            warn!(error = %e, "admission task failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+        }
     };
     let max = hub.limits.max_frame;
     ws.max_message_size(max)
@@ -163,7 +198,14 @@ pub async fn run(
             id
         }
     };
-    let tls_config = tls::server_config(&identity)?;
+    let tls_config = tls::server_config(&identity, config.tls.allow_tls12)?;
+    let access = crate::access::Access::open(
+        &config.data_dir,
+        &config.nodes,
+        config.audit.max_bytes,
+        config.audit.keep,
+    )
+    .map_err(|e| HubError::Io(std::io::Error::other(e)))?;
     info!(fingerprint = %identity.fingerprint, "hub identity: nodes pin this fingerprint");
     let limits = Limits {
         max_frame: config.limits.max_frame,
@@ -173,11 +215,7 @@ pub async fn run(
     };
     let hub = Arc::new(Hub {
         name: config.name.as_str().into(),
-        nodes_by_key: config
-            .nodes
-            .iter()
-            .map(|n| (n.fingerprint, n.clone()))
-            .collect(),
+        access,
         core: Core::new(config.limits.max_points_per_node),
         fingerprint: identity.fingerprint,
         live: DashMap::new(),
@@ -200,7 +238,7 @@ pub async fn run(
 
     let app = router(hub.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let handshakes = Arc::new(Semaphore::new(hub.config.limits.max_handshakes));
+    let unauthenticated = Arc::new(AtomicUsize::new(0));
     let tracker = TaskTracker::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -210,11 +248,24 @@ pub async fn run(
             acceptor.clone(),
             app.clone(),
             hub.clone(),
-            handshakes.clone(),
+            unauthenticated.clone(),
             shutdown.clone(),
         ));
     }
     tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
+    #[cfg(unix)]
+    {
+        let sock = hub.config.data_dir.join("admin.sock");
+        match crate::admin::bind(&sock) {
+            Ok(l) => {
+                info!(path = %sock.display(), "admin socket (owner only): pointhub hub keys|tokens use it");
+                tracker.spawn(crate::admin::serve(hub.clone(), l, shutdown.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, path = %sock.display(), "no admin socket: key approvals need the hub stopped")
+            }
+        }
+    }
     tracker.close();
     shutdown.cancelled().await;
     info!("hub shutting down");
@@ -227,7 +278,7 @@ async fn accept_loop(
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
     hub: Arc<Hub>,
-    handshakes: Arc<Semaphore>,
+    unauthenticated: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     let handshake_timeout = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
@@ -246,16 +297,22 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let handshakes = handshakes.clone();
+        let in_handshake = unauthenticated.fetch_add(1, Ordering::Relaxed);
+        if in_handshake >= hub.config.limits.max_unauthenticated {
+            unauthenticated.fetch_sub(1, Ordering::Relaxed);
+            debug!(remote = %addr, "too many connections in their TLS handshake: closed");
+            drop(tcp);
+            continue;
+        }
+        let unauthenticated = unauthenticated.clone();
+        let header_timeout = handshake_timeout;
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("conn", remote = %addr);
         tokio::spawn(
             async move {
-                let Ok(permit) = handshakes.acquire_owned().await else {
-                    return;
-                };
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
-                {
+                let tls = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+                unauthenticated.fetch_sub(1, Ordering::Relaxed);
+                let tls = match tls {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
                         info!(error = %e, "TLS handshake failed");
@@ -266,7 +323,6 @@ async fn accept_loop(
                         return;
                     }
                 };
-                drop(permit);
                 let fingerprint = tls
                     .get_ref()
                     .1
@@ -282,6 +338,8 @@ async fn accept_loop(
                     },
                 );
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
                 tokio::select! {

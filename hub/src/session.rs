@@ -16,6 +16,7 @@ use pointhub_schemas::{
     Data, DataType, Define, ErrorCode, Msg, Pattern, Quality, Rebirth, Role, SnapshotDone, Value,
     Welcome, WriteRequest, WriteResult,
 };
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         heartbeat: hub.heartbeat(),
         timeout: hub.timeout(),
         limits: hub.limits.clone(),
+        max_frames_per_sec: hub.config.limits.max_frames_per_sec,
     };
     let mut session = spawn_session(ws, opts, &hub.shutdown);
     let handshake = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
@@ -141,6 +143,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     }
     let live = LiveNode {
         name: name.clone(),
+        fingerprint: entry.fingerprint,
         sub: sub.clone(),
         session: id,
         role: entry.role,
@@ -181,6 +184,10 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         }))
         .await;
     info!(software = %hello.software, "node connected");
+    hub.access.audit.record(
+        "connection.accepted",
+        json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "software": hello.software}),
+    );
     let sys = |k: &str| format!("$sys/{name}/{k}");
     hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(true));
     hub.set_sys(
@@ -221,7 +228,12 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     if hub.sessions_of(&name).is_empty() {
         hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(false));
     }
-    info!(reason = %session.close_reason(), "node disconnected");
+    let reason = session.close_reason();
+    info!(reason = %reason, "node disconnected");
+    hub.access.audit.record(
+        "connection.closed",
+        json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "reason": reason}),
+    );
 }
 
 async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, session: &mut Session) {
@@ -232,6 +244,9 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
     let mut owned: HashSet<u32> = HashSet::new();
     let mut last_seq: Option<u64> = None;
     let mut unknown_ids = 0u64;
+    let max_rate = hub.config.limits.max_updates_per_sec;
+    let mut window_start = tokio::time::Instant::now();
+    let mut window_updates = 0u64;
     while let Some(msg) = session.rx.recv().await {
         match msg {
             Msg::Birth(b) => {
@@ -250,6 +265,10 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                     }
                     Err(e) => {
                         warn!(error = %e, "birth refused");
+                        hub.access.audit.record(
+                            "publish.refused",
+                            json!({"fingerprint": entry.fingerprint, "name": entry.name, "reason": e.to_string()}),
+                        );
                         let code = match e {
                             crate::core::BirthError::Namespace { .. } => ErrorCode::AccessDenied,
                             crate::core::BirthError::Conflict { .. } => ErrorCode::Conflict,
@@ -314,7 +333,22 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                         "updates for ids the birth did not define were ignored"
                     );
                 }
+                let n = mapped.len() as u64;
                 hub.core.apply(mapped.into_iter());
+                // Throttle an edge past its update rate: stop reading it until the second is over.
+                window_updates += n;
+                if window_updates > max_rate {
+                    let end = window_start + Duration::from_secs(1);
+                    if end > tokio::time::Instant::now() {
+                        warn!(limit = max_rate, "edge over its update rate: throttled");
+                        tokio::time::sleep_until(end).await;
+                    }
+                    window_start = tokio::time::Instant::now();
+                    window_updates = 0;
+                } else if window_start.elapsed() >= Duration::from_secs(1) {
+                    window_start = tokio::time::Instant::now();
+                    window_updates = 0;
+                }
             }
             Msg::WriteResult(r) => {
                 if let Some((_, reply)) = hub.writes.remove(&r.req) {
@@ -388,11 +422,23 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
                 let tx = session.tx.clone();
                 let write = write.clone();
                 let who = entry.name.clone();
+                let fp = entry.fingerprint;
                 tokio::spawn(async move {
                     let req = w.req;
                     let point = w.point.clone();
+                    let new = w.value.to_json();
+                    let old = {
+                        let t = hub.core.table_read();
+                        t.by_name
+                            .get(point.as_str())
+                            .map(|&g| t.points[g as usize].value.to_json())
+                    };
                     let (status, message) = route_write(&hub, &who, &write, w).await;
-                    info!(target: "audit", node = %who, point = %point, status = %status, message = %message, "write");
+                    info!(node = %who, point = %point, status = %status, "write");
+                    hub.access.audit.record(
+                        "write",
+                        json!({"name": who, "fingerprint": fp, "point": point, "old": old, "new": new, "status": status.to_string(), "message": message}),
+                    );
                     tx.send(Msg::WriteResult(WriteResult {
                         req,
                         status,

@@ -1,5 +1,6 @@
 //! End-to-end tests: real `pointhub` processes on loopback.
 
+mod access;
 mod foundation;
 mod harness;
 mod hostile;

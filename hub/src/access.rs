@@ -1,0 +1,517 @@
+//! Who may connect, and as what: approved keys (the store, then the config's `[[nodes]]`),
+//! revoked keys, pending keys, one-time enrollment tokens; and the operator's actions on them.
+//!
+//! A key is decided in this order: revoked in the store → refused; approved in the store →
+//! admitted with the store's grant; listed in the config → admitted with the config's grant;
+//! presented with a valid, unused, unexpired enrollment token → approved with the token's grant and
+//! admitted (the token is spent); otherwise refused and recorded as pending.
+
+use crate::audit::AuditLog;
+use crate::config::NodeEntry;
+use crate::store::{self, KeyRecord, KeyState, Store, StoreError, TokenRecord};
+use pointhub_client::Fingerprint;
+use pointhub_schemas::{Pattern, Role, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What a node says about itself in its connection request (untrusted).
+#[derive(Clone, Debug, Default)]
+pub struct Claim {
+    pub name: String,
+    pub role: Option<Role>,
+    pub token: Option<String>,
+}
+
+pub struct Access {
+    pub store: Store,
+    pub audit: AuditLog,
+    config_nodes: HashMap<Fingerprint, NodeEntry>,
+}
+
+/// An operator's request (CLI, admin socket).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    KeysPending,
+    KeysList,
+    KeysShow {
+        fingerprint: Fingerprint,
+    },
+    KeysApprove {
+        fingerprint: Fingerprint,
+        grant: Grant,
+    },
+    KeysRevoke {
+        fingerprint: Fingerprint,
+        reason: String,
+    },
+    TokensCreate {
+        grant: Grant,
+        ttl_s: u64,
+    },
+    TokensList,
+}
+
+/// What an approval or a token grants.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Grant {
+    pub role: Role,
+    pub name: String,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+impl Grant {
+    pub fn validate(&self) -> Result<(), String> {
+        pointhub_schemas::name::validate_name(&self.name, 64).map_err(|e| format!("name: {e}"))?;
+        if self.name.contains('/') {
+            return Err("name: a node name is one segment, without '/'".into());
+        }
+        if let Some(ns) = &self.namespace {
+            pointhub_schemas::name::validate_name(ns, 256)
+                .map_err(|e| format!("namespace: {e}"))?;
+        }
+        for p in self.read.iter().chain(&self.write) {
+            Pattern::parse(p).map_err(|e| format!("pattern {p:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Clients read everything unless told otherwise; nobody writes unless told.
+    fn read_or_default(&self) -> Vec<String> {
+        if self.read.is_empty() && self.role == Role::Client {
+            vec!["**".into()]
+        } else {
+            self.read.clone()
+        }
+    }
+}
+
+impl From<&KeyRecord> for NodeEntry {
+    fn from(r: &KeyRecord) -> NodeEntry {
+        NodeEntry {
+            fingerprint: r.fingerprint,
+            role: r.role,
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            read: r.read.clone(),
+            write: r.write.clone(),
+        }
+    }
+}
+
+/// Why a node was refused: the sentence the node gets, and the short reason for the log.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Access {
+    pub fn open(
+        dir: &Path,
+        nodes: &[NodeEntry],
+        audit_max_bytes: u64,
+        audit_keep: usize,
+    ) -> Result<Access, String> {
+        let store = Store::open(dir).map_err(|e| e.to_string())?;
+        let audit = AuditLog::open(dir, audit_max_bytes, audit_keep)
+            .map_err(|e| format!("audit log in {}: {e}", dir.display()))?;
+        Ok(Access {
+            store,
+            audit,
+            config_nodes: nodes.iter().map(|n| (n.fingerprint, n.clone())).collect(),
+        })
+    }
+
+    /// Decides a connecting key.
+    pub fn admit(
+        &self,
+        fp: &Fingerprint,
+        claim: &Claim,
+        addr: &str,
+        hub: &str,
+    ) -> Result<NodeEntry, Refusal> {
+        let internal = |e: StoreError| {
+            tracing::error!(error = %e, "store failed");
+            Refusal {
+                reason: "store error",
+                message: "the hub cannot read its store; try again later".into(),
+            }
+        };
+        if let Some(rec) = self.store.key(fp).map_err(internal)? {
+            return match rec.state {
+                KeyState::Revoked => {
+                    self.audit.record("connection.refused", json!({"fingerprint": fp, "name": rec.name, "remote": addr, "reason": "revoked"}));
+                    Err(Refusal {
+                        reason: "revoked key",
+                        message: format!("key {fp} was revoked on hub {hub}; make a new key and have it approved"),
+                    })
+                }
+                KeyState::Approved => {
+                    let mut rec = rec;
+                    rec.last_seen = Some(store::now());
+                    rec.last_addr = Some(addr.into());
+                    let _ = self.store.put_key(&rec);
+                    Ok(NodeEntry::from(&rec))
+                }
+            };
+        }
+        if let Some(n) = self.config_nodes.get(fp) {
+            return Ok(n.clone());
+        }
+        if let Some(token) = &claim.token {
+            return self.enroll(fp, token, claim, addr, hub);
+        }
+        let _ = self.store.note_pending(fp, &claim.name, claim.role, addr);
+        self.audit.record(
+            "connection.refused",
+            json!({"fingerprint": fp, "name": claim.name, "role": claim.role, "remote": addr, "reason": "unknown key: pending approval"}),
+        );
+        Err(Refusal {
+            reason: "unknown key: pending approval",
+            message: format!(
+                "key {fp} is not approved on hub {hub}; it is now pending: the operator approves it with \
+                 `pointhub hub keys approve {fp} --role {} --name {}` (or give this node an enrollment token)",
+                claim.role.map(|r| r.as_str()).unwrap_or("edge"),
+                if claim.name.is_empty() { "NAME" } else { &claim.name }
+            ),
+        })
+    }
+
+    fn enroll(
+        &self,
+        fp: &Fingerprint,
+        token: &str,
+        claim: &Claim,
+        addr: &str,
+        hub: &str,
+    ) -> Result<NodeEntry, Refusal> {
+        let hash = store::token_hash(token);
+        let refuse = |why: &'static str| {
+            self.audit.record(
+                "token.refused",
+                json!({"fingerprint": fp, "name": claim.name, "remote": addr, "reason": why}),
+            );
+            let _ = self.store.note_pending(fp, &claim.name, claim.role, addr);
+            Err(Refusal {
+                reason: why,
+                message: format!(
+                    "enrollment refused by hub {hub}: {why}; ask the operator for a new token"
+                ),
+            })
+        };
+        let Ok(Some(mut t)) = self.store.token(&hash) else {
+            return refuse("unknown enrollment token");
+        };
+        if t.used_by.is_some() {
+            return refuse("enrollment token already used");
+        }
+        if Timestamp::now().0 > t.expires {
+            return refuse("enrollment token expired");
+        }
+        if claim.role.is_some_and(|r| r != t.role) {
+            return refuse("enrollment token is for another role");
+        }
+        t.used_by = Some(*fp);
+        t.used_at = Some(store::now());
+        let rec = KeyRecord {
+            fingerprint: *fp,
+            state: KeyState::Approved,
+            role: t.role,
+            name: t.name.clone(),
+            namespace: t.namespace.clone(),
+            read: t.read.clone(),
+            write: t.write.clone(),
+            approved_by: format!("token:{}", t.id),
+            approved_at: store::now(),
+            revoked_at: None,
+            revoke_reason: None,
+            last_seen: Some(store::now()),
+            last_addr: Some(addr.into()),
+        };
+        if self
+            .store
+            .put_token(&hash, &t)
+            .and_then(|_| self.store.put_key(&rec))
+            .is_err()
+        {
+            return Err(Refusal {
+                reason: "store error",
+                message: "the hub cannot write its store; try again later".into(),
+            });
+        }
+        self.audit.record("token.used", json!({"token": t.id, "fingerprint": fp, "name": t.name, "role": t.role, "remote": addr}));
+        self.audit.record(
+            "key.approved",
+            json!({"fingerprint": fp, "name": t.name, "role": t.role, "by": rec.approved_by}),
+        );
+        Ok(NodeEntry::from(&rec))
+    }
+
+    /// Carries out an operator's request. `by` says who (for the audit log).
+    pub fn execute(&self, req: AdminRequest, by: &str) -> Result<serde_json::Value, String> {
+        let e = |e: StoreError| e.to_string();
+        match req {
+            AdminRequest::KeysPending => Ok(json!(self.store.pending().map_err(e)?)),
+            AdminRequest::KeysList => {
+                let mut keys = self.store.keys().map_err(e)?;
+                for n in self.config_nodes.values() {
+                    if !keys.iter().any(|k| k.fingerprint == n.fingerprint) {
+                        keys.push(KeyRecord {
+                            fingerprint: n.fingerprint,
+                            state: KeyState::Approved,
+                            role: n.role,
+                            name: n.name.clone(),
+                            namespace: n.namespace.clone(),
+                            read: n.read.clone(),
+                            write: n.write.clone(),
+                            approved_by: "config".into(),
+                            approved_at: String::new(),
+                            revoked_at: None,
+                            revoke_reason: None,
+                            last_seen: None,
+                            last_addr: None,
+                        });
+                    }
+                }
+                keys.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(json!(keys))
+            }
+            AdminRequest::KeysShow { fingerprint } => {
+                let key = self.store.key(&fingerprint).map_err(e)?;
+                let pending = self.store.pending_key(&fingerprint).map_err(e)?;
+                let config = self
+                    .config_nodes
+                    .get(&fingerprint)
+                    .map(|n| json!({"role": n.role, "name": n.name}));
+                if key.is_none() && pending.is_none() && config.is_none() {
+                    return Err(format!("the hub does not know key {fingerprint}"));
+                }
+                Ok(json!({"key": key, "pending": pending, "config": config}))
+            }
+            AdminRequest::KeysApprove { fingerprint, grant } => {
+                grant.validate()?;
+                let read = grant.read_or_default();
+                let rec = KeyRecord {
+                    fingerprint,
+                    state: KeyState::Approved,
+                    role: grant.role,
+                    name: grant.name.clone(),
+                    namespace: grant.namespace.clone(),
+                    read,
+                    write: grant.write.clone(),
+                    approved_by: by.into(),
+                    approved_at: store::now(),
+                    revoked_at: None,
+                    revoke_reason: None,
+                    last_seen: None,
+                    last_addr: None,
+                };
+                self.store.put_key(&rec).map_err(e)?;
+                self.audit.record(
+                    "key.approved",
+                    json!({"fingerprint": fingerprint, "name": grant.name, "role": grant.role, "namespace": grant.namespace, "read": rec.read, "write": rec.write, "by": by}),
+                );
+                Ok(json!(rec))
+            }
+            AdminRequest::KeysRevoke {
+                fingerprint,
+                reason,
+            } => {
+                let mut rec = match self.store.key(&fingerprint).map_err(e)? {
+                    Some(r) => r,
+                    None => match self.config_nodes.get(&fingerprint) {
+                        Some(n) => KeyRecord {
+                            fingerprint,
+                            state: KeyState::Approved,
+                            role: n.role,
+                            name: n.name.clone(),
+                            namespace: n.namespace.clone(),
+                            read: n.read.clone(),
+                            write: n.write.clone(),
+                            approved_by: "config".into(),
+                            approved_at: String::new(),
+                            revoked_at: None,
+                            revoke_reason: None,
+                            last_seen: None,
+                            last_addr: None,
+                        },
+                        None => {
+                            // Revoking an unknown key still blocks it for good.
+                            let p = self.store.pending_key(&fingerprint).map_err(e)?;
+                            KeyRecord {
+                                fingerprint,
+                                state: KeyState::Approved,
+                                role: p.as_ref().and_then(|p| p.role).unwrap_or(Role::Client),
+                                name: p.map(|p| p.name).unwrap_or_default(),
+                                namespace: None,
+                                read: vec![],
+                                write: vec![],
+                                approved_by: String::new(),
+                                approved_at: String::new(),
+                                revoked_at: None,
+                                revoke_reason: None,
+                                last_seen: None,
+                                last_addr: None,
+                            }
+                        }
+                    },
+                };
+                rec.state = KeyState::Revoked;
+                rec.revoked_at = Some(store::now());
+                rec.revoke_reason = Some(reason.clone());
+                self.store.put_key(&rec).map_err(e)?;
+                self.audit.record("key.revoked", json!({"fingerprint": fingerprint, "name": rec.name, "reason": reason, "by": by}));
+                Ok(json!(rec))
+            }
+            AdminRequest::TokensCreate { grant, ttl_s } => {
+                grant.validate()?;
+                if ttl_s == 0 || ttl_s > 30 * 24 * 3600 {
+                    return Err("ttl must be between 1 s and 30 days".into());
+                }
+                let token = new_token()?;
+                let hash = store::token_hash(&token);
+                let rec = TokenRecord {
+                    id: hash[..8].to_string(),
+                    role: grant.role,
+                    name: grant.name.clone(),
+                    namespace: grant.namespace.clone(),
+                    read: grant.read_or_default(),
+                    write: grant.write.clone(),
+                    created_at: store::now(),
+                    expires: Timestamp::now().0 + ttl_s * 1_000_000,
+                    used_by: None,
+                    used_at: None,
+                };
+                self.store.put_token(&hash, &rec).map_err(e)?;
+                self.audit.record("token.created", json!({"token": rec.id, "name": grant.name, "role": grant.role, "ttl_s": ttl_s, "by": by}));
+                Ok(
+                    json!({"token": token, "id": rec.id, "expires": Timestamp(rec.expires).to_rfc3339()}),
+                )
+            }
+            AdminRequest::TokensList => Ok(json!(self.store.tokens().map_err(e)?)),
+        }
+    }
+}
+
+fn new_token() -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| "no system randomness".to_string())?;
+    Ok(format!(
+        "pht_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(role: Role, name: &str) -> Grant {
+        Grant {
+            role,
+            name: name.into(),
+            namespace: None,
+            read: vec![],
+            write: vec![],
+        }
+    }
+
+    #[test]
+    fn pending_approve_revoke_and_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Access::open(dir.path(), &[], 1 << 20, 3).expect("open");
+        let fp = Fingerprint([1; 32]);
+        let claim = Claim {
+            name: "e1".into(),
+            role: Some(Role::Edge),
+            token: None,
+        };
+        let r = a
+            .admit(&fp, &claim, "127.0.0.1:9", "hub")
+            .expect_err("unknown");
+        assert!(r.message.contains("pending"), "{}", r.message);
+        assert_eq!(a.store.pending().expect("pending").len(), 1);
+        a.execute(
+            AdminRequest::KeysApprove {
+                fingerprint: fp,
+                grant: grant(Role::Edge, "e1"),
+            },
+            "test",
+        )
+        .expect("approve");
+        assert_eq!(
+            a.admit(&fp, &claim, "x", "hub").expect("admitted").name,
+            "e1"
+        );
+        a.execute(
+            AdminRequest::KeysRevoke {
+                fingerprint: fp,
+                reason: "lost".into(),
+            },
+            "test",
+        )
+        .expect("revoke");
+        assert_eq!(
+            a.admit(&fp, &claim, "x", "hub")
+                .expect_err("revoked")
+                .reason,
+            "revoked key"
+        );
+
+        let out = a
+            .execute(
+                AdminRequest::TokensCreate {
+                    grant: grant(Role::Edge, "e2"),
+                    ttl_s: 60,
+                },
+                "test",
+            )
+            .expect("token");
+        let token = out["token"].as_str().expect("token").to_string();
+        let fp2 = Fingerprint([2; 32]);
+        let claim2 = Claim {
+            name: "whatever".into(),
+            role: Some(Role::Edge),
+            token: Some(token.clone()),
+        };
+        assert_eq!(
+            a.admit(&fp2, &claim2, "x", "hub").expect("enrolled").name,
+            "e2"
+        );
+        let fp3 = Fingerprint([3; 32]);
+        let claim3 = Claim {
+            token: Some(token),
+            ..claim2
+        };
+        assert!(a
+            .admit(&fp3, &claim3, "x", "hub")
+            .expect_err("used")
+            .message
+            .contains("already used"));
+        let events: Vec<String> = crate::audit::read_all(dir.path())
+            .expect("audit")
+            .iter()
+            .map(|v| v["event"].as_str().unwrap_or("").to_string())
+            .collect();
+        for e in [
+            "connection.refused",
+            "key.approved",
+            "key.revoked",
+            "token.created",
+            "token.used",
+            "token.refused",
+        ] {
+            assert!(events.iter().any(|x| x == e), "{e} in {events:?}");
+        }
+    }
+}

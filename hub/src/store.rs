@@ -1,0 +1,296 @@
+//! The hub's embedded store (redb, `hub.redb` in the data folder): approved and revoked keys,
+//! pending keys, enrollment tokens. Every change is one committed transaction, so a restart (or a
+//! crash) loses no approval and no revocation.
+
+use pointhub_client::Fingerprint;
+use pointhub_schemas::{Role, Timestamp};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Most pending keys kept; the oldest is dropped past it, so unknown keys cannot fill the disk.
+const MAX_PENDING: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the hub's store {path} is in use by another process (is the hub running? its admin socket did not answer)")]
+    InUse { path: String },
+    #[error("store: {0}")]
+    Db(String),
+    #[error("store record: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Approved,
+    Revoked,
+}
+
+/// A key the hub knows, with what it may do.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    pub fingerprint: Fingerprint,
+    pub state: KeyState,
+    pub role: Role,
+    pub name: String,
+    /// Where an edge (or child hub) may publish; defaults to its name.
+    pub namespace: Option<String>,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    /// Who approved it: `cli`, `admin`, `token:<id>`.
+    pub approved_by: String,
+    pub approved_at: String,
+    pub revoked_at: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub last_seen: Option<String>,
+    pub last_addr: Option<String>,
+}
+
+/// A key that tried to connect and is not known.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PendingRecord {
+    pub fingerprint: Fingerprint,
+    /// The name and role the node asked for (its own claim, not trusted).
+    pub name: String,
+    pub role: Option<Role>,
+    pub addr: String,
+    pub first_attempt: String,
+    pub last_attempt: String,
+    pub attempts: u64,
+}
+
+/// A one-time enrollment token. Only its SHA-256 is stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    /// Short id for logs and listings (not secret).
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub created_at: String,
+    /// Microseconds since the epoch.
+    pub expires: u64,
+    pub used_by: Option<Fingerprint>,
+    pub used_at: Option<String>,
+}
+
+pub fn now() -> String {
+    Timestamp::now().to_rfc3339()
+}
+
+/// SHA-256 of a token, hex.
+pub fn token_hash(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(db)?;
+        let path = dir.join("hub.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.display().to_string(),
+            },
+            other => StoreError::Db(format!("{}: {other}", path.display())),
+        })?;
+        let tx = db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(KEYS).map_err(db_err)?;
+            tx.open_table(PENDING).map_err(db_err)?;
+            tx.open_table(TOKENS).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(Store { db })
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(table).map_err(db)?;
+        match t.get(key).map_err(db)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(table).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value)?;
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = tx.open_table(table).map_err(db)?;
+            t.insert(key, bytes.as_slice()).map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = tx.open_table(table).map_err(db)?;
+            t.remove(key).map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    pub fn key(&self, fp: &Fingerprint) -> Result<Option<KeyRecord>, StoreError> {
+        self.get(KEYS, &fp.to_string())
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.all(KEYS)
+    }
+
+    /// Approves (or re-approves) a key, and forgets it as pending.
+    pub fn put_key(&self, rec: &KeyRecord) -> Result<(), StoreError> {
+        let k = rec.fingerprint.to_string();
+        self.put(KEYS, &k, rec)?;
+        self.remove(PENDING, &k)
+    }
+
+    pub fn pending(&self) -> Result<Vec<PendingRecord>, StoreError> {
+        let mut v: Vec<PendingRecord> = self.all(PENDING)?;
+        v.sort_by(|a, b| b.last_attempt.cmp(&a.last_attempt));
+        Ok(v)
+    }
+
+    pub fn pending_key(&self, fp: &Fingerprint) -> Result<Option<PendingRecord>, StoreError> {
+        self.get(PENDING, &fp.to_string())
+    }
+
+    /// Records an attempt of an unknown key.
+    pub fn note_pending(
+        &self,
+        fp: &Fingerprint,
+        name: &str,
+        role: Option<Role>,
+        addr: &str,
+    ) -> Result<(), StoreError> {
+        let k = fp.to_string();
+        let now = now();
+        let rec = match self.get::<PendingRecord>(PENDING, &k)? {
+            Some(mut r) => {
+                r.last_attempt = now;
+                r.attempts += 1;
+                r.addr = addr.into();
+                r.name = name.into();
+                r.role = role;
+                r
+            }
+            None => {
+                let all = self.pending()?;
+                if all.len() >= MAX_PENDING {
+                    if let Some(oldest) = all.last() {
+                        self.remove(PENDING, &oldest.fingerprint.to_string())?;
+                    }
+                }
+                PendingRecord {
+                    fingerprint: *fp,
+                    name: name.into(),
+                    role,
+                    addr: addr.into(),
+                    first_attempt: now.clone(),
+                    last_attempt: now,
+                    attempts: 1,
+                }
+            }
+        };
+        self.put(PENDING, &k, &rec)
+    }
+
+    pub fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<(), StoreError> {
+        self.put(TOKENS, hash, rec)
+    }
+
+    pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(TOKENS, hash)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.all(TOKENS)
+    }
+}
+
+fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_pending_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fp = Fingerprint([7; 32]);
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.note_pending(&fp, "edge9", Some(Role::Edge), "127.0.0.1:1")
+                .expect("pending");
+            s.note_pending(&fp, "edge9", Some(Role::Edge), "127.0.0.1:2")
+                .expect("pending");
+            assert_eq!(s.pending().expect("list")[0].attempts, 2);
+            assert!(matches!(
+                Store::open(dir.path()),
+                Err(StoreError::InUse { .. })
+            ));
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.pending().expect("list").len(), 1);
+        let rec = KeyRecord {
+            fingerprint: fp,
+            state: KeyState::Approved,
+            role: Role::Edge,
+            name: "edge9".into(),
+            namespace: None,
+            read: vec![],
+            write: vec![],
+            approved_by: "cli".into(),
+            approved_at: now(),
+            revoked_at: None,
+            revoke_reason: None,
+            last_seen: None,
+            last_addr: None,
+        };
+        s.put_key(&rec).expect("approve");
+        assert!(s.pending().expect("list").is_empty());
+        assert_eq!(s.key(&fp).expect("get"), Some(rec));
+    }
+}

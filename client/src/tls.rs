@@ -65,6 +65,33 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A configuration without a client key (for tools that only talk to the hub's HTTP side, and for
+/// tests of what the hub does with connections that have no key).
+pub fn anonymous_client_config(
+    verify: &ServerVerification,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let mut config = match verify {
+        ServerVerification::Pin(fp) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedHub { pin: *fp, provider }))
+            .with_no_client_auth(),
+        ServerVerification::Ca(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs {
+                roots
+                    .add(c.clone())
+                    .map_err(|e| TlsError::Ca(e.to_string()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The hub's server configuration: its own identity, TLS 1.3 (1.2 too only if allowed), client
 /// keys asked for.
 pub fn server_config(

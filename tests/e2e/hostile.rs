@@ -207,3 +207,140 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
     drop(lazy);
     hub.kill9();
 }
+
+#[derive(Default)]
+struct Served {
+    lines: u64,
+    worst_age_ms: i64,
+}
+
+/// Reads a watch's lines on a thread and keeps the worst age (now − source_ts) seen.
+fn measure(
+    w: Proc,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Served>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Proc>,
+) {
+    let stats = std::sync::Arc::new(std::sync::Mutex::new(Served::default()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, st) = (stats.clone(), stop.clone());
+    let h = std::thread::spawn(move || {
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            let Some(l) = w.next_line(Duration::from_millis(200)) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) else {
+                continue;
+            };
+            let Some(ts) = v["source_ts"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let age = std::time::SystemTime::now()
+                .duration_since(ts)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let mut g = s.lock().expect("lock");
+            g.lines += 1;
+            g.worst_age_ms = g.worst_age_ms.max(age);
+        }
+        w
+    });
+    (stats, stop, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_frames_a_flood_and_idle_connections_leave_a_legit_client_served() {
+    let (p, hub) = plant(20, 20.0);
+    let _edge = p.start_edge("edge1");
+    let w = p.watch("hmi", "edge1/**");
+    fresh_good_line(&w);
+    let (stats, stop, reader) = measure(w);
+    let token = CancellationToken::new();
+    let cfg = link_cfg(&p, "rogue", Role::Edge);
+    let hub_addr = format!("{}:{}", cfg.hubs[0].host, cfg.hubs[0].port);
+
+    // Hundreds of idle connections: 300 that never start TLS, 100 that finish TLS without a key
+    // and never send a request.
+    let mut idle_tcp = Vec::new();
+    for _ in 0..300 {
+        idle_tcp.push(std::net::TcpStream::connect(&hub_addr).expect("connect"));
+    }
+    let anon = pointhub_client::tls::anonymous_client_config(&cfg.verify).expect("tls config");
+    let mut idle_tls = Vec::new();
+    for _ in 0..100 {
+        let tcp = tokio::net::TcpStream::connect(&hub_addr)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        idle_tls.push(
+            tokio_rustls::TlsConnector::from(anon.clone())
+                .connect(name, tcp)
+                .await
+                .expect("tls"),
+        );
+    }
+
+    // Random and truncated frames, each on a session of its own.
+    let valid = pointhub_schemas::encode(&Msg::Subscribe(Subscribe {
+        patterns: vec!["edge1/**".into()],
+        history: false,
+    }));
+    for i in 0..60 {
+        let mut rogue = link::dial(&cfg, &cfg.hubs[0], &token)
+            .await
+            .expect("admitted");
+        let frame: Vec<u8> = if i % 2 == 0 {
+            (0..fastrand::usize(1..2000))
+                .map(|_| fastrand::u8(..))
+                .collect()
+        } else {
+            valid[..fastrand::usize(0..valid.len())].to_vec()
+        };
+        rogue.session.tx.send_frame(bytes::Bytes::from(frame)).await;
+        let _ = ends_with_error(&mut rogue).await;
+    }
+
+    // A flood: 50,000 pings as fast as one session can send them.
+    let flood = link::dial(&cfg, &cfg.hubs[0], &token)
+        .await
+        .expect("admitted");
+    let ping = bytes::Bytes::from(pointhub_schemas::encode(&Msg::Ping(
+        pointhub_schemas::Ping {
+            t: pointhub_schemas::Timestamp::now(),
+        },
+    )));
+    let started = std::time::Instant::now();
+    for _ in 0..50_000 {
+        if !flood.session.tx.send_frame(ping.clone()).await {
+            break;
+        }
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let w = reader.join().expect("reader");
+    let s = stats.lock().expect("lock");
+    println!(
+        "under attack: legit client got {} updates, worst age {} ms; flood of 50,000 frames took {flood_secs:.1} s",
+        s.lines, s.worst_age_ms
+    );
+    assert!(
+        s.lines > 100,
+        "the legit client kept receiving: {}",
+        s.lines
+    );
+    assert!(
+        s.worst_age_ms < 1500,
+        "with bounded delay: {} ms",
+        s.worst_age_ms
+    );
+    drop(idle_tcp);
+    drop(idle_tls);
+    fresh_good_line(&w);
+    assert!(hub.stderr_text().contains("bad frame from peer"));
+}

@@ -37,6 +37,11 @@ pub enum ClientCmd {
         #[arg(required = true)]
         patterns: Vec<String>,
     },
+    /// Serve mirrored points as a local Modbus TCP server for an HMI ([modbus_server] in the config).
+    ModbusServer {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Write a value to a writable point; prints the result. Exit code 0 only when the device took it.
     Write {
         #[arg(long, short)]
@@ -129,6 +134,40 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
                     Event::SnapshotDone { .. } => {}
                 }
             }
+        }
+        ClientCmd::ModbusServer { config } => {
+            let cfg = ClientConfig::load(&config).map_err(anyhow::Error::msg)?;
+            let Some(server) = cfg.modbus_server.clone() else {
+                anyhow::bail!(
+                    "{}: no [modbus_server] section: see examples/modbus/client.toml",
+                    config.display()
+                );
+            };
+            let listener = tokio::net::TcpListener::bind(server.listen.as_str())
+                .await
+                .with_context(|| format!("cannot listen on {} for Modbus", server.listen))?;
+            eprintln!("modbus server listening on {}", listener.local_addr()?);
+            let link = cfg
+                .hub
+                .link_config(Role::Client, &cfg.name)
+                .map_err(anyhow::Error::msg)?;
+            let opts = ClientOptions {
+                patterns: server.patterns(),
+                history: false,
+            };
+            let (client, mut events) = Client::spawn(link, opts, shutdown.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        Event::Connected { hub, .. } => eprintln!("connected to {hub}"),
+                        Event::Disconnected { reason } => {
+                            eprintln!("disconnected: {reason}; Modbus reads answer 0x0B until the hub is back")
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            pointhub_client::modbus::server::serve(client, server, listener, shutdown).await?;
         }
         ClientCmd::Get {
             config,

@@ -115,6 +115,8 @@ pub struct ClientConfig {
     /// The name this client calls itself (the hub's name for its key wins).
     pub name: String,
     pub hub: HubSection,
+    /// A local Modbus TCP server for an HMI (`pointhub client modbus-server`).
+    pub modbus_server: Option<crate::modbus::server::ServerConfig>,
 }
 
 impl ClientConfig {

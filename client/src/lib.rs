@@ -18,3 +18,4 @@ pub use client::{Client, ClientError, Event, PointRecord, WriteOutcome};
 pub use identity::{Fingerprint, Identity, IdentityError};
 pub use link::{HubAddr, LinkConfig, LinkError};
 pub use tls::ServerVerification;
+pub mod modbus;

@@ -22,6 +22,69 @@ pub struct EdgeConfig {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     Simulator(SimConfig),
+    Modbus(ModbusConfig),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Rtu,
+}
+
+/// A Modbus device: its transport, timing, and register map. Points are named
+/// `<namespace>/<name>/<point name>`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    pub name: String,
+    #[serde(default)]
+    pub transport: Transport,
+    /// TCP: the device's host and port (default 502).
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// RTU: the serial device, baud rate, parity (`none`, `even`, `odd`) and stop bits (1 or 2).
+    pub device: Option<String>,
+    pub baud: Option<u32>,
+    pub parity: Option<String>,
+    pub stop_bits: Option<u8>,
+    /// Unit (slave) id.
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    /// Time one request may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Retries of a failed read before the device counts as unreachable.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Unmapped registers (or bits) a block read may bridge to merge two reads into one.
+    #[serde(default = "default_gap")]
+    pub max_gap: u16,
+    /// Poll period of the `default` group.
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+    /// Other poll groups: name = period in ms (`fast = 200`).
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub points: Vec<pointhub_client::modbus::map::MapEntry>,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_gap() -> u16 {
+    8
+}
+fn default_poll() -> u64 {
+    1000
 }
 
 /// The simulator: `signals` points cycling through sine, ramp, random walk and on/off, plus
@@ -66,7 +129,95 @@ impl EdgeConfig {
     pub fn parse(text: &str) -> Result<EdgeConfig, String> {
         let cfg: EdgeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.validate()?;
+        cfg.validate_modbus(text)?;
         Ok(cfg)
+    }
+
+    /// Checks every register map; errors name the line of the point.
+    fn validate_modbus(&self, text: &str) -> Result<(), String> {
+        use pointhub_client::modbus::map::{check_overlaps, line_of};
+        // A second, lenient read of the same text finds each point's line.
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            sources: Vec<ProbeSource>,
+        }
+        #[derive(Deserialize)]
+        struct ProbeSource {
+            #[serde(default)]
+            points: Vec<toml::Spanned<toml::Value>>,
+        }
+        let probe: Option<Probe> = toml::from_str(text).ok();
+        let line_at = |si: usize, pi: usize| {
+            probe
+                .as_ref()
+                .and_then(|p| p.sources.get(si))
+                .and_then(|s| s.points.get(pi))
+                .map(|sp| line_of(text, sp.span().start))
+                .unwrap_or(0)
+        };
+        for (si, s) in self.sources.iter().enumerate() {
+            let SourceConfig::Modbus(m) = s else { continue };
+            let dev = &m.name;
+            match m.transport {
+                Transport::Tcp if m.host.as_deref().unwrap_or("").is_empty() => {
+                    return Err(format!(
+                        "sources: modbus {dev:?}: transport tcp needs host = \"…\""
+                    ))
+                }
+                Transport::Rtu if m.device.as_deref().unwrap_or("").is_empty() => {
+                    return Err(format!(
+                        "sources: modbus {dev:?}: transport rtu needs device = \"/dev/ttyUSB0\""
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(p) = m.parity.as_deref() {
+                if !["none", "even", "odd"].contains(&p) {
+                    return Err(format!(
+                        "sources: modbus {dev:?}: parity must be none, even or odd"
+                    ));
+                }
+            }
+            if m.stop_bits.is_some_and(|b| b != 1 && b != 2) {
+                return Err(format!("sources: modbus {dev:?}: stop_bits must be 1 or 2"));
+            }
+            if m.timeout_ms == 0 || m.poll_ms == 0 || m.groups.values().any(|p| *p == 0) {
+                return Err(format!(
+                    "sources: modbus {dev:?}: timeout_ms and poll periods must be above 0"
+                ));
+            }
+            let mut names = std::collections::HashSet::new();
+            let mut labelled = Vec::new();
+            for (pi, e) in m.points.iter().enumerate() {
+                let line = line_at(si, pi);
+                let at =
+                    |why: String| format!("line {line}: modbus {dev:?} point {:?}: {why}", e.name);
+                pointhub_schemas::name::validate_name(&e.name, 128)
+                    .map_err(|er| at(er.to_string()))?;
+                e.validate().map_err(at)?;
+                if e.quality_register.is_some() {
+                    return Err(at(
+                        "quality_register belongs to a client's Modbus server, not an edge".into(),
+                    ));
+                }
+                if let Some(g) = &e.group {
+                    if g != "default" && !m.groups.contains_key(g) {
+                        return Err(at(format!(
+                            "group {g:?} is not defined: add {g} = <ms> under groups"
+                        )));
+                    }
+                }
+                if !names.insert(e.name.clone()) {
+                    return Err(at("the name is used twice".into()));
+                }
+                labelled.push((format!("line {line}: point {:?}", e.name), e.mapping()));
+            }
+            let refs: Vec<(String, &pointhub_client::modbus::map::Mapping)> =
+                labelled.iter().map(|(l, m)| (l.clone(), m)).collect();
+            check_overlaps(&refs).map_err(|e| format!("modbus {dev:?}: {e}"))?;
+        }
+        Ok(())
     }
 
     pub fn namespace(&self) -> String {
@@ -80,6 +231,13 @@ impl EdgeConfig {
         let mut names = std::collections::HashSet::new();
         for s in &self.sources {
             match s {
+                SourceConfig::Modbus(m) => {
+                    if !names.insert(m.name.clone()) {
+                        return Err(format!("sources: two sources are named {:?}", m.name));
+                    }
+                    pointhub_schemas::name::validate_name(&m.name, 64)
+                        .map_err(|e| format!("sources: name: {e}"))?;
+                }
                 SourceConfig::Simulator(sim) => {
                     if !names.insert(sim.name.clone()) {
                         return Err(format!("sources: two sources are named {:?}", sim.name));
@@ -109,6 +267,33 @@ mod tests {
     #[test]
     fn example_parses() {
         EdgeConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
+    }
+
+    const HUB: &str = "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ncert = \"c\"\nkey = \"k\"\n";
+
+    #[test]
+    fn modbus_maps_are_checked_with_their_line() {
+        let ok = format!("{HUB}[[sources]]\nkind = \"modbus\"\nname = \"plc\"\nhost = \"127.0.0.1\"\n[[sources.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\n");
+        EdgeConfig::parse(&ok).expect("valid");
+        let overlap = format!("{ok}[[sources.points]]\nname = \"b\"\ntable = \"holding\"\naddress = 1\ntype = \"u16\"\n");
+        let e = EdgeConfig::parse(&overlap).expect_err("overlap");
+        assert!(e.contains("overlaps") && e.contains("line 16"), "{e}");
+        let badtype = ok.replace("\"f32\"", "\"f33\"");
+        assert!(EdgeConfig::parse(&badtype)
+            .expect_err("type")
+            .contains("f33"));
+        let badorder = format!("{ok}order = \"ABDC\"\n");
+        assert!(EdgeConfig::parse(&badorder).is_err());
+        let range = ok.replace("address = 0", "address = 65535");
+        let e = EdgeConfig::parse(&range).expect_err("range");
+        assert!(e.contains("line 11") && e.contains("65535"), "{e}");
+        let ro = format!(
+            "{}writable = true\n",
+            ok.replace("\"holding\"", "\"input\"")
+        );
+        assert!(EdgeConfig::parse(&ro)
+            .expect_err("input not writable")
+            .contains("cannot be written"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   batches of changes, write-back to the sources, heartbeats.
 
 pub mod config;
+pub mod modbus;
 pub mod sim;
 
 use pointhub_client::link::{self, Backoff, Link};
@@ -71,6 +72,14 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Str
             config::SourceConfig::Simulator(s) => sim::spawn(
                 &cfg.namespace(),
                 s,
+                base,
+                sample_tx.clone(),
+                shutdown.clone(),
+            ),
+            config::SourceConfig::Modbus(m) => modbus::spawn(
+                &cfg.name,
+                &cfg.namespace(),
+                m,
                 base,
                 sample_tx.clone(),
                 shutdown.clone(),

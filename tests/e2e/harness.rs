@@ -416,3 +416,97 @@ pub fn watch_until(
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// The Python that runs the real peers (pymodbus), from `.venv-peers` (made here if missing,
+/// as `.ci/run` makes it), or `POINTHUB_PEERS_PYTHON`.
+pub fn peers_python() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        if let Ok(p) = std::env::var("POINTHUB_PEERS_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-peers");
+        let py = venv.join("bin/python");
+        let ok = |py: &Path| Command::new(py).args(["-c", "import pymodbus"]).status().is_ok_and(|s| s.success());
+        if !ok(&py) {
+            let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success())
+                && Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", "pymodbus==3.9.2", "websockets==13.1"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            assert!(made && ok(&py), "the Modbus tests need pymodbus: run `bash .ci/run`, or python3 -m venv .venv-peers && .venv-peers/bin/pip install pymodbus==3.9.2");
+        }
+        py
+    })
+    .clone()
+}
+
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// A free TCP port on 127.0.0.1 (for peers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A real Modbus TCP device (pymodbus), killed when dropped.
+pub struct ModbusSim {
+    pub port: u16,
+    child: Child,
+}
+
+impl ModbusSim {
+    pub fn start(port: u16, churn: u32) -> ModbusSim {
+        let child = Command::new(peers_python())
+            .arg(peer_script("modbus_sim.py"))
+            .args(["--port", &port.to_string(), "--churn", &churn.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulator starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the Modbus simulator did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ModbusSim { port, child }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ModbusSim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs the independent Modbus client (pymodbus) against `port`; returns its JSON answer.
+pub fn modbus_client(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(peers_python())
+        .arg(peer_script("modbus_client.py"))
+        .args(args)
+        .args(["--port", &port.to_string()])
+        .output()
+        .expect("client runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "client said {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

@@ -4,3 +4,4 @@ mod access;
 mod foundation;
 mod harness;
 mod hostile;
+mod modbus;

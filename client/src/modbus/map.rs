@@ -156,10 +156,12 @@ impl Mapping {
                     self.table.as_str()
                 ))
             }
-            (false, RegType::Bool) => return Err(format!(
+            (false, RegType::Bool) => {
+                return Err(format!(
                 "a {} register is 16 bits: use type = \"bit\" with bit = 0..15, or a number type",
                 self.table.as_str()
-            )),
+            ))
+            }
             _ => {}
         }
         if self.ty == RegType::Bit {

@@ -133,3 +133,22 @@ impl ClientConfig {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_parse() {
+        for (name, text) in [
+            ("client.toml", include_str!("../../examples/client.toml")),
+            ("modbus/client.toml", include_str!("../../examples/modbus/client.toml")),
+        ] {
+            let cfg: ClientConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.hub.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            if let Some(m) = &cfg.modbus_server {
+                m.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
+    }
+}

@@ -265,8 +265,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_parses() {
+    fn examples_parse() {
         EdgeConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
+        EdgeConfig::parse(include_str!("../../examples/modbus/edge.toml")).expect("the Modbus example is valid");
     }
 
     const HUB: &str = "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ncert = \"c\"\nkey = \"k\"\n";

@@ -307,6 +307,7 @@ mod tests {
     #[test]
     fn example_parses() {
         HubConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
+        HubConfig::parse(include_str!("../../examples/modbus/hub.toml")).expect("the Modbus example is valid");
     }
 
     #[test]

@@ -142,7 +142,10 @@ mod tests {
     fn examples_parse() {
         for (name, text) in [
             ("client.toml", include_str!("../../examples/client.toml")),
-            ("modbus/client.toml", include_str!("../../examples/modbus/client.toml")),
+            (
+                "modbus/client.toml",
+                include_str!("../../examples/modbus/client.toml"),
+            ),
         ] {
             let cfg: ClientConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             cfg.hub.validate().unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -15,7 +15,39 @@ pub struct EdgeConfig {
     pub namespace: Option<String>,
     pub hub: HubSection,
     #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
     pub sources: Vec<SourceConfig>,
+}
+
+/// Store-and-forward while the hub is unreachable.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Folder of the on-disk buffer (default `edge-data/<name>` beside the config file).
+    pub dir: Option<std::path::PathBuf>,
+    /// Size of the buffer; past it the oldest updates are dropped (and counted).
+    #[serde(default = "default_buffer_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            enabled: true,
+            dir: None,
+            max_bytes: default_buffer_bytes(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_buffer_bytes() -> u64 {
+    256 << 20
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -101,6 +133,9 @@ pub struct SimConfig {
     /// Updates of every signal per second.
     #[serde(default = "default_rate")]
     pub rate_hz: f64,
+    /// Also publish `tick`, a counter that steps by one on every tick (to check sequences).
+    #[serde(default)]
+    pub tick: bool,
 }
 
 fn default_sim_name() -> String {
@@ -121,8 +156,18 @@ impl EdgeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut cfg = EdgeConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        cfg.hub
-            .resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.hub.resolve_paths(base);
+        let dir = cfg
+            .buffer
+            .dir
+            .clone()
+            .unwrap_or_else(|| Path::new("edge-data").join(&cfg.name));
+        cfg.buffer.dir = Some(if dir.is_relative() {
+            base.join(dir)
+        } else {
+            dir
+        });
         Ok(cfg)
     }
 
@@ -267,7 +312,8 @@ mod tests {
     #[test]
     fn examples_parse() {
         EdgeConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
-        EdgeConfig::parse(include_str!("../../examples/modbus/edge.toml")).expect("the Modbus example is valid");
+        EdgeConfig::parse(include_str!("../../examples/modbus/edge.toml"))
+            .expect("the Modbus example is valid");
     }
 
     const HUB: &str = "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ncert = \"c\"\nkey = \"k\"\n";

@@ -54,12 +54,24 @@ pub fn spawn(
             writable: true,
         });
     }
+    let tick_id = cfg.tick.then(|| {
+        let id = base + cfg.signals + cfg.setpoints;
+        points.push(PointDef {
+            id,
+            name: format!("{namespace}/{}/tick", cfg.name),
+            dtype: DataType::UInt,
+            unit: None,
+            description: Some("steps by one on every tick".into()),
+            writable: false,
+        });
+        id
+    });
     let (wtx, wrx) = mpsc::channel(64);
     let signals = cfg.signals;
     let setpoints = cfg.setpoints;
     let period = Duration::from_secs_f64(1.0 / cfg.rate_hz);
     tokio::spawn(run(
-        kinds, base, signals, setpoints, period, out, wrx, shutdown,
+        kinds, base, signals, setpoints, tick_id, period, out, wrx, shutdown,
     ));
     SourceHandle {
         points,
@@ -73,6 +85,7 @@ async fn run(
     base: u32,
     signals: u32,
     setpoints: u32,
+    tick_id: Option<u32>,
     period: Duration,
     out: mpsc::Sender<Vec<Sample>>,
     mut writes: mpsc::Receiver<SourceWrite>,
@@ -93,6 +106,7 @@ async fn run(
     if !initial.is_empty() && out.send(initial).await.is_err() {
         return;
     }
+    let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -116,7 +130,7 @@ async fn run(
             _ = tick.tick() => {
                 let t = start.elapsed().as_secs_f64();
                 let ts = Timestamp::now();
-                let batch: Vec<Sample> = kinds
+                let mut batch: Vec<Sample> = kinds
                     .iter()
                     .enumerate()
                     .map(|(i, k)| {
@@ -133,6 +147,10 @@ async fn run(
                         Sample { id: base + i as u32, value, quality: Quality::Good, ts }
                     })
                     .collect();
+                if let Some(id) = tick_id {
+                    ticks += 1;
+                    batch.push(Sample { id, value: Value::UInt(ticks), quality: Quality::Good, ts });
+                }
                 if !batch.is_empty() && out.send(batch).await.is_err() {
                     return;
                 }

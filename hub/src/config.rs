@@ -307,7 +307,8 @@ mod tests {
     #[test]
     fn example_parses() {
         HubConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
-        HubConfig::parse(include_str!("../../examples/modbus/hub.toml")).expect("the Modbus example is valid");
+        HubConfig::parse(include_str!("../../examples/modbus/hub.toml"))
+            .expect("the Modbus example is valid");
     }
 
     #[test]

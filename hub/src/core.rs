@@ -33,6 +33,26 @@ pub struct PointEntry {
     pub source_ts: Timestamp,
     pub hub_ts: Timestamp,
     subs: Vec<Arc<Subscriber>>,
+    /// Changed since the store last saved it.
+    dirty: bool,
+    /// The device time of the last live value when the authority was lost: history replays at
+    /// or before it were already delivered live, and are not sent again.
+    lost_at: Timestamp,
+}
+
+/// A point as the store keeps it across restarts.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SavedPoint {
+    pub name: String,
+    pub dtype: DataType,
+    pub unit: Option<String>,
+    pub description: Option<String>,
+    pub writable: bool,
+    pub owner: String,
+    pub value: Value,
+    pub quality: Quality,
+    pub source_ts: Timestamp,
+    pub hub_ts: Timestamp,
 }
 
 impl PointEntry {
@@ -293,6 +313,7 @@ impl Core {
                     p.unit = d.unit.clone();
                     p.description = d.description.clone();
                     p.writable = d.writable;
+                    p.dirty = true;
                     gid
                 }
                 None => {
@@ -314,6 +335,8 @@ impl Core {
                         source_ts: Timestamp::NEVER,
                         hub_ts: Timestamp::now(),
                         subs: Vec::new(),
+                        dirty: true,
+                        lost_at: Timestamp::NEVER,
                     });
                     table.by_name.insert(name, gid);
                     new_gids.push(gid);
@@ -354,6 +377,7 @@ impl Core {
                 p.quality = u.quality;
                 p.source_ts = u.source_ts;
                 p.hub_ts = now;
+                p.dirty = true;
                 if p.subs.is_empty() {
                     continue;
                 }
@@ -362,6 +386,9 @@ impl Core {
                     s.push(e.clone());
                 }
             } else {
+                if u.source_ts <= p.lost_at {
+                    continue; // delivered live before the link was lost
+                }
                 let e = Entry {
                     gid,
                     value: u.value,
@@ -390,16 +417,71 @@ impl Core {
                 continue; // someone else took it over meanwhile
             }
             p.owner_session = None;
+            p.lost_at = p.source_ts;
             let q = Quality::stale_from(p.quality, !p.value.is_null());
             if q == p.quality {
                 continue;
             }
             p.quality = q;
             p.hub_ts = now;
+            p.dirty = true;
             let e = p.entry(gid, false);
             for s in &p.subs {
                 s.push(e.clone());
             }
+        }
+    }
+
+    /// Takes the points changed since the last call, for the store.
+    pub fn take_dirty(&self) -> Vec<SavedPoint> {
+        let table = &mut *self.table_write();
+        let mut out = Vec::new();
+        for p in table.points.iter_mut().filter(|p| p.dirty) {
+            p.dirty = false;
+            out.push(SavedPoint {
+                name: p.name.to_string(),
+                dtype: p.dtype,
+                unit: p.unit.clone(),
+                description: p.description.clone(),
+                writable: p.writable,
+                owner: p.owner.to_string(),
+                value: p.value.clone(),
+                quality: p.quality,
+                source_ts: p.source_ts,
+                hub_ts: p.hub_ts,
+            });
+        }
+        out
+    }
+
+    /// Loads points saved before a restart. Their authorities are not connected yet, so each
+    /// turns stale: the last value stays, its quality says it is not live.
+    pub fn restore(&self, saved: Vec<SavedPoint>) {
+        let table = &mut *self.table_write();
+        for s in saved {
+            if table.by_name.contains_key(s.name.as_str()) {
+                continue;
+            }
+            let gid = table.points.len() as u32;
+            let name: Arc<str> = s.name.as_str().into();
+            let quality = Quality::stale_from(s.quality, !s.value.is_null());
+            table.points.push(PointEntry {
+                name: name.clone(),
+                dtype: s.dtype,
+                unit: s.unit,
+                description: s.description,
+                writable: s.writable,
+                owner: s.owner.as_str().into(),
+                owner_session: None,
+                value: s.value,
+                quality,
+                source_ts: s.source_ts,
+                hub_ts: s.hub_ts,
+                subs: Vec::new(),
+                dirty: quality != s.quality,
+                lost_at: s.source_ts,
+            });
+            table.by_name.insert(name, gid);
         }
     }
 

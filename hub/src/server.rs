@@ -225,6 +225,18 @@ pub async fn run(
         started: std::time::Instant::now(),
         config,
     });
+    match hub.access.store.points() {
+        Ok(saved) => {
+            if !saved.is_empty() {
+                info!(
+                    points = saved.len(),
+                    "restored last values (stale until their edges return)"
+                );
+            }
+            hub.core.restore(saved);
+        }
+        Err(e) => warn!(error = %e, "cannot restore last values"),
+    }
     hub.set_sys(
         &format!("$sys/{}/version", hub.name),
         DataType::String,
@@ -253,6 +265,7 @@ pub async fn run(
         ));
     }
     tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
+    tracker.spawn(saver(hub.clone(), shutdown.clone()));
     #[cfg(unix)]
     {
         let sock = hub.config.data_dir.join("admin.sock");
@@ -349,6 +362,29 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// Saves changed points to the store every second, and once more at shutdown.
+async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let last = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let h = hub.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let dirty = h.core.take_dirty();
+            h.access.store.save_points(&dirty)
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            warn!(error = %e, "cannot save last values");
+        }
+        if last {
+            return;
+        }
     }
 }
 

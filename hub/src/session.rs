@@ -247,6 +247,7 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
     let max_rate = hub.config.limits.max_updates_per_sec;
     let mut window_start = tokio::time::Instant::now();
     let mut window_updates = 0u64;
+    let mut last_ack = tokio::time::Instant::now();
     while let Some(msg) = session.rx.recv().await {
         match msg {
             Msg::Birth(b) => {
@@ -335,6 +336,12 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                 }
                 let n = mapped.len() as u64;
                 hub.core.apply(mapped.into_iter());
+                if last_ack.elapsed() >= Duration::from_millis(100) {
+                    last_ack = tokio::time::Instant::now();
+                    let _ = session
+                        .tx
+                        .try_send(Msg::Ack(pointhub_schemas::Ack { seq: d.seq }));
+                }
                 // Throttle an edge past its update rate: stop reading it until the second is over.
                 window_updates += n;
                 if window_updates > max_rate {

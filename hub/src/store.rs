@@ -11,6 +11,7 @@ use std::path::Path;
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const POINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("points");
 /// Most pending keys kept; the oldest is dropped past it, so unknown keys cannot fill the disk.
 const MAX_PENDING: usize = 1000;
 
@@ -114,6 +115,7 @@ impl Store {
             tx.open_table(KEYS).map_err(db_err)?;
             tx.open_table(PENDING).map_err(db_err)?;
             tx.open_table(TOKENS).map_err(db_err)?;
+            tx.open_table(POINTS).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(Store { db })
@@ -245,6 +247,26 @@ impl Store {
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.all(TOKENS)
+    }
+
+    /// Saves point states, all in one transaction.
+    pub fn save_points(&self, points: &[crate::core::SavedPoint]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = tx.open_table(POINTS).map_err(db)?;
+            for p in points {
+                let bytes = serde_json::to_vec(p)?;
+                t.insert(p.name.as_str(), bytes.as_slice()).map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    pub fn points(&self) -> Result<Vec<crate::core::SavedPoint>, StoreError> {
+        self.all(POINTS)
     }
 }
 

@@ -182,7 +182,13 @@ fn check(msg: &Msg, l: &Limits) -> Result<(), DecodeError> {
         Msg::Error(e) => string("error message", &e.message, l.max_string_len)?,
         Msg::Death(d) => string("death reason", &d.reason, l.max_string_len)?,
         Msg::Rebirth(r) => string("rebirth reason", &r.reason, l.max_string_len)?,
-        Msg::SnapshotDone(_) | Msg::Ping(_) | Msg::Pong(_) => {}
+        Msg::Chain(c) => {
+            count("chain", c.hubs.len(), 64)?;
+            for h in &c.hubs {
+                string("hub name", h, l.max_name_len)?;
+            }
+        }
+        Msg::SnapshotDone(_) | Msg::Ping(_) | Msg::Pong(_) | Msg::Ack(_) => {}
     }
     Ok(())
 }

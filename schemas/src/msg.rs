@@ -65,6 +65,10 @@ pub enum Msg {
     Pong(Ping),
     Error(ErrorMsg),
     Rebirth(Rebirth),
+    /// Hub → authority: every batch up to `seq` is applied (store-and-forward may forget them).
+    Ack(Ack),
+    /// A hub → its parent: the hubs at and below it, to refuse loops in a chain.
+    Chain(Chain),
 }
 
 impl Msg {
@@ -86,6 +90,8 @@ impl Msg {
             Msg::Pong(_) => "pong",
             Msg::Error(_) => "error",
             Msg::Rebirth(_) => "rebirth",
+            Msg::Ack(_) => "ack",
+            Msg::Chain(_) => "chain",
         }
     }
 }
@@ -252,4 +258,15 @@ pub enum ErrorCode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rebirth {
     pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chain {
+    /// The sender's name first, then every hub below it.
+    pub hubs: Vec<String>,
 }

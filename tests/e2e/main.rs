@@ -1,6 +1,7 @@
 //! End-to-end tests: real `pointhub` processes on loopback.
 
 mod access;
+mod chain;
 mod foundation;
 mod harness;
 mod hostile;

@@ -1,0 +1,172 @@
+//! Store-and-forward: while the hub is unreachable, the edge keeps every update in a bounded
+//! buffer on disk (redb), in order. When the link returns, the birth restores the live mirror
+//! first, then the buffered updates follow in order, flagged as history. When the buffer is full,
+//! the oldest updates are dropped and counted.
+
+use pointhub_schemas::Update;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+
+pub struct Buffer {
+    db: Database,
+    next: u64,
+    bytes: u64,
+    count: u64,
+    max_bytes: u64,
+    /// Updates dropped because the buffer was full, since start.
+    pub dropped: u64,
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+impl Buffer {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Buffer, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("buffer folder {}: {e}", dir.display()))?;
+        let path = dir.join("buffer.redb");
+        let db = Database::create(&path).map_err(|e| format!("buffer {}: {e}", path.display()))?;
+        let tx = db.begin_write().map_err(err)?;
+        tx.open_table(HISTORY).map_err(err)?;
+        tx.commit().map_err(err)?;
+        let (mut next, mut bytes, mut count) = (0, 0, 0);
+        {
+            let rx = db.begin_read().map_err(err)?;
+            let t = rx.open_table(HISTORY).map_err(err)?;
+            for item in t.iter().map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                next = k.value() + 1;
+                bytes += v.value().len() as u64;
+                count += 1;
+            }
+        }
+        Ok(Buffer {
+            db,
+            next,
+            bytes,
+            count,
+            max_bytes,
+            dropped: 0,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends updates in one transaction; drops the oldest past the size limit.
+    pub fn push(&mut self, updates: &[Update]) -> Result<(), String> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(HISTORY).map_err(err)?;
+            for u in updates {
+                let bytes = postcard::to_stdvec(u).map_err(err)?;
+                self.bytes += bytes.len() as u64;
+                t.insert(self.next, bytes.as_slice()).map_err(err)?;
+                self.next += 1;
+                self.count += 1;
+            }
+            while self.bytes > self.max_bytes {
+                let Some((_, v)) = t.pop_first().map_err(err)? else {
+                    break;
+                };
+                self.bytes = self.bytes.saturating_sub(v.value().len() as u64);
+                self.count = self.count.saturating_sub(1);
+                self.dropped += 1;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The oldest `n` updates, without removing them.
+    pub fn peek(&self, n: usize) -> Result<Vec<(u64, Update)>, String> {
+        let rx = self.db.begin_read().map_err(err)?;
+        let t = rx.open_table(HISTORY).map_err(err)?;
+        let mut out = Vec::with_capacity(n.min(self.count as usize));
+        for item in t.iter().map_err(err)?.take(n) {
+            let (k, v) = item.map_err(err)?;
+            // An entry that does not decode (a damaged file) is skipped, not fatal.
+            if let Ok(u) = postcard::from_bytes::<Update>(v.value()) {
+                out.push((k.value(), u));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes everything up to and including `seq`.
+    pub fn remove_through(&mut self, seq: u64) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(HISTORY).map_err(err)?;
+            let keys: Vec<u64> = t
+                .range(..=seq)
+                .map_err(err)?
+                .filter_map(|i| i.ok().map(|(k, _)| k.value()))
+                .collect();
+            for k in keys {
+                if let Some(v) = t.remove(k).map_err(err)? {
+                    self.bytes = self.bytes.saturating_sub(v.value().len() as u64);
+                    self.count = self.count.saturating_sub(1);
+                }
+            }
+            let _ = t.len();
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pointhub_schemas::{Quality, Timestamp, Value};
+
+    fn up(i: u64) -> Update {
+        Update {
+            id: 1,
+            value: Value::UInt(i),
+            quality: Quality::Good,
+            source_ts: Timestamp(i),
+            hub_ts: Timestamp::NEVER,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn keeps_order_drops_oldest_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut b = Buffer::open(dir.path(), 1 << 20).expect("open");
+            b.push(&(0..100).map(up).collect::<Vec<_>>()).expect("push");
+            let first = b.peek(10).expect("peek");
+            assert_eq!(
+                first
+                    .iter()
+                    .map(|(_, u)| u.value.clone())
+                    .collect::<Vec<_>>(),
+                (0..10).map(Value::UInt).collect::<Vec<_>>()
+            );
+            b.remove_through(first[9].0).expect("remove");
+            assert_eq!(b.len(), 90);
+        }
+        let mut b = Buffer::open(dir.path(), 300).expect("reopen");
+        assert_eq!(b.len(), 90);
+        b.push(&[up(1000)]).expect("push");
+        assert!(b.dropped > 0, "over the limit the oldest go");
+        let all = b.peek(1000).expect("peek");
+        assert_eq!(
+            all.last().map(|(_, u)| u.value.clone()),
+            Some(Value::UInt(1000))
+        );
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

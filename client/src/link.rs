@@ -714,15 +714,56 @@ impl Backoff {
     }
 }
 
-/// Dials the configured hubs in turn, waiting with backoff between rounds, until one welcomes
-/// this node or `shutdown` fires.
+/// Measures how long a TCP connect to each hub takes (about one round trip), concurrently.
+pub async fn probe(hubs: &[HubAddr], timeout: Duration) -> Vec<Option<Duration>> {
+    let probes = hubs.iter().map(|h| async move {
+        let t0 = tokio::time::Instant::now();
+        match tokio::time::timeout(
+            timeout,
+            tokio::net::TcpStream::connect((h.host.as_str(), h.port)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Some(t0.elapsed()),
+            _ => None,
+        }
+    });
+    futures_util::future::join_all(probes).await
+}
+
+/// The order to try hubs in: the reachable ones by round trip (within a margin of the fastest,
+/// the configured order decides, so equal hubs do not flap), then the unreachable ones.
+pub fn order_by_rtt(rtts: &[Option<Duration>]) -> Vec<usize> {
+    let best = rtts.iter().flatten().min().copied().unwrap_or_default();
+    let margin = best * 2 + Duration::from_millis(2);
+    let mut idx: Vec<usize> = (0..rtts.len()).collect();
+    idx.sort_by_key(|&i| match rtts[i] {
+        Some(r) if r <= margin => (0, Duration::ZERO, i),
+        Some(r) => (1, r, i),
+        None => (2, Duration::ZERO, i),
+    });
+    idx
+}
+
+/// Dials the configured hubs — the one with the lowest round trip first — waiting with backoff
+/// between rounds, until one welcomes this node or `shutdown` fires.
 pub async fn dial_any(
     cfg: &LinkConfig,
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Option<Link> {
     loop {
-        for hub in &cfg.hubs {
+        let order: Vec<usize> = if cfg.hubs.len() > 1 {
+            let rtts = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                r = probe(&cfg.hubs, cfg.connect_timeout.min(Duration::from_secs(2))) => r,
+            };
+            order_by_rtt(&rtts)
+        } else {
+            vec![0]
+        };
+        for i in order {
+            let Some(hub) = cfg.hubs.get(i) else { continue };
             if shutdown.is_cancelled() {
                 return None;
             }
@@ -760,6 +801,18 @@ mod tests {
         assert_eq!(c.port, DEFAULT_PORT);
         assert!("http://x:1".parse::<HubAddr>().is_err());
         assert!("x:notaport".parse::<HubAddr>().is_err());
+    }
+
+    #[test]
+    fn hubs_are_ordered_by_round_trip_with_a_margin() {
+        let ms = |m: u64| Some(Duration::from_millis(m));
+        assert_eq!(order_by_rtt(&[ms(50), ms(5), None]), vec![1, 0, 2]);
+        assert_eq!(
+            order_by_rtt(&[ms(1), ms(1), ms(2)]),
+            vec![0, 1, 2],
+            "near-equal hubs keep their order"
+        );
+        assert_eq!(order_by_rtt(&[None, ms(30)]), vec![1, 0]);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct HubConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Parent hubs this hub dials out to as a node of role `hub` (plant DMZ hub → cloud hub).
+    #[serde(default)]
+    pub upstream: Vec<UpstreamConfig>,
     /// The nodes this hub admits, by key fingerprint (besides those approved in its store).
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
@@ -44,6 +47,72 @@ pub struct TlsFiles {
     /// Accept TLS 1.2 as well as 1.3 (off: TLS 1.3 only).
     #[serde(default)]
     pub allow_tls12: bool,
+}
+
+/// A parent hub. This hub dials it with its own key (the fingerprint `--show-fingerprint`
+/// prints), which the parent approves with role `hub`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The parent's addresses, tried by lowest round trip.
+    pub urls: Vec<pointhub_client::HubAddr>,
+    /// The parent's key fingerprint, or a CA file for its certificate.
+    pub fingerprint: Option<Fingerprint>,
+    pub ca: Option<PathBuf>,
+    /// What to forward (default everything; this hub's own `$sys` is never forwarded).
+    #[serde(default = "default_forward")]
+    pub forward: Vec<String>,
+    /// Writes from the parent allowed into these points (default none).
+    #[serde(default)]
+    pub writes: Vec<String>,
+    #[serde(default = "default_up_interval")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_up_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_up_backoff")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_forward() -> Vec<String> {
+    vec!["**".into()]
+}
+fn default_up_interval() -> u64 {
+    1000
+}
+fn default_up_timeout() -> u64 {
+    3000
+}
+fn default_up_backoff() -> u64 {
+    10_000
+}
+
+impl UpstreamConfig {
+    pub fn link_config(
+        &self,
+        identity: &pointhub_client::Identity,
+        name: &str,
+    ) -> Result<pointhub_client::LinkConfig, String> {
+        use pointhub_client::ServerVerification;
+        let verify = match (&self.fingerprint, &self.ca) {
+            (Some(fp), _) => ServerVerification::Pin(*fp),
+            (None, Some(ca)) => ServerVerification::Ca(
+                pointhub_client::identity::load_certs(ca).map_err(|e| e.to_string())?,
+            ),
+            (None, None) => return Err("upstream: give fingerprint or ca".into()),
+        };
+        let mut cfg = pointhub_client::LinkConfig::new(
+            self.urls.clone(),
+            verify,
+            identity.clone(),
+            pointhub_schemas::Role::Hub,
+            name,
+        )
+        .map_err(|e| e.to_string())?;
+        cfg.session.heartbeat = std::time::Duration::from_millis(self.heartbeat_ms);
+        cfg.session.timeout = std::time::Duration::from_millis(self.timeout_ms);
+        cfg.backoff_max = std::time::Duration::from_millis(self.backoff_max_ms);
+        Ok(cfg)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -245,6 +314,11 @@ impl HubConfig {
         if let Some(p) = self.tls.key.as_mut() {
             fix(p);
         }
+        for u in &mut self.upstream {
+            if let Some(p) = u.ca.as_mut() {
+                fix(p);
+            }
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -270,6 +344,25 @@ impl HubConfig {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: give both cert and key, or neither".into());
+        }
+        for (i, u) in self.upstream.iter().enumerate() {
+            if u.urls.is_empty() {
+                return Err(format!("upstream {i}: give at least one url"));
+            }
+            if u.fingerprint.is_some() == u.ca.is_some() {
+                return Err(format!(
+                    "upstream {i}: give fingerprint (the parent hub's key) or ca, one of them"
+                ));
+            }
+            if u.timeout_ms <= u.heartbeat_ms {
+                return Err(format!(
+                    "upstream {i}: timeout_ms must be larger than heartbeat_ms"
+                ));
+            }
+            for p in u.forward.iter().chain(&u.writes) {
+                pointhub_schemas::Pattern::parse(p)
+                    .map_err(|e| format!("upstream {i}: pattern: {e}"))?;
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for n in &self.nodes {

@@ -16,6 +16,7 @@ pub mod core;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod upstream;
 
 pub use config::HubConfig;
 pub use server::{run, Hub, HubError};

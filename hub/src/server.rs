@@ -69,6 +69,8 @@ pub struct Hub {
     pub access: crate::access::Access,
     /// Live sessions by session id.
     pub live: DashMap<u64, LiveNode>,
+    /// The hubs below each child-hub session (their `Chain`), to refuse loops.
+    pub below: DashMap<u64, Vec<String>>,
     /// Writes on their way to an edge: hub request id → where the answer goes.
     pub writes: DashMap<u64, oneshot::Sender<WriteResult>>,
     pub limits: Limits,
@@ -85,6 +87,17 @@ impl Hub {
             .filter(|e| e.name == name)
             .map(|e| e.value().clone())
             .collect()
+    }
+
+    /// This hub and every hub below it.
+    pub fn chain(&self) -> Vec<String> {
+        let mut below: Vec<String> = self.below.iter().flat_map(|e| e.value().clone()).collect();
+        below.sort();
+        below.dedup();
+        below.retain(|h| h != self.name.as_ref());
+        let mut out = vec![self.name.to_string()];
+        out.extend(below);
+        out
     }
 
     /// Ends every live session of a key at once (after a revocation).
@@ -220,6 +233,7 @@ pub async fn run(
         fingerprint: identity.fingerprint,
         live: DashMap::new(),
         writes: DashMap::new(),
+        below: DashMap::new(),
         limits,
         shutdown: shutdown.clone(),
         started: std::time::Instant::now(),
@@ -266,6 +280,20 @@ pub async fn run(
     }
     tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
     tracker.spawn(saver(hub.clone(), shutdown.clone()));
+    for (i, up) in hub.config.upstream.iter().enumerate() {
+        match up.link_config(&identity, &hub.name) {
+            Ok(link) => {
+                tracker.spawn(crate::upstream::run(
+                    hub.clone(),
+                    i,
+                    up.clone(),
+                    link,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => warn!(error = %e, "upstream {i}: not started"),
+        }
+    }
     #[cfg(unix)]
     {
         let sock = hub.config.data_dir.join("admin.sock");

@@ -213,15 +213,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
                 client(&hub, &entry, sub, &mut session).await
             }
         }
-        Role::Hub => {
-            session
-                .tx
-                .fail(
-                    ErrorCode::AccessDenied,
-                    "hub chaining is not available in this version",
-                )
-                .await;
-        }
+        Role::Hub => edge(&hub, &entry, &namespace, id, &mut session).await,
     }
     session.finish().await;
     hub.live.remove(&id);
@@ -239,7 +231,20 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
 async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, session: &mut Session) {
     let owner: Arc<str> = entry.name.as_str().into();
     let sys_ns = format!("$sys/{}", entry.name);
-    let allowed = |n: &str| in_namespace(n, namespace) || in_namespace(n, &sys_ns);
+    // A child hub forwards what lies below it: its namespace if it has one, or anything, and
+    // the `$sys` points of its nodes; never the `$sys` points this hub publishes of itself.
+    let own_sys = format!("$sys/{}", hub.name);
+    let child_hub = entry.role == Role::Hub;
+    let allowed = |n: &str| {
+        if child_hub {
+            !in_namespace(n, &own_sys)
+                && (entry.namespace.is_none()
+                    || in_namespace(n, namespace)
+                    || n.starts_with("$sys/"))
+        } else {
+            in_namespace(n, namespace) || in_namespace(n, &sys_ns)
+        }
+    };
     let mut local: HashMap<u32, u32> = HashMap::new();
     let mut owned: HashSet<u32> = HashSet::new();
     let mut last_seq: Option<u64> = None;
@@ -362,6 +367,29 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                     let _ = reply.send(r);
                 }
             }
+            Msg::Chain(c) if child_hub => {
+                if c.hubs.iter().any(|h| h == hub.name.as_ref()) {
+                    warn!(chain = ?c.hubs, "refused: a loop in the hub chain");
+                    hub.access.audit.record(
+                        "chain.refused",
+                        json!({"fingerprint": entry.fingerprint, "name": entry.name, "chain": c.hubs, "reason": "loop"}),
+                    );
+                    session
+                        .tx
+                        .fail(
+                            ErrorCode::Conflict,
+                            format!(
+                                "loop in the hub chain: hub {} is already below {} ({}); remove one of the upstream links",
+                                hub.name,
+                                entry.name,
+                                c.hubs.join(" > ")
+                            ),
+                        )
+                        .await;
+                    break;
+                }
+                hub.below.insert(id, c.hubs);
+            }
             Msg::Death(d) => {
                 info!(reason = %d.reason, "edge leaves");
                 break;
@@ -378,6 +406,7 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
             }
         }
     }
+    hub.below.remove(&id);
     let owned: Vec<u32> = owned.into_iter().collect();
     hub.core.authority_lost(id, &owned);
     // Writes still waiting on this edge will time out; answer them now instead.
@@ -539,7 +568,7 @@ async fn pump(
     }
 }
 
-async fn route_write(
+pub(crate) async fn route_write(
     hub: &Hub,
     who: &str,
     grant: &[Pattern],

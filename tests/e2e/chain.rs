@@ -159,3 +159,245 @@ fn store_and_forward_delivers_the_outage_to_a_historian_exactly_once_and_in_orde
         );
     }
 }
+
+fn upstream(parent: &Plant, writes: &str) -> String {
+    format!(
+        "[[upstream]]\nurls = [\"wss://{}\"]\nfingerprint = \"{}\"\nwrites = {writes}\nheartbeat_ms = 250\ntimeout_ms = 750\nbackoff_max_ms = 500\n",
+        parent.hub_addr, parent.hub_fp
+    )
+}
+
+#[test]
+fn authority_and_writes_cross_a_chain_of_hubs() {
+    // edge1 → dmz hub (A) → cloud hub (B) → hmi.
+    let mut a = Plant::new();
+    let mut b = Plant::new();
+    a.write_hub_named("dmz", "127.0.0.1:0", &[Node::edge("edge1")], "");
+    let a_fp = a.hub_fingerprint();
+    b.write_hub_named(
+        "cloud",
+        "127.0.0.1:0",
+        &[
+            Node::client("hmi", "[\"edge1/**\"]"),
+            Node::hub("dmz", &a_fp),
+        ],
+        "",
+    );
+    let _hub_b = b.start_hub();
+    a.write_hub_named(
+        "dmz",
+        "127.0.0.1:0",
+        &[Node::edge("edge1")],
+        &upstream(&b, "[\"edge1/**\"]"),
+    );
+    let mut hub_a = a.start_hub();
+    a.write_edge("edge1", 4, 10.0);
+    b.write_client("hmi");
+    let mut edge = a.start_edge("edge1");
+    let w = b.watch("hmi", "edge1/**");
+    let mut board = Board::default();
+    let t = watch_until(&w, &mut board, T, "values across the chain", |b| {
+        b.all("edge1/sim/", 6, "Good")
+    });
+    println!("chain: first values at the top in {} ms", t.as_millis());
+
+    // A write from the top reaches the edge's source, and its result returns.
+    let (code, out, err) = b.run(&[
+        "client",
+        "write",
+        "--config",
+        &b.cfg("hmi"),
+        "edge1/sim/setpoint1",
+        "55",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"status\":\"Good\""), "{out}");
+    watch_until(&w, &mut board, T, "the written value", |b| {
+        b.value
+            .get("edge1/sim/setpoint1")
+            .is_some_and(|v| v == 55.0)
+    });
+    // The dmz hub takes no writes from above outside its `writes`.
+    let (code, out, _) = b.run(&[
+        "client",
+        "write",
+        "--config",
+        &b.cfg("hmi"),
+        "edge1/sim/sine1",
+        "1",
+    ]);
+    assert_eq!(code, 2);
+    assert!(out.contains("BadNotWritable"), "{out}");
+
+    // The edge dies below the dmz hub: stale at the top.
+    edge.kill9();
+    let t = watch_until(&w, &mut board, T, "stale after the edge died", |b| {
+        b.all("edge1/sim/", 6, UNCERTAIN)
+    });
+    println!(
+        "chain: kill -9 of the edge -> stale at the top in {} ms",
+        t.as_millis()
+    );
+    let _edge = a.start_edge("edge1");
+    let t = watch_until(&w, &mut board, T, "Good after the edge returned", |b| {
+        b.all("edge1/sim/", 6, "Good")
+    });
+    println!(
+        "chain: edge restart -> Good at the top in {} ms",
+        t.as_millis()
+    );
+
+    // The dmz hub dies: the cloud hub marks everything from it stale.
+    hub_a.kill9();
+    let t = watch_until(&w, &mut board, T, "stale after the dmz hub died", |b| {
+        b.all("edge1/sim/", 6, UNCERTAIN)
+    });
+    println!(
+        "chain: kill -9 of the dmz hub -> stale at the top in {} ms",
+        t.as_millis()
+    );
+    let addr = a.hub_addr.clone();
+    a.write_hub_named(
+        "dmz",
+        &addr,
+        &[Node::edge("edge1")],
+        &upstream(&b, "[\"edge1/**\"]"),
+    );
+    let _hub_a2 = a.start_hub();
+    let t = watch_until(&w, &mut board, T, "Good after the dmz hub returned", |b| {
+        b.all("edge1/sim/", 6, "Good")
+    });
+    println!(
+        "chain: dmz hub restart -> Good at the top in {} ms",
+        t.as_millis()
+    );
+}
+
+#[test]
+fn a_three_level_chain_works_and_a_loop_is_refused() {
+    // edge1 → plant (P) → region (R) → global (G) → hmi
+    let (mut p, mut r, mut g) = (Plant::new(), Plant::new(), Plant::new());
+    p.write_hub_named("plant", "127.0.0.1:0", &[Node::edge("edge1")], "");
+    r.write_hub_named("region", "127.0.0.1:0", &[], "");
+    g.write_hub_named("global", "127.0.0.1:0", &[], "");
+    let (p_fp, r_fp) = (p.hub_fingerprint(), r.hub_fingerprint());
+    g.write_hub_named(
+        "global",
+        "127.0.0.1:0",
+        &[Node::client("hmi", "[]"), Node::hub("region", &r_fp)],
+        "",
+    );
+    let _g = g.start_hub();
+    // region also approves global as a child: with global's upstream to region, that makes a loop.
+    let g_fp = g.hub_fp.clone();
+    r.write_hub_named(
+        "region",
+        "127.0.0.1:0",
+        &[Node::hub("plant", &p_fp), Node::hub("global", &g_fp)],
+        &upstream(&g, "[]"),
+    );
+    let r_hub = r.start_hub();
+    p.write_hub_named(
+        "plant",
+        "127.0.0.1:0",
+        &[Node::edge("edge1")],
+        &upstream(&r, "[]"),
+    );
+    let _p = p.start_hub();
+    p.write_edge("edge1", 2, 10.0);
+    g.write_client("hmi");
+    let _edge = p.start_edge("edge1");
+    let w = g.watch("hmi", "edge1/**");
+    let mut board = Board::default();
+    watch_until(&w, &mut board, T, "values three hubs up", |b| {
+        b.all("edge1/sim/", 4, "Good")
+    });
+
+    // Now global dials region too: global → region → global is a loop.
+    let addr = g.hub_addr.clone();
+    g.write_hub_named(
+        "global",
+        &addr,
+        &[Node::client("hmi", "[]"), Node::hub("region", &r_fp)],
+        &upstream(&r, "[]"),
+    );
+    let g_log = {
+        // Restart global with the looping upstream.
+        drop(_g);
+        g.start_hub()
+    };
+    let refused = std::time::Instant::now();
+    loop {
+        let text = format!("{}\n{}", r_hub.stderr_text(), g_log.stderr_text());
+        if text.contains("loop in the hub chain") || text.contains("a loop in the hub chain") {
+            break;
+        }
+        assert!(
+            refused.elapsed() < T,
+            "no loop refusal; region:\n{}\nglobal:\n{}",
+            r_hub.stderr_text(),
+            g_log.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn edge_and_client_fail_over_to_the_second_hub() {
+    let mut h1 = Plant::new();
+    let nodes = || [Node::edge("edge1"), Node::client("hmi", "[]")];
+    h1.write_hub("127.0.0.1:0", &nodes());
+    let mut hub1 = h1.start_hub();
+    // The second hub admits the same keys (copied from the first plant).
+    let mut h2 = Plant::new();
+    for n in ["edge1", "hmi"] {
+        let dst = h2.path(&format!("keys/{n}"));
+        std::fs::create_dir_all(&dst).expect("mkdir");
+        for f in ["node.crt", "node.key"] {
+            std::fs::copy(h1.path(&format!("keys/{n}/{f}")), dst.join(f)).expect("copy");
+        }
+    }
+    h2.write_hub("127.0.0.1:0", &nodes());
+    let first = h2.start_hub();
+    // Nodes pin one fingerprint for all their hubs here, so the two hubs share one key (a
+    // deployment with a CA-issued certificate per hub verifies with `ca` instead).
+    drop(first);
+    std::fs::copy(h1.path("hub-data/hub.key"), h2.path("hub-data/hub.key")).expect("copy");
+    std::fs::copy(h1.path("hub-data/hub.crt"), h2.path("hub-data/hub.crt")).expect("copy");
+    let addr2 = h2.hub_addr.clone();
+    h2.write_hub(&addr2, &nodes());
+    let _hub2 = h2.start_hub();
+    assert_eq!(h2.hub_fp, h1.hub_fp);
+    let both = format!("[\"wss://{}\", \"wss://{}\"]", h1.hub_addr, h2.hub_addr);
+    for cfg in [h1.write_edge("edge1", 2, 10.0), h1.write_client("hmi")] {
+        let text = std::fs::read_to_string(&cfg).expect("read");
+        let text = text.replace(
+            &format!("urls = [\"wss://{}\"]", h1.hub_addr),
+            &format!("urls = {both}"),
+        );
+        std::fs::write(&cfg, text).expect("write");
+    }
+    let edge = h1.start_edge("edge1");
+    let w = h1.watch("hmi", "edge1/**");
+    let mut board = Board::default();
+    watch_until(&w, &mut board, T, "Good via the first hub", |b| {
+        b.all("edge1/sim/", 4, "Good")
+    });
+    assert!(
+        edge.stderr_text().contains(&h1.hub_addr),
+        "the edge chose the first hub"
+    );
+    hub1.kill9();
+    let t = watch_until(&w, &mut board, T, "stale when the first hub died", |b| {
+        b.all("edge1/sim/", 4, UNCERTAIN)
+    });
+    let t2 = watch_until(&w, &mut board, T, "Good again via the second hub", |b| {
+        b.all("edge1/sim/", 4, "Good")
+    });
+    println!(
+        "failover: stale in {} ms, Good again via the second hub {} ms later",
+        t.as_millis(),
+        t2.as_millis()
+    );
+    edge.wait_stderr(T, &format!("connected hub=wss://{}/node", h2.hub_addr));
+}

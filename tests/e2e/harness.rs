@@ -186,6 +186,8 @@ pub struct Node {
     pub name: String,
     pub role: &'static str,
     pub extra: String,
+    /// A key made elsewhere (another hub's), instead of one made in this plant.
+    pub fingerprint: Option<String>,
 }
 
 impl Node {
@@ -194,6 +196,7 @@ impl Node {
             name: name.into(),
             role: "edge",
             extra: String::new(),
+            fingerprint: None,
         }
     }
     pub fn client(name: &str, write: &str) -> Node {
@@ -201,6 +204,15 @@ impl Node {
             name: name.into(),
             role: "client",
             extra: format!("write = {write}\n"),
+            fingerprint: None,
+        }
+    }
+    pub fn hub(name: &str, fingerprint: &str) -> Node {
+        Node {
+            name: name.into(),
+            role: "hub",
+            extra: String::new(),
+            fingerprint: Some(fingerprint.into()),
         }
     }
 }
@@ -241,11 +253,47 @@ impl Plant {
 
     /// Writes hub.toml admitting `nodes` (keys made here), listening on `listen`.
     pub fn write_hub(&self, listen: &str, nodes: &[Node]) -> PathBuf {
+        self.write_hub_named("hub1", listen, nodes, "")
+    }
+
+    /// The hub's key fingerprint (made now if it has none yet).
+    pub fn hub_fingerprint(&self) -> String {
+        let out = Command::new(BIN)
+            .args([
+                "hub",
+                "--config",
+                self.path("hub.toml").to_str().expect("utf8"),
+                "--show-fingerprint",
+            ])
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("fingerprint: ")
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    /// Writes hub.toml for a hub called `name`; `extra` is appended (e.g. `[[upstream]]`).
+    pub fn write_hub_named(
+        &self,
+        name: &str,
+        listen: &str,
+        nodes: &[Node],
+        extra: &str,
+    ) -> PathBuf {
         let mut toml = format!(
-            "name = \"hub1\"\nlisten = [\"{listen}\"]\ndata_dir = \"hub-data\"\n[heartbeat]\ninterval_ms = 250\ntimeout_ms = 750\n"
+            "name = \"{name}\"\nlisten = [\"{listen}\"]\ndata_dir = \"hub-data\"\n[heartbeat]\ninterval_ms = 250\ntimeout_ms = 750\n"
         );
         for n in nodes {
-            let fp = if self.path(&format!("keys/{}/node.key", n.name)).exists() {
+            let fp = if let Some(fp) = &n.fingerprint {
+                fp.clone()
+            } else if self.path(&format!("keys/{}/node.key", n.name)).exists() {
                 identity::load(
                     &self.path(&format!("keys/{}/node.crt", n.name)),
                     &self.path(&format!("keys/{}/node.key", n.name)),
@@ -261,6 +309,7 @@ impl Plant {
                 n.role, n.name, n.extra
             ));
         }
+        toml.push_str(extra);
         let p = self.path("hub.toml");
         std::fs::write(&p, toml).expect("write hub.toml");
         p

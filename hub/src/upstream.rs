@@ -1,0 +1,151 @@
+//! Dialling out to a parent hub (plant DMZ hub → cloud hub).
+//!
+//! This hub becomes a node of role `hub` on its parent, with its own key. It forwards what its
+//! `forward` patterns cover, as an authority does: births (all points, and later additions) and
+//! batches of changes, quality included — so a point that turns stale here (its edge is gone)
+//! turns stale up there too, and the parent marks everything from here stale when this link
+//! closes or goes silent. History replays pass through. Writes from the parent to points covered
+//! by `writes` go down to the owning edge and their results go back up. A `Chain` message tells
+//! the parent which hubs are at and below this one, so a loop is refused.
+
+use crate::config::UpstreamConfig;
+use crate::core::Subscriber;
+use crate::server::Hub;
+use pointhub_client::link::{self, Backoff};
+use pointhub_client::LinkConfig;
+use pointhub_schemas::name::in_namespace;
+use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Quality, Value, WriteResult};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+const BATCH: usize = 4096;
+
+pub async fn run(
+    hub: Arc<Hub>,
+    index: usize,
+    cfg: UpstreamConfig,
+    link_cfg: LinkConfig,
+    shutdown: CancellationToken,
+) {
+    let forward: Vec<Pattern> = cfg
+        .forward
+        .iter()
+        .filter_map(|p| Pattern::parse(p).ok())
+        .collect();
+    let writes: Vec<Pattern> = cfg
+        .writes
+        .iter()
+        .filter_map(|p| Pattern::parse(p).ok())
+        .collect();
+    let own_sys = format!("$sys/{}", hub.name);
+    let status = |k: &str| format!("$sys/{}/upstream/{index}/{k}", hub.name);
+    hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
+    let mut backoff = Backoff::new(link_cfg.backoff_min, link_cfg.backoff_max);
+    while let Some(mut link) = link::dial_any(&link_cfg, &mut backoff, &shutdown).await {
+        backoff.reset();
+        info!(parent = %link.welcome.hub, url = %link.hub, "connected upstream");
+        hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(true));
+        hub.set_sys(
+            &status("hub"),
+            DataType::String,
+            Value::String(link.hub.to_string()),
+        );
+        let tx = link.session.tx.clone();
+        let mut chain_sent = hub.chain();
+        tx.send(Msg::Chain(Chain {
+            hubs: chain_sent.clone(),
+        }))
+        .await;
+
+        let sub = Arc::new(Subscriber::new(
+            hub.core.next_id(),
+            true,
+            forward.clone(),
+            hub.config.limits.subscriber_queue,
+        ));
+        hub.core.add_subscriber(sub.clone());
+        hub.core.subscribe(&sub, forward.clone());
+        let mut seq = 0u64;
+        let mut part = 0u32;
+        let mut defined: HashSet<u32> = HashSet::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let reason = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break "shutting down".to_string(),
+                _ = sub.notify.notified() => {
+                    let p = sub.drain();
+                    if p.overflow {
+                        break "the parent fell too far behind".to_string();
+                    }
+                    let entries: Vec<_> = {
+                        let table = hub.core.table_read();
+                        p.entries.into_iter().filter(|e| table.points.get(e.gid as usize).is_some_and(|pt| !in_namespace(&pt.name, &own_sys))).collect()
+                    };
+                    let new: Vec<u32> = entries.iter().map(|e| e.gid).filter(|g| defined.insert(*g)).collect();
+                    if !new.is_empty() {
+                        let defs: Vec<_> = {
+                            let table = hub.core.table_read();
+                            new.iter().filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g))).collect()
+                        };
+                        for chunk in defs.chunks(BATCH) {
+                            seq += 1;
+                            tx.send(Msg::Birth(Birth { seq, part, last: true, points: chunk.to_vec(), states: Vec::new() })).await;
+                            part += 1;
+                        }
+                    }
+                    for chunk in entries.chunks(BATCH) {
+                        seq += 1;
+                        tx.send(Msg::Data(Data { seq, updates: chunk.iter().map(|e| e.to_update()).collect() })).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    let chain = hub.chain();
+                    if chain != chain_sent {
+                        tx.send(Msg::Chain(Chain { hubs: chain.clone() })).await;
+                        chain_sent = chain;
+                    }
+                    let rtt = link.session.stats.rtt_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
+                    hub.set_sys(&status("rtt_ms"), DataType::Float, Value::Float(rtt));
+                }
+                msg = link.session.rx.recv() => match msg {
+                    None => break link.session.close_reason(),
+                    Some(Msg::Write(w)) => {
+                        let hub = hub.clone();
+                        let tx = tx.clone();
+                        let writes = writes.clone();
+                        let parent = link.welcome.hub.clone();
+                        tokio::spawn(async move {
+                            let req = w.req;
+                            let point = w.point.clone();
+                            let (status, message) = if writes.iter().any(|p| p.matches(&w.point)) {
+                                crate::session::route_write(&hub, &format!("upstream {parent}"), &writes, w).await
+                            } else {
+                                (Quality::BadUserAccessDenied, format!("hub {} does not take writes to {point:?} from {parent}: not in its upstream writes", hub.name))
+                            };
+                            hub.access.audit.record("write", serde_json::json!({"name": format!("upstream:{parent}"), "point": point, "status": status.to_string(), "message": message}));
+                            tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;
+                        });
+                    }
+                    Some(Msg::Rebirth(r)) => {
+                        info!(reason = %r.reason, "parent asks for a rebirth");
+                        defined.clear();
+                        part = 0;
+                        hub.core.resnapshot(&sub);
+                    }
+                    Some(Msg::Error(e)) => warn!(code = ?e.code, message = %e.message, "parent reports an error"),
+                    Some(_) => {}
+                },
+            }
+        };
+        hub.core.remove_subscriber(&sub);
+        link.session.finish().await;
+        hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
+        warn!(reason = %reason, "upstream link lost; reconnecting");
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}

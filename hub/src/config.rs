@@ -402,6 +402,18 @@ mod tests {
         HubConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
         HubConfig::parse(include_str!("../../examples/modbus/hub.toml"))
             .expect("the Modbus example is valid");
+        for (name, text) in [
+            (
+                "chain/dmz-hub.toml",
+                include_str!("../../examples/chain/dmz-hub.toml"),
+            ),
+            (
+                "chain/cloud-hub.toml",
+                include_str!("../../examples/chain/cloud-hub.toml"),
+            ),
+        ] {
+            HubConfig::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

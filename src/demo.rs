@@ -128,6 +128,24 @@ read = ["**"]
     let view_toml = format!("name = \"demo-view\"\n\n{}", hub_section("demo-view"));
     std::fs::write(data.join("view.toml"), view_toml)?;
 
+    // A console login for this run (a new random password each start; the hub keeps its hash).
+    let password = {
+        let access = pointhub_hub::access::Access::open(
+            &hub_cfg.data_dir,
+            &hub_cfg.nodes,
+            hub_cfg.audit.max_bytes,
+            hub_cfg.audit.keep,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let req = pointhub_hub::access::AdminRequest::UsersAdd {
+            name: "demo".into(),
+            role: pointhub_hub::store::UserRole::Admin,
+            namespaces: vec![],
+            nodes: vec![],
+        };
+        let v = access.execute(req, "demo").map_err(anyhow::Error::msg)?;
+        v["password"].as_str().unwrap_or_default().to_string()
+    };
     let edge_cfg =
         pointhub_edge::EdgeConfig::load(&data.join("edge.toml")).map_err(anyhow::Error::msg)?;
     let hub_task = tokio::spawn(pointhub_hub::run(hub_cfg, vec![listener], shutdown.clone()));
@@ -146,6 +164,11 @@ read = ["**"]
     println!("  {exe} client watch --config {client_cfg} 'demo/**'");
     println!("Write a setpoint:");
     println!("  {exe} client write --config {client_cfg} demo/sim/setpoint1 42");
+    println!("Operator console (the browser warns once about the hub's own certificate):");
+    println!(
+        "  https://{}/   user demo, password {password}",
+        url.trim_start_matches("wss://")
+    );
     println!("Stop with Ctrl-C; stop this demo and watch the client turn every point stale.");
     println!();
     let _ = std::io::stdout().flush();

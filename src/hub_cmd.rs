@@ -19,6 +19,61 @@ pub enum HubCmd {
     Tokens(TokensCmd),
     /// Read the audit log, oldest first, as JSON lines.
     Audit(AuditArgs),
+    /// Operator accounts of the web console.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Tokens for the JSON API (browser HMIs, scripts, metrics scrapers).
+    #[command(subcommand)]
+    ApiTokens(ApiTokensCmd),
+}
+
+#[derive(Subcommand)]
+pub enum UsersCmd {
+    /// Add a user (or reset its password): prints a new random password once.
+    Add {
+        #[command(flatten)]
+        cfg: Cfg,
+        name: String,
+        /// admin (manages keys and tokens) or viewer (looks only).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// A pattern of points the user sees (repeat; default everything).
+        #[arg(long)]
+        namespace: Vec<String>,
+        /// A node the user sees (repeat; default all).
+        #[arg(long)]
+        node: Vec<String>,
+    },
+    List {
+        #[command(flatten)]
+        cfg: Cfg,
+    },
+    Remove {
+        #[command(flatten)]
+        cfg: Cfg,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApiTokensCmd {
+    /// Make an API token: prints it once.
+    Create {
+        #[command(flatten)]
+        cfg: Cfg,
+        #[arg(long)]
+        name: String,
+        /// Points it may read (repeat; default everything).
+        #[arg(long)]
+        read: Vec<String>,
+        /// Writable points it may write (repeat; default nothing).
+        #[arg(long)]
+        write: Vec<String>,
+    },
+    List {
+        #[command(flatten)]
+        cfg: Cfg,
+    },
 }
 
 #[derive(clap::Args)]
@@ -227,6 +282,50 @@ pub fn run(cmd: HubCmd) -> Result<()> {
                 );
             }
             TokensCmd::List { cfg } => lines(&call(&cfg, AdminRequest::TokensList)?),
+        },
+        HubCmd::Users(u) => match u {
+            UsersCmd::Add {
+                cfg,
+                name,
+                role,
+                namespace,
+                node,
+            } => {
+                let role = match role.as_str() {
+                    "admin" => pointhub_hub::store::UserRole::Admin,
+                    "viewer" => pointhub_hub::store::UserRole::Viewer,
+                    other => anyhow::bail!("--role {other:?}: use admin or viewer"),
+                };
+                let v = call(
+                    &cfg,
+                    AdminRequest::UsersAdd {
+                        name,
+                        role,
+                        namespaces: namespace,
+                        nodes: node,
+                    },
+                )?;
+                println!("user: {}", v["user"].as_str().unwrap_or_default());
+                println!("password: {}", v["password"].as_str().unwrap_or_default());
+                eprintln!("the password is shown once; the hub keeps only its argon2 hash");
+            }
+            UsersCmd::List { cfg } => lines(&call(&cfg, AdminRequest::UsersList)?),
+            UsersCmd::Remove { cfg, name } => {
+                println!("{}", call(&cfg, AdminRequest::UsersRemove { name })?)
+            }
+        },
+        HubCmd::ApiTokens(t) => match t {
+            ApiTokensCmd::Create {
+                cfg,
+                name,
+                read,
+                write,
+            } => {
+                let v = call(&cfg, AdminRequest::ApiTokensCreate { name, read, write })?;
+                println!("token: {}", v["token"].as_str().unwrap_or_default());
+                eprintln!("shown once: send it as Authorization: Bearer <token>, or ?token= on /api/v1/ws");
+            }
+            ApiTokensCmd::List { cfg } => lines(&call(&cfg, AdminRequest::ApiTokensList)?),
         },
         HubCmd::Audit(a) => {
             let hub = load(&a.cfg)?;

@@ -52,6 +52,24 @@ pub enum AdminRequest {
         ttl_s: u64,
     },
     TokensList,
+    /// Adds (or resets) a console user with a new random password, returned once.
+    UsersAdd {
+        name: String,
+        role: crate::store::UserRole,
+        namespaces: Vec<String>,
+        nodes: Vec<String>,
+    },
+    UsersList,
+    UsersRemove {
+        name: String,
+    },
+    /// Makes a JSON API token, returned once.
+    ApiTokensCreate {
+        name: String,
+        read: Vec<String>,
+        write: Vec<String>,
+    },
+    ApiTokensList,
 }
 
 /// What an approval or a token grants.
@@ -396,20 +414,119 @@ impl Access {
                 )
             }
             AdminRequest::TokensList => Ok(json!(self.store.tokens().map_err(e)?)),
+            AdminRequest::UsersAdd {
+                name,
+                role,
+                namespaces,
+                nodes,
+            } => {
+                pointhub_schemas::name::validate_name(&name, 64)
+                    .map_err(|er| format!("user name: {er}"))?;
+                let namespaces = if namespaces.is_empty() {
+                    vec!["**".to_string()]
+                } else {
+                    namespaces
+                };
+                for p in &namespaces {
+                    Pattern::parse(p).map_err(|er| format!("namespace {p:?}: {er}"))?;
+                }
+                let password = new_secret(12)?;
+                let rec = crate::store::UserRecord {
+                    name: name.clone(),
+                    hash: hash_password(&password)?,
+                    role,
+                    namespaces,
+                    nodes,
+                    created_at: store::now(),
+                };
+                self.store.put_user(&rec).map_err(e)?;
+                self.audit
+                    .record("user.added", json!({"user": name, "role": role, "by": by}));
+                Ok(json!({"user": name, "password": password, "role": role}))
+            }
+            AdminRequest::UsersList => {
+                let users: Vec<serde_json::Value> = self
+                    .store
+                    .users()
+                    .map_err(e)?
+                    .into_iter()
+                    .map(|u| json!({"name": u.name, "role": u.role, "namespaces": u.namespaces, "nodes": u.nodes, "created_at": u.created_at}))
+                    .collect();
+                Ok(json!(users))
+            }
+            AdminRequest::UsersRemove { name } => {
+                self.store.remove_user(&name).map_err(e)?;
+                self.audit
+                    .record("user.removed", json!({"user": name, "by": by}));
+                Ok(json!({"removed": name}))
+            }
+            AdminRequest::ApiTokensCreate { name, read, write } => {
+                let read = if read.is_empty() {
+                    vec!["**".to_string()]
+                } else {
+                    read
+                };
+                for p in read.iter().chain(&write) {
+                    Pattern::parse(p).map_err(|er| format!("pattern {p:?}: {er}"))?;
+                }
+                let token = format!("phk_{}", new_secret(24)?);
+                let hash = store::token_hash(&token);
+                let rec = crate::store::ApiTokenRecord {
+                    id: hash[..8].to_string(),
+                    name: name.clone(),
+                    read,
+                    write,
+                    created_at: store::now(),
+                };
+                self.store.put_api_token(&hash, &rec).map_err(e)?;
+                self.audit.record(
+                    "api_token.created",
+                    json!({"token": rec.id, "name": name, "by": by}),
+                );
+                Ok(json!({"token": token, "id": rec.id}))
+            }
+            AdminRequest::ApiTokensList => Ok(json!(self.store.api_tokens().map_err(e)?)),
         }
     }
 }
 
 fn new_token() -> Result<String, String> {
+    Ok(format!("pht_{}", new_secret(24)?))
+}
+
+/// `n` random bytes from the system, as hex.
+pub fn new_secret(n: usize) -> Result<String, String> {
     use ring::rand::SecureRandom;
-    let mut b = [0u8; 24];
+    let mut b = vec![0u8; n];
     ring::rand::SystemRandom::new()
         .fill(&mut b)
         .map_err(|_| "no system randomness".to_string())?;
-    Ok(format!(
-        "pht_{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    ))
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// An argon2id hash of a password, in PHC string form.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no system randomness".to_string())?;
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| format!("salt: {e}"))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// Checks a password against its stored hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

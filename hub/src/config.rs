@@ -27,6 +27,8 @@ pub struct HubConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub web: WebConfig,
     /// Parent hubs this hub dials out to as a node of role `hub` (plant DMZ hub → cloud hub).
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
@@ -47,6 +49,15 @@ pub struct TlsFiles {
     /// Accept TLS 1.2 as well as 1.3 (off: TLS 1.3 only).
     #[serde(default)]
     pub allow_tls12: bool,
+}
+
+/// The console and APIs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve `/metrics` without a login or token (for a scraper on a trusted network).
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 /// A parent hub. This hub dials it with its own key (the fingerprint `--show-fingerprint`

@@ -125,6 +125,9 @@ pub struct SubState {
     pub member: HashSet<u32>,
 }
 
+/// Updates replaced in a queue by a newer one, over all subscribers, since start.
+pub static CONFLATED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
 /// A client session's subscription and its conflating queue.
 pub struct Subscriber {
     pub id: u64,
@@ -181,6 +184,7 @@ impl Subscriber {
                     if prev.quality == e.quality && !prev.history {
                         *prev = e;
                         self.conflated.fetch_add(1, Ordering::Relaxed);
+                        CONFLATED_TOTAL.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
                 }

@@ -17,6 +17,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod upstream;
+pub mod web;
 
 pub use config::HubConfig;
 pub use server::{run, Hub, HubError};

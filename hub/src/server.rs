@@ -77,6 +77,26 @@ pub struct Hub {
     /// Fires when the hub shuts down; every session is a child of it.
     pub shutdown: CancellationToken,
     pub started: std::time::Instant,
+    /// Figures for `/metrics`.
+    pub stats: HubStats,
+    /// Console sessions (cookie → operator).
+    pub web: crate::web::WebState,
+}
+
+/// Counters the hub keeps for `/metrics`.
+#[derive(Default)]
+pub struct HubStats {
+    pub updates_out: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl HubStats {
+    pub fn count_write(&self, status: &str) {
+        if let Ok(mut w) = self.writes.lock() {
+            *w.entry(status.to_string()).or_default() += 1;
+        }
+    }
 }
 
 impl Hub {
@@ -133,6 +153,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/node", get(node_endpoint))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::web::routes())
         .with_state(hub)
 }
 
@@ -173,6 +194,7 @@ async fn node_endpoint(
     let entry = match decision {
         Ok(Ok(entry)) => entry,
         Ok(Err(refusal)) => {
+            hub.stats.refused.fetch_add(1, Ordering::Relaxed);
             warn!(remote = %peer.addr, fingerprint = %fp, reason = refusal.reason, "refused node");
             return (StatusCode::FORBIDDEN, format!("{}\n", refusal.message)).into_response();
         }
@@ -237,6 +259,8 @@ pub async fn run(
         limits,
         shutdown: shutdown.clone(),
         started: std::time::Instant::now(),
+        stats: HubStats::default(),
+        web: crate::web::WebState::default(),
         config,
     });
     match hub.access.store.points() {
@@ -262,6 +286,30 @@ pub async fn run(
         Value::Bool(true),
     );
 
+    // No default passwords: the first start makes the console's admin with a random password
+    // and shows it once.
+    if hub
+        .access
+        .store
+        .users()
+        .map(|u| u.is_empty())
+        .unwrap_or(false)
+    {
+        let req = crate::access::AdminRequest::UsersAdd {
+            name: "admin".into(),
+            role: crate::store::UserRole::Admin,
+            namespaces: vec![],
+            nodes: vec![],
+        };
+        match hub.access.execute(req, "first-start") {
+            Ok(v) => warn!(
+                user = "admin",
+                password = v["password"].as_str().unwrap_or(""),
+                "first start: console login made; this password is shown once (reset: pointhub hub users add admin)"
+            ),
+            Err(e) => warn!(error = %e, "cannot make the console's admin user"),
+        }
+    }
     let app = router(hub.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let unauthenticated = Arc::new(AtomicUsize::new(0));

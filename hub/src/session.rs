@@ -471,6 +471,7 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
                     };
                     let (status, message) = route_write(&hub, &who, &write, w).await;
                     info!(node = %who, point = %point, status = %status, "write");
+                    hub.stats.count_write(&status.to_string());
                     hub.access.audit.record(
                         "write",
                         json!({"name": who, "fingerprint": fp, "point": point, "old": old, "new": new, "status": status.to_string(), "message": message}),
@@ -555,10 +556,12 @@ async fn pump(
         }
         for chunk in p.entries.chunks(BATCH) {
             seq += 1;
-            let updates = chunk.iter().map(|e| e.to_update()).collect();
+            let updates: Vec<_> = chunk.iter().map(|e| e.to_update()).collect();
+            let n = updates.len() as u64;
             if !tx.send(Msg::Data(Data { seq, updates })).await {
                 return;
             }
+            hub.stats.updates_out.fetch_add(n, Ordering::Relaxed);
         }
         for points in p.snapshots_done {
             if !tx.send(Msg::SnapshotDone(SnapshotDone { points })).await {

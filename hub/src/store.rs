@@ -12,6 +12,8 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const POINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("points");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 /// Most pending keys kept; the oldest is dropped past it, so unknown keys cannot fill the disk.
 const MAX_PENDING: usize = 1000;
 
@@ -86,6 +88,46 @@ pub struct TokenRecord {
     pub used_at: Option<String>,
 }
 
+/// What a console user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    /// Looks, approves and revokes keys, makes tokens.
+    Admin,
+    /// Looks only.
+    Viewer,
+}
+
+/// An operator account of the web console. The password is kept as an argon2 hash only.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserRecord {
+    pub name: String,
+    pub hash: String,
+    pub role: UserRole,
+    /// Points the user may see (patterns); `**` for all.
+    pub namespaces: Vec<String>,
+    /// Nodes the user may see; empty for all.
+    pub nodes: Vec<String>,
+    pub created_at: String,
+}
+
+impl UserRecord {
+    /// Whether the user sees everything (and may manage keys, if an admin).
+    pub fn unrestricted(&self) -> bool {
+        self.nodes.is_empty() && self.namespaces.iter().any(|n| n == "**")
+    }
+}
+
+/// A token for the JSON API (browser HMIs, scripts). Only its SHA-256 is kept.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub created_at: String,
+}
+
 pub fn now() -> String {
     Timestamp::now().to_rfc3339()
 }
@@ -116,6 +158,8 @@ impl Store {
             tx.open_table(PENDING).map_err(db_err)?;
             tx.open_table(TOKENS).map_err(db_err)?;
             tx.open_table(POINTS).map_err(db_err)?;
+            tx.open_table(USERS).map_err(db_err)?;
+            tx.open_table(API_TOKENS).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(Store { db })
@@ -247,6 +291,34 @@ impl Store {
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.all(TOKENS)
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.get(USERS, name)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.all(USERS)
+    }
+
+    pub fn put_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        self.put(USERS, &u.name.clone(), u)
+    }
+
+    pub fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+        self.remove(USERS, name)
+    }
+
+    pub fn api_token(&self, hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        self.get(API_TOKENS, hash)
+    }
+
+    pub fn put_api_token(&self, hash: &str, t: &ApiTokenRecord) -> Result<(), StoreError> {
+        self.put(API_TOKENS, hash, t)
+    }
+
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        self.all(API_TOKENS)
     }
 
     /// Saves point states, all in one transaction.

@@ -466,6 +466,15 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
+/// The PyPI packages of the peers, pinned (the same list as `.ci/run`).
+pub const PEER_PACKAGES: &[&str] = &[
+    "pymodbus==3.9.2",
+    "websockets==13.1",
+    "selenium==4.27.1",
+    "jsonschema==4.23.0",
+    "prometheus-client==0.21.1",
+];
+
 /// The Python that runs the real peers (pymodbus), from `.venv-peers` (made here if missing,
 /// as `.ci/run` makes it), or `POINTHUB_PEERS_PYTHON`.
 pub fn peers_python() -> PathBuf {
@@ -476,14 +485,20 @@ pub fn peers_python() -> PathBuf {
         }
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-peers");
         let py = venv.join("bin/python");
-        let ok = |py: &Path| Command::new(py).args(["-c", "import pymodbus"]).status().is_ok_and(|s| s.success());
+        let ok = |py: &Path| {
+            Command::new(py)
+                .args(["-c", "import pymodbus, websockets, selenium, jsonschema, prometheus_client"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
         if !ok(&py) {
             let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success())
                 && Command::new(venv.join("bin/pip"))
-                    .args(["install", "-q", "pymodbus==3.9.2", "websockets==13.1"])
+                    .args(["install", "-q"])
+                    .args(PEER_PACKAGES)
                     .status()
                     .is_ok_and(|s| s.success());
-            assert!(made && ok(&py), "the Modbus tests need pymodbus: run `bash .ci/run`, or python3 -m venv .venv-peers && .venv-peers/bin/pip install pymodbus==3.9.2");
+            assert!(made && ok(&py), "the peer tests need Python packages: run `bash .ci/run` (it installs them into .venv-peers)");
         }
         py
     })

@@ -2,6 +2,7 @@
 
 mod access;
 mod chain;
+mod console;
 mod foundation;
 mod harness;
 mod hostile;

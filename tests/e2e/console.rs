@@ -1,0 +1,136 @@
+//! The operator console in real headless Chromium, and the JSON and REST APIs with independent
+//! clients (Python websockets, jsonschema, prometheus-client).
+
+use crate::harness::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn run_peer(script: &str, args: &[&str]) -> String {
+    let out = Command::new(peers_python())
+        .arg(peer_script(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    print!("{text}");
+    text
+}
+
+#[test]
+fn the_json_websocket_and_rest_apis_match_their_schemas() {
+    let mut p = Plant::new();
+    p.write_hub("127.0.0.1:0", &[Node::edge("edge1")]);
+    let _hub = p.start_hub();
+    p.write_edge("edge1", 4, 10.0);
+    let _edge = p.start_edge("edge1");
+    let (code, out, err) = p.run(&[
+        "hub",
+        "api-tokens",
+        "create",
+        "--name",
+        "script",
+        "--write",
+        "edge1/sim/**",
+        "--config",
+        &p.cfg("hub"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = out
+        .trim()
+        .strip_prefix("token: ")
+        .expect("token")
+        .to_string();
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/json");
+    let base = format!("https://{}", p.hub_addr);
+    let text = run_peer(
+        "api_check.py",
+        &[
+            "--base",
+            &base,
+            "--token",
+            &token,
+            "--schemas",
+            schemas.to_str().expect("utf8"),
+            "--write",
+            "edge1/sim/setpoint1=3.5",
+        ],
+    );
+    assert!(text.contains("all API checks passed"));
+}
+
+#[test]
+fn the_console_shows_live_values_staleness_and_approves_a_key_in_chromium() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists(),
+        "this test needs Debian's chromium and chromium-driver: `bash .ci/run` installs them"
+    );
+    let mut p = Plant::new();
+    p.write_hub("127.0.0.1:0", &[Node::edge("edge1")]);
+    let hub = p.start_hub();
+    p.write_edge("edge1", 4, 5.0);
+    let edge = p.start_edge("edge1");
+    // A second edge whose key the hub does not know yet: it lands in the pending list.
+    let newbie_fp = p.key("newbie");
+    p.write_edge("newbie", 2, 2.0);
+    let _newbie = p.start_edge("newbie");
+    hub.wait_stderr(T, &newbie_fp);
+    let (code, out, err) = p.run(&[
+        "hub",
+        "users",
+        "add",
+        "op",
+        "--role",
+        "admin",
+        "--config",
+        &p.cfg("hub"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("password")
+        .to_string();
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console.png");
+    let base = format!("https://{}", p.hub_addr);
+    let pid = edge.pid().to_string();
+    run_peer(
+        "console_check.py",
+        &[
+            "--base",
+            &base,
+            "--user",
+            "op",
+            "--password",
+            &password,
+            "--edge-pid",
+            &pid,
+            "--point",
+            "edge1/sim/sine1",
+            "--pending",
+            &newbie_fp,
+            "--pending-name",
+            "newbie",
+            "--screenshot",
+            shot.to_str().expect("utf8"),
+        ],
+    );
+    assert!(shot.exists());
+    // The approval went through the audit log as the console user.
+    let (_, out, _) = p.run(&[
+        "hub",
+        "audit",
+        "--config",
+        &p.cfg("hub"),
+        "--event",
+        "key.approved",
+    ]);
+    assert!(out.contains(&newbie_fp) && out.contains("user:op"), "{out}");
+}

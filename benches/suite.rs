@@ -1,0 +1,1027 @@
+//! The benchmark suite: pointhub (TLS 1.3, WebSocket, mutual keys) against mosquitto and
+//! nats-server on loopback, on the same workloads, in one run.
+//!
+//! `cargo bench --bench suite` runs everything and prints the tables; `-- --write-docs` also
+//! writes them into docs/benchmarks.md; `-- --quick` is the seconds-long smoke run CI does.
+//! `bash benches/run.sh` installs the peers and runs the full suite with `--write-docs`.
+//!
+//! Cases: 1 throughput 1→1; 2 fan-out 1→10 and 1→100; 3 latency at 10,000 updates/s to 1 and 10
+//! clients; 4 time-to-know after kill -9 and SIGSTOP of an edge; 5 resync of 100,000 and
+//! 1,000,000 points and hub memory per point; 6 idle sessions: hub memory per session and
+//! time to admit them.
+
+#[path = "../tests/e2e/harness.rs"]
+mod harness;
+
+use harness::*;
+use pointhub_client::config::ClientConfig;
+use pointhub_client::link::{self, Link};
+use pointhub_schemas::{
+    Birth, Data, DataType, Msg, PointDef, Quality, Role, Subscribe, Timestamp, Update, Value,
+};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy)]
+struct Opts {
+    runs: usize,
+    secs: f64,
+    quick: bool,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// median, min, max
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if s.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn fmt_rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.0}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn cell(v: &[f64], f: fn(f64) -> String) -> String {
+    let (m, lo, hi) = stats(v);
+    format!("{} ({}–{})", f(m), f(lo), f(hi))
+}
+
+// ---------------------------------------------------------------- pointhub
+
+struct Hub {
+    plant: Plant,
+    proc: Proc,
+}
+
+fn pointhub_hub(clients: usize) -> Hub {
+    let mut p = Plant::new();
+    let mut nodes = vec![Node::edge("bench")];
+    for i in 0..clients.max(1) {
+        nodes.push(Node::client(&format!("c{i}"), "[]"));
+    }
+    p.write_hub_named(
+        "hub1",
+        "127.0.0.1:0",
+        &nodes,
+        "[limits]\nmax_frames_per_sec = 10000000\nmax_sessions_per_key = 100000\nmax_unauthenticated = 20000\n",
+    );
+    // The default heartbeat (1 s, timeout 3 s) for realistic figures.
+    let cfg = std::fs::read_to_string(p.path("hub.toml"))
+        .unwrap_or_default()
+        .replace(
+            "interval_ms = 250\ntimeout_ms = 750",
+            "interval_ms = 1000\ntimeout_ms = 3000",
+        );
+    std::fs::write(p.path("hub.toml"), cfg).expect("write");
+    let proc = p.start_hub();
+    p.write_client("bench"); // the in-process publisher dials with the edge key
+    for i in 0..clients.max(1) {
+        p.write_client(&format!("c{i}"));
+    }
+    for name in
+        std::iter::once("bench".to_string()).chain((0..clients.max(1)).map(|i| format!("c{i}")))
+    {
+        let path = p.path(&format!("{name}.toml"));
+        let t = std::fs::read_to_string(&path).unwrap_or_default().replace(
+            "heartbeat_ms = 250\ntimeout_ms = 750",
+            "heartbeat_ms = 1000\ntimeout_ms = 3000",
+        );
+        std::fs::write(path, t).expect("write");
+    }
+    Hub { plant: p, proc }
+}
+
+fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_client::LinkConfig {
+    let c = ClientConfig::load(&p.path(&format!("{name}.toml"))).expect("config");
+    c.hub.link_config(role, name).expect("link")
+}
+
+async fn dial(p: &Plant, name: &str, role: Role) -> Link {
+    let cfg = link_cfg(p, name, role);
+    link::dial(&cfg, &cfg.hubs[0], &CancellationToken::new())
+        .await
+        .expect("dial")
+}
+
+fn defs(n: u32) -> Vec<PointDef> {
+    (0..n)
+        .map(|i| PointDef {
+            id: i,
+            name: format!("bench/p/{i}"),
+            dtype: DataType::UInt,
+            unit: None,
+            description: None,
+            writable: false,
+        })
+        .collect()
+}
+
+async fn birth(l: &Link, n: u32, seq: &mut u64) {
+    let all = defs(n);
+    let parts: Vec<&[PointDef]> = all.chunks(8192).collect();
+    let k = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        *seq += 1;
+        let states = part
+            .iter()
+            .map(|d| Update {
+                id: d.id,
+                value: Value::UInt(0),
+                quality: Quality::Good,
+                source_ts: Timestamp::now(),
+                hub_ts: Timestamp::NEVER,
+                flags: 0,
+            })
+            .collect();
+        l.session
+            .tx
+            .send(Msg::Birth(Birth {
+                seq: *seq,
+                part: i as u32,
+                last: i + 1 == k,
+                points: part.to_vec(),
+                states,
+            }))
+            .await;
+    }
+}
+
+/// A subscriber that counts updates and, if asked, records latencies (µs).
+fn spawn_counter(
+    mut l: Link,
+    count: Arc<AtomicU64>,
+    lat: Option<Arc<std::sync::Mutex<Vec<u64>>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        l.session
+            .tx
+            .send(Msg::Subscribe(Subscribe {
+                patterns: vec!["bench/**".into()],
+                history: false,
+            }))
+            .await;
+        while let Some(m) = l.session.rx.recv().await {
+            if let Msg::Data(d) = m {
+                count.fetch_add(d.updates.len() as u64, Ordering::Relaxed);
+                if let Some(lat) = &lat {
+                    let now = Timestamp::now();
+                    if let Ok(mut v) = lat.lock() {
+                        v.extend(
+                            d.updates
+                                .iter()
+                                .filter(|u| u.quality.is_good())
+                                .map(|u| now.micros_since(u.source_ts) * 1000),
+                        );
+                    }
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    })
+}
+
+/// Runs `clients` subscribers and one publisher of `points` points; `rate` None = as fast as
+/// possible, Some(r) = r updates/s. Returns (deliveries/s total, slowest client's rate, latencies µs×1000, hub cpu %, bench cpu %).
+async fn pointhub_run(
+    h: &Hub,
+    points: u32,
+    clients: usize,
+    rate: Option<u64>,
+    secs: f64,
+    latency: bool,
+) -> (f64, f64, Vec<u64>, f64, f64) {
+    let mut pubr = dial(&h.plant, "bench", Role::Edge).await;
+    let mut seq = 0;
+    birth(&pubr, points, &mut seq).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let lat = latency.then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+    let mut counters = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let c = Arc::new(AtomicU64::new(0));
+        let l = dial(&h.plant, &format!("c{}", i % clients.max(1)), Role::Client).await;
+        tasks.push(spawn_counter(l, c.clone(), lat.clone(), stop.clone()));
+        counters.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for c in &counters {
+        c.store(0, Ordering::Relaxed);
+    }
+    if let Some(l) = &lat {
+        if let Ok(mut v) = l.lock() {
+            v.clear();
+        }
+    }
+    let (hub_cpu0, me_cpu0) = (cpu_secs(h.proc.pid() as u32), cpu_secs(std::process::id()));
+    let t0 = Instant::now();
+    let mut v: u64 = 0;
+    let batch: u32 = match rate {
+        None => 2000,
+        Some(r) => (r / 1000).max(1) as u32,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while t0.elapsed().as_secs_f64() < secs {
+        if rate.is_some() {
+            tick.tick().await;
+        }
+        let ts = Timestamp::now();
+        let updates: Vec<Update> = (0..batch)
+            .map(|i| {
+                v += 1;
+                Update {
+                    id: (v as u32).wrapping_add(i) % points,
+                    value: Value::UInt(v),
+                    quality: Quality::Good,
+                    source_ts: ts,
+                    hub_ts: Timestamp::NEVER,
+                    flags: 0,
+                }
+            })
+            .collect();
+        seq += 1;
+        if !pubr.session.tx.send(Msg::Data(Data { seq, updates })).await {
+            break;
+        }
+        // Keep the Ack channel drained.
+        while let Ok(_m) = pubr.session.rx.try_recv() {}
+    }
+    let el = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let counts: Vec<f64> = counters
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) as f64 / el)
+        .collect();
+    let (hub_cpu, me_cpu) = (
+        cpu_secs(h.proc.pid() as u32) - hub_cpu0,
+        cpu_secs(std::process::id()) - me_cpu0,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    pubr.session.closed.cancel();
+    let total: f64 = counts.iter().sum();
+    let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut l = lat
+        .map(|l| l.lock().map(|v| v.clone()).unwrap_or_default())
+        .unwrap_or_default();
+    l.sort_unstable();
+    (
+        total,
+        if slowest.is_finite() { slowest } else { 0.0 },
+        l,
+        hub_cpu / el * 100.0,
+        me_cpu / el * 100.0,
+    )
+}
+
+// ---------------------------------------------------------------- raw MQTT and NATS load
+
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "peer did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mosquitto() -> Option<Broker> {
+    let dir = tempfile::tempdir().ok()?;
+    let port = free_port();
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"),
+    )
+    .ok()?;
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_port(port);
+    Some(Broker {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+fn nats() -> Option<Broker> {
+    let dir = tempfile::tempdir().ok()?;
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_port(port);
+    Some(Broker {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    Mqtt,
+    Nats,
+}
+
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn mqtt_packet(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![kind];
+    varint(body.len(), &mut p);
+    p.extend_from_slice(body);
+    p
+}
+
+fn mqtt_str(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn connect(proto: Proto, port: u16, id: &str, subscribe: bool) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_nodelay(true).ok();
+    match proto {
+        Proto::Mqtt => {
+            let mut b = Vec::new();
+            mqtt_str("MQTT", &mut b);
+            b.extend_from_slice(&[4, 0x02, 0, 60]);
+            mqtt_str(id, &mut b);
+            s.write_all(&mqtt_packet(0x10, &b)).expect("write");
+            let mut ack = [0u8; 4];
+            s.read_exact(&mut ack).expect("connack");
+            if subscribe {
+                let mut b = vec![0, 1];
+                mqtt_str("#", &mut b);
+                b.push(0);
+                s.write_all(&mqtt_packet(0x82, &b)).expect("write");
+                let mut ack = [0u8; 5];
+                s.read_exact(&mut ack).expect("suback");
+            }
+        }
+        Proto::Nats => {
+            let mut info = [0u8; 4096];
+            let _ = s.read(&mut info);
+            s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+                .expect("write");
+            if subscribe {
+                s.write_all(b"SUB p.> 1\r\nPING\r\n").expect("write");
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf);
+            }
+        }
+    }
+    s
+}
+
+/// Counts messages on a subscriber socket; records latencies from the payload's timestamp.
+fn peer_reader(
+    proto: Proto,
+    mut s: std::net::TcpStream,
+    count: Arc<AtomicU64>,
+    lat: Option<Arc<std::sync::Mutex<Vec<u64>>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut have = 0usize;
+        let mut lats = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let n = match s.read(&mut buf[have..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            have += n;
+            let mut pos = 0;
+            let now = now_ns();
+            loop {
+                let rest = &buf[pos..have];
+                let used = match proto {
+                    Proto::Mqtt => {
+                        if rest.len() < 2 {
+                            break;
+                        }
+                        let (mut len, mut mul, mut i) = (0usize, 1usize, 1usize);
+                        loop {
+                            if i >= rest.len() {
+                                break;
+                            }
+                            let b = rest[i];
+                            len += (b & 0x7f) as usize * mul;
+                            mul *= 128;
+                            i += 1;
+                            if b & 0x80 == 0 {
+                                break;
+                            }
+                        }
+                        if rest.len() < i + len || i == 1 {
+                            break;
+                        }
+                        if rest[0] >> 4 == 3 {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let tl = u16::from_be_bytes([rest[i], rest[i + 1]]) as usize;
+                            let p = i + 2 + tl;
+                            if lat.is_some() && p + 8 <= i + len {
+                                let ts =
+                                    u64::from_be_bytes(rest[p..p + 8].try_into().unwrap_or([0; 8]));
+                                lats.push(now.saturating_sub(ts));
+                            }
+                        }
+                        i + len
+                    }
+                    Proto::Nats => {
+                        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
+                            break;
+                        };
+                        let line = &rest[..nl];
+                        if line.starts_with(b"MSG ") {
+                            let size: usize = std::str::from_utf8(line)
+                                .ok()
+                                .and_then(|l| l.rsplit(' ').next())
+                                .and_then(|x| x.parse().ok())
+                                .unwrap_or(0);
+                            if rest.len() < nl + 2 + size + 2 {
+                                break;
+                            }
+                            count.fetch_add(1, Ordering::Relaxed);
+                            if lat.is_some() && size >= 8 {
+                                let p = nl + 2;
+                                let ts =
+                                    u64::from_be_bytes(rest[p..p + 8].try_into().unwrap_or([0; 8]));
+                                lats.push(now.saturating_sub(ts));
+                            }
+                            nl + 2 + size + 2
+                        } else {
+                            if line.starts_with(b"PING") {
+                                let _ = s.write_all(b"PONG\r\n");
+                            }
+                            nl + 2
+                        }
+                    }
+                };
+                pos += used;
+            }
+            buf.copy_within(pos..have, 0);
+            have -= pos;
+        }
+        if let Some(l) = lat {
+            if let Ok(mut v) = l.lock() {
+                v.extend(lats);
+            }
+        }
+    })
+}
+
+fn peer_run(
+    proto: Proto,
+    b: &Broker,
+    points: u32,
+    clients: usize,
+    rate: Option<u64>,
+    secs: f64,
+    latency: bool,
+) -> (f64, f64, Vec<u64>, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let lat = latency.then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+    let mut counters = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..clients {
+        let c = Arc::new(AtomicU64::new(0));
+        let s = connect(proto, b.port, &format!("sub{i}"), true);
+        readers.push(peer_reader(proto, s, c.clone(), lat.clone(), stop.clone()));
+        counters.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pubs = connect(proto, b.port, "pub", false);
+    let cpu0 = cpu_secs(b.child.id());
+    let t0 = Instant::now();
+    let batch = match rate {
+        None => 2000u32,
+        Some(r) => (r / 1000).max(1) as u32,
+    };
+    let mut v = 0u32;
+    let mut next = Instant::now();
+    let mut out = Vec::with_capacity(batch as usize * 64);
+    while t0.elapsed().as_secs_f64() < secs {
+        if rate.is_some() {
+            next += Duration::from_millis(1);
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        out.clear();
+        let ts = now_ns().to_be_bytes();
+        for _ in 0..batch {
+            v = v.wrapping_add(1);
+            let mut payload = [0u8; 24];
+            payload[..8].copy_from_slice(&ts);
+            match proto {
+                Proto::Mqtt => {
+                    let mut body = Vec::with_capacity(40);
+                    mqtt_str(&format!("p/{}", v % points), &mut body);
+                    body.extend_from_slice(&payload);
+                    out.extend_from_slice(&mqtt_packet(0x30, &body));
+                }
+                Proto::Nats => {
+                    out.extend_from_slice(format!("PUB p.{} 24\r\n", v % points).as_bytes());
+                    out.extend_from_slice(&payload);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        if pubs.write_all(&out).is_err() {
+            break;
+        }
+    }
+    let el = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = (cpu_secs(b.child.id()) - cpu0) / el * 100.0;
+    let counts: Vec<f64> = counters
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) as f64 / el)
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    drop(pubs);
+    for r in readers {
+        let _ = r.join();
+    }
+    let mut l = lat
+        .map(|l| l.lock().map(|v| v.clone()).unwrap_or_default())
+        .unwrap_or_default();
+    l.sort_unstable();
+    let total: f64 = counts.iter().sum();
+    let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
+    (
+        total,
+        if slowest.is_finite() { slowest } else { 0.0 },
+        l,
+        cpu,
+    )
+}
+
+// ---------------------------------------------------------------- the cases
+
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        println!("{s}");
+        self.lines.push(s);
+    }
+}
+
+async fn throughput(r: &mut Report, o: Opts, clients_list: &[usize]) {
+    r.add("");
+    r.add("### 1–2. Throughput and fan-out (10,000 points, as fast as the publisher can)");
+    r.add("");
+    r.add("| system | clients | deliveries/s (median, min–max) | slowest client/s | server CPU % | pointhub ÷ peer |");
+    r.add("| --- | --- | --- | --- | --- | --- |");
+    let (m, n) = (mosquitto(), nats());
+    for &clients in clients_list {
+        let h = pointhub_hub(clients);
+        let mut ph = (vec![], vec![], vec![]);
+        for _ in 0..o.runs {
+            let (t, s, _, cpu, _) = pointhub_run(&h, 10_000, clients, None, o.secs, false).await;
+            ph.0.push(t);
+            ph.1.push(s);
+            ph.2.push(cpu);
+        }
+        let ph_med = stats(&ph.0).0;
+        r.add(format!(
+            "| pointhub (TLS) | {clients} | {} | {} | {:.0} | |",
+            cell(&ph.0, fmt_rate),
+            cell(&ph.1, fmt_rate),
+            stats(&ph.2).0
+        ));
+        drop(h);
+        for (name, b, proto) in [
+            ("mosquitto", &m, Proto::Mqtt),
+            ("nats-server", &n, Proto::Nats),
+        ] {
+            let Some(b) = b else {
+                r.add(format!("| {name} | {clients} | not installed | | | |"));
+                continue;
+            };
+            let mut pr = (vec![], vec![], vec![]);
+            for _ in 0..o.runs {
+                let (t, s, _, cpu) = peer_run(proto, b, 10_000, clients, None, o.secs, false);
+                pr.0.push(t);
+                pr.1.push(s);
+                pr.2.push(cpu);
+            }
+            let ratio = ph_med / stats(&pr.0).0.max(1.0);
+            r.add(format!(
+                "| {name} (no TLS) | {clients} | {} | {} | {:.0} | {ratio:.2} |",
+                cell(&pr.0, fmt_rate),
+                cell(&pr.1, fmt_rate),
+                stats(&pr.2).0
+            ));
+        }
+    }
+}
+
+async fn latency(r: &mut Report, o: Opts) {
+    r.add("");
+    r.add("### 3. Latency at 10,000 updates/s (source timestamp → client receipt, ms)");
+    r.add("");
+    r.add("| system | clients | p50 | p99 | p999 | max | pointhub ÷ peer (p99) |");
+    r.add("| --- | --- | --- | --- | --- | --- | --- |");
+    let (m, n) = (mosquitto(), nats());
+    for clients in [1usize, 10] {
+        let h = pointhub_hub(clients);
+        let mut all = Vec::new();
+        for _ in 0..o.runs {
+            let (_, _, l, _, _) =
+                pointhub_run(&h, 10_000, clients, Some(10_000), o.secs, true).await;
+            all.extend(l);
+        }
+        all.sort_unstable();
+        let ph99 = pct(&all, 0.99);
+        let ms = |x: f64| x / 1000.0;
+        r.add(format!(
+            "| pointhub (TLS) | {clients} | {:.3} | {:.3} | {:.3} | {:.3} | |",
+            ms(pct(&all, 0.5)),
+            ms(ph99),
+            ms(pct(&all, 0.999)),
+            ms(pct(&all, 1.0))
+        ));
+        drop(h);
+        for (name, b, proto) in [
+            ("mosquitto", &m, Proto::Mqtt),
+            ("nats-server", &n, Proto::Nats),
+        ] {
+            let Some(b) = b else { continue };
+            let mut all = Vec::new();
+            for _ in 0..o.runs {
+                let (_, _, l, _) = peer_run(proto, b, 10_000, clients, Some(10_000), o.secs, true);
+                all.extend(l);
+            }
+            all.sort_unstable();
+            r.add(format!(
+                "| {name} (no TLS) | {clients} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                ms(pct(&all, 0.5)),
+                ms(pct(&all, 0.99)),
+                ms(pct(&all, 0.999)),
+                ms(pct(&all, 1.0)),
+                ph99 / pct(&all, 0.99).max(0.001)
+            ));
+        }
+    }
+}
+
+/// Time until a watching client holds every point of the edge stale.
+async fn time_to_know(r: &mut Report, o: Opts) {
+    r.add("");
+    r.add("### 4. Time-to-know (edge process with 100 points; client holds every point stale), ms");
+    r.add("");
+    r.add("| event | trials | p50 | p99 | max | note |");
+    r.add("| --- | --- | --- | --- | --- | --- |");
+    let h = pointhub_hub(1);
+    let p = &h.plant;
+    let cfg = p.write_edge("bench", 98, 10.0);
+    let t = std::fs::read_to_string(&cfg).unwrap_or_default().replace(
+        "heartbeat_ms = 250\ntimeout_ms = 750",
+        "heartbeat_ms = 1000\ntimeout_ms = 3000",
+    );
+    std::fs::write(&cfg, t).expect("write");
+    let (kill_trials, stop_trials) = if o.quick { (2, 1) } else { (20, 20) };
+    for (event, sig, trials) in [
+        ("kill -9 of the edge", "KILL", kill_trials),
+        (
+            "SIGSTOP of the edge (heartbeat 1 s, timeout 3 s)",
+            "STOP",
+            stop_trials,
+        ),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..trials {
+            let mut edge = p.start_edge("bench");
+            let w = p.watch("c0", "bench/sim/**");
+            let mut board = Board::default();
+            watch_until(&w, &mut board, Duration::from_secs(30), "all Good", |b| {
+                b.all("bench/sim/", 100, "Good")
+            });
+            let t0 = Instant::now();
+            edge.signal(sig);
+            watch_until(&w, &mut board, Duration::from_secs(30), "all stale", |b| {
+                b.all("bench/sim/", 100, "UncertainNoCommunicationLastUsableValue")
+            });
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            edge.signal("CONT");
+            edge.kill9();
+        }
+        let mut s: Vec<u64> = times.iter().map(|t| (*t * 1000.0) as u64).collect();
+        s.sort_unstable();
+        r.add(format!(
+            "| {event} | {trials} | {:.1} | {:.1} | {:.1} | measured from the signal to the watching client's last stale line |",
+            pct(&s, 0.5),
+            pct(&s, 0.99),
+            pct(&s, 1.0)
+        ));
+    }
+}
+
+async fn resync(r: &mut Report, o: Opts) {
+    r.add("");
+    r.add("### 5. Resync and memory per point");
+    r.add("");
+    r.add("| points | first birth → client complete and Good (s) | reconnect → client complete and Good (s) | hub RSS growth per point (bytes) |");
+    r.add("| --- | --- | --- | --- |");
+    let sizes: &[u32] = if o.quick {
+        &[10_000]
+    } else {
+        &[100_000, 1_000_000]
+    };
+    for &n in sizes {
+        let h = pointhub_hub(1);
+        let rss0 = rss_kib(h.proc.pid() as u32);
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut c = dial(&h.plant, "c0", Role::Client).await;
+        c.session
+            .tx
+            .send(Msg::Subscribe(Subscribe {
+                patterns: vec!["bench/**".into()],
+                history: false,
+            }))
+            .await;
+        let measure = |label: &'static str,
+                       mut c: Link,
+                       count: Arc<AtomicU64>,
+                       target_good: u64| async move {
+            // Counts updates that are Good for distinct ids until all are in.
+            let mut good = std::collections::HashSet::new();
+            while (good.len() as u64) < target_good {
+                match tokio::time::timeout(Duration::from_secs(60), c.session.rx.recv()).await {
+                    Ok(Some(Msg::Data(d))) => {
+                        for u in d.updates {
+                            if u.quality.is_good() {
+                                good.insert(u.id);
+                            } else {
+                                good.remove(&u.id);
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    _ => panic!("{label}: client stopped at {}", good.len()),
+                }
+            }
+            count.store(good.len() as u64, Ordering::Relaxed);
+            c
+        };
+        let t0 = Instant::now();
+        let pubr = dial(&h.plant, "bench", Role::Edge).await;
+        let mut seq = 0;
+        birth(&pubr, n, &mut seq).await;
+        c = measure("first birth", c, count.clone(), n as u64).await;
+        let first = t0.elapsed().as_secs_f64();
+        let rss1 = rss_kib(h.proc.pid() as u32);
+        // Reconnect: the old session drops, the edge dials again and sends its birth.
+        pubr.session.closed.cancel();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t1 = Instant::now();
+        let pubr2 = dial(&h.plant, "bench", Role::Edge).await;
+        let mut seq2 = 0;
+        birth(&pubr2, n, &mut seq2).await;
+        let _c = measure("reconnect", c, count.clone(), n as u64).await;
+        let again = t1.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let per_point = (rss1.saturating_sub(rss0) as f64 * 1024.0) / n as f64;
+        r.add(format!(
+            "| {n} | {first:.2} | {again:.2} | {per_point:.0} |"
+        ));
+    }
+}
+
+async fn sessions(r: &mut Report, o: Opts) {
+    r.add("");
+    r.add("### 6. Idle node sessions");
+    r.add("");
+    r.add("| sessions | time to admit all (s) | hub RSS per session (KiB) |");
+    r.add("| --- | --- | --- |");
+    let n = if o.quick { 200 } else { 10_000 };
+    let h = pointhub_hub(1);
+    let rss0 = rss_kib(h.proc.pid() as u32);
+    let cfg = link_cfg(&h.plant, "c0", Role::Client);
+    let t0 = Instant::now();
+    let mut links = Vec::with_capacity(n);
+    let token = CancellationToken::new();
+    let mut futs = Vec::new();
+    for _ in 0..n {
+        let cfg = cfg.clone();
+        let token = token.clone();
+        futs.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                if let Ok(l) = link::dial(&cfg, &cfg.hubs[0], &token).await {
+                    return Some(l);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None
+        }));
+        if futs.len() >= 64 {
+            for f in futs.drain(..) {
+                if let Ok(Some(l)) = f.await {
+                    links.push(l);
+                }
+            }
+        }
+    }
+    for f in futs {
+        if let Ok(Some(l)) = f.await {
+            links.push(l);
+        }
+    }
+    let took = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kib(h.proc.pid() as u32);
+    let per = rss1.saturating_sub(rss0) as f64 / links.len().max(1) as f64;
+    r.add(format!("| {} of {n} | {took:.1} | {per:.1} |", links.len()));
+    token.cancel();
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let ver = |c: &str, a: &str| {
+        Command::new(c)
+            .arg(a)
+            .output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(if o.stdout.is_empty() {
+                    &o.stderr
+                } else {
+                    &o.stdout
+                })
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+            })
+            .unwrap_or_else(|| "not installed".into())
+    };
+    format!(
+        "{cores} cores ({cpu}); mosquitto: {}; nats-server: {}",
+        ver("mosquitto", "-h"),
+        ver("nats-server", "--version")
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes --bench; `cargo test --bench suite` (CI's smoke run) does not.
+    let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
+    let write_docs = args.iter().any(|a| a == "--write-docs");
+    let o = if quick {
+        Opts {
+            runs: 1,
+            secs: 1.0,
+            quick,
+        }
+    } else {
+        Opts {
+            runs: 3,
+            secs: 5.0,
+            quick,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut r = Report { lines: Vec::new() };
+    r.add(format!("Machine: {}.", machine()));
+    r.add(format!(
+        "Run: {} run(s) of {} s per figure{}. Command: `bash benches/run.sh` (or `cargo bench --bench suite -- --write-docs`).",
+        o.runs,
+        o.secs,
+        if quick { " (smoke run)" } else { "" }
+    ));
+    r.add("pointhub runs over TLS 1.3 + WebSocket with mutual keys; mosquitto and nats-server over plain TCP, QoS 0, one 24-byte message per update, fed by a client that batches its writes.");
+    rt.block_on(async {
+        throughput(&mut r, o, if quick { &[1] } else { &[1, 10, 100] }).await;
+        latency(&mut r, o).await;
+        time_to_know(&mut r, o).await;
+        resync(&mut r, o).await;
+        sessions(&mut r, o).await;
+    });
+    if write_docs {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let (begin, end) = ("<!-- suite:begin -->", "<!-- suite:end -->");
+        let body = format!(
+            "{begin}\n## The suite: pointhub, mosquitto and nats-server\n\n{}\n{end}",
+            r.lines.join("\n")
+        );
+        let new = match (old.find(begin), old.find(end)) {
+            (Some(a), Some(b)) => format!("{}{}{}", &old[..a], body, &old[b + end.len()..]),
+            _ => format!("{old}\n{body}\n"),
+        };
+        std::fs::write(&path, new).expect("write docs/benchmarks.md");
+        println!("wrote {}", path.display());
+    }
+}

@@ -311,3 +311,71 @@ fn keys_can_be_managed_while_the_hub_is_stopped() {
     assert_ne!(code, 0);
     assert!(err.contains("one segment"), "{err}");
 }
+
+/// A CA and a hub certificate it signed for 127.0.0.1; returns the CA's PEM.
+fn ca_signed_hub(p: &Plant) -> String {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pointhub test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("params")
+            .signed_by(&leaf_key, &ca)
+            .expect("leaf");
+    std::fs::write(p.path("hub.crt"), format!("{}{}", leaf.pem(), ca.pem())).expect("write");
+    std::fs::write(p.path("hub.key"), leaf_key.serialize_pem()).expect("write");
+    ca.pem()
+}
+
+#[test]
+fn nodes_verify_a_ca_issued_hub_certificate_by_ca_file_and_refuse_another_ca() {
+    let mut p = Plant::new();
+    let ca = ca_signed_hub(&p);
+    p.write_hub_named(
+        "hub1",
+        "127.0.0.1:0",
+        &[
+            Node::edge("edge1"),
+            Node::client("hmi", "[]"),
+            Node::client("other", "[]"),
+        ],
+        "[tls]\ncert = \"hub.crt\"\nkey = \"hub.key\"\n",
+    );
+    let _hub = p.start_hub();
+    std::fs::write(p.path("ca.pem"), ca).expect("write");
+    let other = Plant::new();
+    let other_ca = ca_signed_hub(&other);
+    std::fs::write(p.path("other-ca.pem"), other_ca).expect("write");
+    p.write_edge("edge1", 2, 5.0);
+    let _edge = p.start_edge("edge1");
+    for (name, ca_file) in [("hmi", "ca.pem"), ("other", "other-ca.pem")] {
+        let cfg = p.write_client(name);
+        let text = std::fs::read_to_string(&cfg).expect("read").replace(
+            &format!("fingerprint = \"{}\"", p.hub_fp),
+            &format!("ca = \"{ca_file}\""),
+        );
+        std::fs::write(&cfg, text).expect("write");
+    }
+    let (code, out, err) = p.run(&["client", "get", "--config", &p.cfg("hmi"), "edge1/**"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"quality\":\"Good\""), "{out}");
+    let (code, _, err) = p.run(&[
+        "client",
+        "get",
+        "--config",
+        &p.cfg("other"),
+        "--timeout",
+        "2",
+        "edge1/**",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "a loud refusal: {err}"
+    );
+}

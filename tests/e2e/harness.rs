@@ -469,6 +469,7 @@ pub fn exists(p: &Path) -> bool {
 /// The PyPI packages of the peers, pinned (the same list as `.ci/run`).
 pub const PEER_PACKAGES: &[&str] = &[
     "pymodbus==3.9.2",
+    "pyserial==3.5",
     "websockets==13.1",
     "selenium==4.27.1",
     "jsonschema==4.23.0",
@@ -487,7 +488,7 @@ pub fn peers_python() -> PathBuf {
         let py = venv.join("bin/python");
         let ok = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import pymodbus, websockets, selenium, jsonschema, prometheus_client"])
+                .args(["-c", "import pymodbus, serial, websockets, selenium, jsonschema, prometheus_client"])
                 .status()
                 .is_ok_and(|s| s.success())
         };

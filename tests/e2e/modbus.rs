@@ -314,3 +314,75 @@ fn writes_land_in_the_device_and_the_local_modbus_server_serves_the_plant() {
         "stale with last value"
     );
 }
+
+#[test]
+fn modbus_rtu_over_a_serial_line_polls_and_writes() {
+    // A serial line between the edge and the device: two linked pseudo-terminals (socat).
+    assert!(
+        std::path::Path::new("/usr/bin/socat").exists(),
+        "this test needs socat: `bash .ci/run` installs it"
+    );
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[Node::edge("plant1"), Node::client("hmi", "[\"plant1/**\"]")],
+    );
+    let _hub = p.start_hub();
+    let (a, b) = (p.path("ttyA"), p.path("ttyB"));
+    let mut socat = std::process::Command::new("socat")
+        .args([
+            format!("pty,raw,echo=0,link={}", a.display()),
+            format!("pty,raw,echo=0,link={}", b.display()),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("socat");
+    let deadline = std::time::Instant::now() + T;
+    while !(a.exists() && b.exists()) {
+        assert!(std::time::Instant::now() < deadline, "socat made no ptys");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut sim = std::process::Command::new(peers_python())
+        .arg(peer_script("modbus_sim.py"))
+        .args(["--serial", b.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("simulator");
+    let toml = format!(
+        "name = \"plant1\"\n[hub]\nurls = [\"wss://{}\"]\nfingerprint = \"{}\"\ncert = \"keys/plant1/node.crt\"\nkey = \"keys/plant1/node.key\"\n{FAST_HEARTBEAT}\n[[sources]]\nkind = \"modbus\"\nname = \"rtu1\"\ntransport = \"rtu\"\ndevice = \"{}\"\nbaud = 19200\nparity = \"none\"\nstop_bits = 1\ntimeout_ms = 500\npoll_ms = 300\n\n[[sources.points]]\nname = \"level\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\n\n[[sources.points]]\nname = \"speed\"\ntable = \"holding\"\naddress = 10\ntype = \"u16\"\nwritable = true\n",
+        p.hub_addr,
+        p.hub_fp,
+        a.display()
+    );
+    std::fs::write(p.path("plant1.toml"), toml).expect("write");
+    p.write_client("hmi");
+    let _edge = p.start_edge("plant1");
+    let w = p.watch("hmi", "plant1/**");
+    let v = w.expect_json(T, "the level over RTU", |v| {
+        v["point"] == "plant1/rtu1/level" && v["quality"] == "Good"
+    });
+    assert!(
+        (v["value"].as_f64().expect("float") - 123.456).abs() < 1e-3,
+        "{v}"
+    );
+    let (code, out, err) = p.run(&[
+        "client",
+        "write",
+        "--config",
+        &p.cfg("hmi"),
+        "plant1/rtu1/speed",
+        "321",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    w.expect_json(T, "the written value read back over RTU", |v| {
+        v["point"] == "plant1/rtu1/speed" && v["value"] == 321
+    });
+    let _ = sim.kill();
+    let _ = sim.wait();
+    w.expect_json(T, "the silent device", |v| {
+        v["point"] == "plant1/rtu1/level" && v["quality"] == "BadCommunicationError"
+    });
+    let _ = socat.kill();
+    let _ = socat.wait();
+}

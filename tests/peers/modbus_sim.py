@@ -25,7 +25,8 @@ class StrictBlock(ModbusSequentialDataBlock):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--serial", help="serve Modbus RTU on this serial device instead of TCP")
     ap.add_argument("--size", type=int, default=20000)
     ap.add_argument("--churn", type=int, default=0)
     a = ap.parse_args()
@@ -57,8 +58,15 @@ def main():
         tasks = [asyncio.create_task(counter())]
         if a.churn:
             tasks.append(asyncio.create_task(churn()))
-        print(f"modbus simulator on 127.0.0.1:{a.port}", flush=True)
-        await StartAsyncTcpServer(context=ctx, address=("127.0.0.1", a.port))
+        if a.serial:
+            from pymodbus import FramerType
+            from pymodbus.server import StartAsyncSerialServer
+
+            print(f"modbus RTU simulator on {a.serial}", flush=True)
+            await StartAsyncSerialServer(context=ctx, port=a.serial, baudrate=19200, framer=FramerType.RTU)
+        else:
+            print(f"modbus simulator on 127.0.0.1:{a.port}", flush=True)
+            await StartAsyncTcpServer(context=ctx, address=("127.0.0.1", a.port))
 
     asyncio.run(run())
 

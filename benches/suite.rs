@@ -1002,14 +1002,31 @@ fn main() {
         if quick { " (smoke run)" } else { "" }
     ));
     r.add("pointhub runs over TLS 1.3 + WebSocket with mutual keys; mosquitto and nats-server over plain TCP, QoS 0, one 24-byte message per update, fed by a client that batches its writes.");
+    // `--only throughput|latency|know|resync|sessions` runs one case.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let run = |c: &str| only.as_deref().is_none_or(|o| o == c);
     rt.block_on(async {
-        throughput(&mut r, o, if quick { &[1] } else { &[1, 10, 100] }).await;
-        latency(&mut r, o).await;
-        time_to_know(&mut r, o).await;
-        resync(&mut r, o).await;
-        sessions(&mut r, o).await;
+        if run("throughput") {
+            throughput(&mut r, o, if quick { &[1] } else { &[1, 10, 100] }).await;
+        }
+        if run("latency") {
+            latency(&mut r, o).await;
+        }
+        if run("know") {
+            time_to_know(&mut r, o).await;
+        }
+        if run("resync") {
+            resync(&mut r, o).await;
+        }
+        if run("sessions") {
+            sessions(&mut r, o).await;
+        }
     });
-    if write_docs {
+    if write_docs && only.is_none() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let (begin, end) = ("<!-- suite:begin -->", "<!-- suite:end -->");

@@ -281,21 +281,7 @@ impl Access {
                 let mut keys = self.store.keys().map_err(e)?;
                 for n in self.config_nodes.values() {
                     if !keys.iter().any(|k| k.fingerprint == n.fingerprint) {
-                        keys.push(KeyRecord {
-                            fingerprint: n.fingerprint,
-                            state: KeyState::Approved,
-                            role: n.role,
-                            name: n.name.clone(),
-                            namespace: n.namespace.clone(),
-                            read: n.read.clone(),
-                            write: n.write.clone(),
-                            approved_by: "config".into(),
-                            approved_at: String::new(),
-                            revoked_at: None,
-                            revoke_reason: None,
-                            last_seen: None,
-                            last_addr: None,
-                        });
+                        keys.push(config_record(n));
                     }
                 }
                 keys.sort_by(|a, b| a.name.cmp(&b.name));
@@ -345,21 +331,7 @@ impl Access {
                 let mut rec = match self.store.key(&fingerprint).map_err(e)? {
                     Some(r) => r,
                     None => match self.config_nodes.get(&fingerprint) {
-                        Some(n) => KeyRecord {
-                            fingerprint,
-                            state: KeyState::Approved,
-                            role: n.role,
-                            name: n.name.clone(),
-                            namespace: n.namespace.clone(),
-                            read: n.read.clone(),
-                            write: n.write.clone(),
-                            approved_by: "config".into(),
-                            approved_at: String::new(),
-                            revoked_at: None,
-                            revoke_reason: None,
-                            last_seen: None,
-                            last_addr: None,
-                        },
+                        Some(n) => config_record(n),
                         None => {
                             // Revoking an unknown key still blocks it for good.
                             let p = self.store.pending_key(&fingerprint).map_err(e)?;
@@ -487,6 +459,25 @@ impl Access {
             }
             AdminRequest::ApiTokensList => Ok(json!(self.store.api_tokens().map_err(e)?)),
         }
+    }
+}
+
+/// A key listed in the config's `[[nodes]]`, as the store would hold it.
+fn config_record(n: &NodeEntry) -> KeyRecord {
+    KeyRecord {
+        fingerprint: n.fingerprint,
+        state: KeyState::Approved,
+        role: n.role,
+        name: n.name.clone(),
+        namespace: n.namespace.clone(),
+        read: n.read.clone(),
+        write: n.write.clone(),
+        approved_by: "config".into(),
+        approved_at: String::new(),
+        revoked_at: None,
+        revoke_reason: None,
+        last_seen: None,
+        last_addr: None,
     }
 }
 

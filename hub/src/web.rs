@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use dashmap::DashMap;
 use pointhub_client::Fingerprint;
-use pointhub_schemas::{json as record, Pattern, Role, Timestamp, Value, WriteRequest};
+use pointhub_schemas::{json as record, Pattern, Timestamp, Value, WriteRequest};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashSet;
@@ -399,17 +399,6 @@ async fn api_keys(
     ))
 }
 
-#[derive(Deserialize)]
-struct ApproveBody {
-    role: Role,
-    name: String,
-    namespace: Option<String>,
-    #[serde(default)]
-    read: Vec<String>,
-    #[serde(default)]
-    write: Vec<String>,
-}
-
 fn fingerprint(s: &str) -> Result<Fingerprint, ApiError> {
     s.parse().map_err(|e: pointhub_client::IdentityError| {
         ApiError(StatusCode::BAD_REQUEST, e.to_string())
@@ -420,17 +409,10 @@ async fn api_approve(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(fp): Path<String>,
-    Json(b): Json<ApproveBody>,
+    Json(grant): Json<Grant>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = principal(&hub, &headers, None).await?;
     admin(&p)?;
-    let grant = Grant {
-        role: b.role,
-        name: b.name,
-        namespace: b.namespace,
-        read: b.read,
-        write: b.write,
-    };
     Ok(Json(
         run_admin(
             &hub,
@@ -477,13 +459,8 @@ async fn api_revoke(
 
 #[derive(Deserialize)]
 struct TokenBody {
-    role: Role,
-    name: String,
-    namespace: Option<String>,
-    #[serde(default)]
-    read: Vec<String>,
-    #[serde(default)]
-    write: Vec<String>,
+    #[serde(flatten)]
+    grant: Grant,
     #[serde(default = "hour")]
     ttl_s: u64,
 }
@@ -499,13 +476,7 @@ async fn api_tokens(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = principal(&hub, &headers, None).await?;
     admin(&p)?;
-    let grant = Grant {
-        role: b.role,
-        name: b.name,
-        namespace: b.namespace,
-        read: b.read,
-        write: b.write,
-    };
+    let grant = b.grant;
     Ok(Json(
         run_admin(
             &hub,

@@ -113,7 +113,7 @@ impl Entry {
 #[derive(Default)]
 pub struct Pending {
     pub entries: Vec<Entry>,
-    last: HashMap<u32, usize>,
+    last: rustc_hash::FxHashMap<u32, usize>,
     /// Snapshots completed since the last drain (point counts), sent after the entries.
     pub snapshots_done: Vec<u32>,
     pub overflow: bool,
@@ -170,30 +170,42 @@ impl Subscriber {
 
     /// Queues an update; conflates with a queued update of the same point and quality.
     pub fn push(&self, e: Entry) {
-        if e.history && !self.history.load(Ordering::Relaxed) {
-            return;
-        }
+        self.push_many(std::iter::once(e));
+    }
+
+    /// Queues updates under one lock, then wakes the writer once.
+    pub fn push_many(&self, entries: impl IntoIterator<Item = Entry>) {
+        let history_ok = self.history.load(Ordering::Relaxed);
         {
             let Ok(mut q) = self.queue.lock() else { return };
-            if q.overflow {
-                return; // the session is being cut off; keep memory flat meanwhile
-            }
-            if !e.history {
-                if let Some(&i) = q.last.get(&e.gid) {
-                    let prev = &mut q.entries[i];
-                    if prev.quality == e.quality && !prev.history {
-                        *prev = e;
-                        self.conflated.fetch_add(1, Ordering::Relaxed);
-                        CONFLATED_TOTAL.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
+            let mut conflated = 0u64;
+            for e in entries {
+                if q.overflow {
+                    break; // the session is being cut off; keep memory flat meanwhile
                 }
-                let i = q.entries.len();
-                q.last.insert(e.gid, i);
+                if e.history && !history_ok {
+                    continue;
+                }
+                if !e.history {
+                    if let Some(&i) = q.last.get(&e.gid) {
+                        let prev = &mut q.entries[i];
+                        if prev.quality == e.quality && !prev.history {
+                            *prev = e;
+                            conflated += 1;
+                            continue;
+                        }
+                    }
+                    let i = q.entries.len();
+                    q.last.insert(e.gid, i);
+                }
+                q.entries.push(e);
+                if q.entries.len() > self.limit {
+                    q.overflow = true;
+                }
             }
-            q.entries.push(e);
-            if q.entries.len() > self.limit {
-                q.overflow = true;
+            if conflated > 0 {
+                self.conflated.fetch_add(conflated, Ordering::Relaxed);
+                CONFLATED_TOTAL.fetch_add(conflated, Ordering::Relaxed);
             }
         }
         self.notify.notify_one();
@@ -214,7 +226,18 @@ impl Subscriber {
     /// Takes everything queued.
     pub fn drain(&self) -> Pending {
         match self.queue.lock() {
-            Ok(mut q) => std::mem::take(&mut *q),
+            Ok(mut q) => {
+                // Keep the queue's allocations for the next round.
+                let cap = q.entries.len().min(65_536);
+                let entries = std::mem::replace(&mut q.entries, Vec::with_capacity(cap));
+                q.last.clear();
+                Pending {
+                    entries,
+                    last: Default::default(),
+                    snapshots_done: std::mem::take(&mut q.snapshots_done),
+                    overflow: q.overflow,
+                }
+            }
             Err(_) => Pending {
                 overflow: true,
                 ..Pending::default()
@@ -370,6 +393,16 @@ impl Core {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         let mut n = 0u64;
+        // Fan-out collects per subscriber and pushes each batch under one lock.
+        let mut out: Vec<(Arc<Subscriber>, Vec<Entry>)> = Vec::new();
+        let mut slot: rustc_hash::FxHashMap<u64, usize> = Default::default();
+        let mut add = |s: &Arc<Subscriber>, e: Entry| {
+            let i = *slot.entry(s.id).or_insert_with(|| {
+                out.push((s.clone(), Vec::new()));
+                out.len() - 1
+            });
+            out[i].1.push(e);
+        };
         for (gid, u) in updates {
             let Some(p) = table.points.get_mut(gid as usize) else {
                 continue;
@@ -387,7 +420,7 @@ impl Core {
                 }
                 let e = p.entry(gid, false);
                 for s in &p.subs {
-                    s.push(e.clone());
+                    add(s, e.clone());
                 }
             } else {
                 if u.source_ts <= p.lost_at {
@@ -402,9 +435,12 @@ impl Core {
                     history: true,
                 };
                 for s in p.subs.iter().filter(|s| s.history.load(Ordering::Relaxed)) {
-                    s.push(e.clone());
+                    add(s, e.clone());
                 }
             }
+        }
+        for (s, entries) in out {
+            s.push_many(entries);
         }
         self.updates_in.fetch_add(n, Ordering::Relaxed);
     }
@@ -501,18 +537,19 @@ impl Core {
         let table = &mut *self.table_write();
         let Ok(mut st) = sub.state.lock() else { return };
         st.patterns.extend(patterns);
-        let mut n = 0u32;
+        let mut snapshot = Vec::new();
         for (gid, p) in table.points.iter_mut().enumerate() {
             let gid = gid as u32;
             if sub.wants(&st, &p.name) {
-                n += 1;
                 if st.member.insert(gid) {
                     p.subs.push(sub.clone());
                 }
-                sub.push(p.entry(gid, false));
+                snapshot.push(p.entry(gid, false));
             }
         }
         drop(st);
+        let n = snapshot.len() as u32;
+        sub.push_many(snapshot);
         sub.push_done(n);
     }
 
@@ -538,14 +575,14 @@ impl Core {
     pub fn resnapshot(&self, sub: &Arc<Subscriber>) {
         let table = self.table_read();
         let Ok(st) = sub.state.lock() else { return };
-        let mut n = 0;
-        for &gid in &st.member {
-            if let Some(p) = table.points.get(gid as usize) {
-                sub.push(p.entry(gid, false));
-                n += 1;
-            }
-        }
+        let snapshot: Vec<Entry> = st
+            .member
+            .iter()
+            .filter_map(|&gid| table.points.get(gid as usize).map(|p| p.entry(gid, false)))
+            .collect();
         drop(st);
+        let n = snapshot.len() as u32;
+        sub.push_many(snapshot);
         sub.push_done(n);
     }
 

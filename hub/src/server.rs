@@ -204,12 +204,8 @@ async fn node_endpoint(
         }
     };
     let max = hub.limits.max_frame;
-    // Small socket buffers: an idle session costs little; big frames still pass (they grow the
-    // buffer while they are read).
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| crate::session::run(hub, entry, peer, socket))
 }
 

@@ -134,3 +134,53 @@ fn the_console_shows_live_values_staleness_and_approves_a_key_in_chromium() {
     ]);
     assert!(out.contains(&newbie_fp) && out.contains("user:op"), "{out}");
 }
+
+#[test]
+fn a_user_limited_to_a_plant_sees_only_that_plant() {
+    let mut p = Plant::new();
+    p.write_hub("127.0.0.1:0", &[Node::edge("plant1"), Node::edge("plant2")]);
+    let _hub = p.start_hub();
+    p.write_edge("plant1", 2, 5.0);
+    p.write_edge("plant2", 2, 5.0);
+    let _e1 = p.start_edge("plant1");
+    let _e2 = p.start_edge("plant2");
+    let (code, out, err) = p.run(&[
+        "hub",
+        "users",
+        "add",
+        "ops2",
+        "--role",
+        "admin",
+        "--namespace",
+        "plant2/**",
+        "--node",
+        "plant2",
+        "--config",
+        &p.cfg("hub"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("password")
+        .to_string();
+    // Wait until both edges have published.
+    _hub.wait_stderr(T, "node=plant2");
+    std::thread::sleep(Duration::from_millis(500));
+    let base = format!("https://{}", p.hub_addr);
+    run_peer(
+        "restricted_check.py",
+        &[
+            "--base",
+            &base,
+            "--user",
+            "ops2",
+            "--password",
+            &password,
+            "--allowed",
+            "plant2/",
+            "--node",
+            "plant2",
+        ],
+    );
+}

@@ -136,7 +136,6 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
     let _edge = p.start_edge("edge1");
     let w = p.watch("hmi", "**");
     fresh_good_line(&w);
-    let token = CancellationToken::new();
 
     // The lazy client: a tiny receive buffer, subscribes to everything, then never reads.
     let cfg = link_cfg(&p, "lazy", Role::Client);
@@ -151,16 +150,51 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
         )
         .await
         .expect("connect");
-    let lazy = link::dial_over(&cfg, hub_addr, tcp, &token)
+    // Below the node link: TLS, WebSocket, hello and subscribe by hand, then the socket is
+    // never read again, not even by a reader task.
+    let tls_cfg = pointhub_client::tls::client_config(&cfg.identity, &cfg.verify).expect("tls");
+    let name = rustls::pki_types::ServerName::try_from(hub_addr.host.clone()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(tls_cfg)
+        .connect(name, tcp)
         .await
-        .expect("admitted");
-    lazy.session
-        .tx
-        .send(Msg::Subscribe(Subscribe {
-            patterns: vec!["**".into()],
-            history: false,
-        }))
-        .await;
+        .expect("tls");
+    let (mut lazy, _) = tokio_tungstenite::client_async(hub_addr.to_string(), tls)
+        .await
+        .expect("websocket");
+    use futures_util::SinkExt;
+    let hello = Msg::Hello(pointhub_schemas::Hello {
+        major: pointhub_schemas::PROTOCOL_MAJOR,
+        minor: pointhub_schemas::PROTOCOL_MINOR,
+        role: Role::Client,
+        name: "lazy".into(),
+        software: "test".into(),
+    });
+    let subscribe = Msg::Subscribe(Subscribe {
+        patterns: vec!["**".into()],
+        history: false,
+    });
+    for m in [hello, subscribe] {
+        let frame =
+            tokio_tungstenite::tungstenite::Message::Binary(pointhub_schemas::encode(&m).into());
+        lazy.send(frame).await.expect("send");
+    }
+    // It stays alive (it pings, as any live node does) but never reads what the hub sends.
+    use futures_util::StreamExt;
+    let (mut sink, unread) = lazy.split();
+    let pinger = tokio::spawn(async move {
+        loop {
+            let ping = Msg::Ping(pointhub_schemas::Ping {
+                t: pointhub_schemas::Timestamp::now(),
+            });
+            let frame = tokio_tungstenite::tungstenite::Message::Binary(
+                pointhub_schemas::encode(&ping).into(),
+            );
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss0 = hub.rss_kib();
@@ -168,14 +202,21 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
     let start = std::time::Instant::now();
     let mut lines = 0u64;
     let mut conflated = 0u64;
+    let mut queued = 0u64;
     let mut worst_age_ms = 0i64;
     w.drain();
-    while start.elapsed() < Duration::from_secs(6) {
+    // At least 6 s, and until the lazy one is being conflated (30 s at most).
+    while start.elapsed() < Duration::from_secs(6)
+        || (conflated == 0 && start.elapsed() < Duration::from_secs(30))
+    {
         let Some(l) = w.next_line(Duration::from_secs(2)) else {
             panic!("fast client starved")
         };
         lines += 1;
         let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["point"] == "$sys/lazy/queue" {
+            queued = v["value"].as_u64().unwrap_or(0);
+        }
         if v["point"] == "$sys/lazy/conflated" {
             conflated = v["value"].as_u64().unwrap_or(0);
         }
@@ -192,7 +233,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
     let rss1 = hub.rss_kib();
     let rate = lines as f64 / start.elapsed().as_secs_f64();
     println!(
-        "slow subscriber: fast client {rate:.0} updates/s, worst age {worst_age_ms} ms; lazy conflated {conflated}; hub RSS {rss0} -> {rss1} KiB"
+        "slow subscriber: fast client {rate:.0} updates/s, worst age {worst_age_ms} ms; lazy conflated {conflated}, queued {queued}; hub RSS {rss0} -> {rss1} KiB"
     );
     assert!(conflated > 0, "the lazy subscriber was conflated");
     assert!(rate > 5000.0, "fast client kept up: {rate:.0}/s");
@@ -204,7 +245,8 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
         rss1 < rss0 + 64 * 1024,
         "hub memory bounded: {rss0} -> {rss1} KiB"
     );
-    drop(lazy);
+    pinger.abort();
+    drop(unread);
     hub.kill9();
 }
 

@@ -31,6 +31,8 @@ struct Opts {
     runs: usize,
     secs: f64,
     quick: bool,
+    /// `--pointhub-only`: skip mosquitto and nats-server (for profiling runs).
+    no_peers: bool,
 }
 
 fn now_ns() -> u64 {
@@ -196,6 +198,9 @@ async fn birth(l: &Link, n: u32, seq: &mut u64) {
     }
 }
 
+/// Latency split at the hub (µs): source → hub, hub → client; printed with BENCH_VERBOSE.
+static SEGMENTS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
 /// A subscriber that counts updates and, if asked, records latencies (µs).
 fn spawn_counter(
     mut l: Link,
@@ -216,6 +221,14 @@ fn spawn_counter(
                 count.fetch_add(d.updates.len() as u64, Ordering::Relaxed);
                 if let Some(lat) = &lat {
                     let now = Timestamp::now();
+                    if let Ok(mut v) = SEGMENTS.lock() {
+                        v.extend(d.updates.iter().filter(|u| u.quality.is_good()).map(|u| {
+                            (
+                                u.hub_ts.micros_since(u.source_ts),
+                                now.micros_since(u.hub_ts),
+                            )
+                        }));
+                    }
                     if let Ok(mut v) = lat.lock() {
                         v.extend(
                             d.updates
@@ -265,6 +278,9 @@ async fn pointhub_run(
             v.clear();
         }
     }
+    if let Ok(mut v) = SEGMENTS.lock() {
+        v.clear();
+    }
     let (hub_cpu0, me_cpu0) = (cpu_secs(h.proc.pid() as u32), cpu_secs(std::process::id()));
     let t0 = Instant::now();
     let mut v: u64 = 0;
@@ -299,6 +315,25 @@ async fn pointhub_run(
         while let Ok(_m) = pubr.session.rx.try_recv() {}
     }
     let el = t0.elapsed().as_secs_f64();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        if let Ok(mut v) = SEGMENTS.lock() {
+            let mut a: Vec<u64> = v.iter().map(|x| x.0).collect();
+            let mut b: Vec<u64> = v.iter().map(|x| x.1).collect();
+            a.sort_unstable();
+            b.sort_unstable();
+            if !a.is_empty() {
+                eprintln!(
+                    "source→hub p50 {} p99 {} µs; hub→client p50 {} p99 {} µs",
+                    a[a.len() / 2],
+                    a[a.len() * 99 / 100],
+                    b[b.len() / 2],
+                    b[b.len() * 99 / 100]
+                );
+            }
+            v.clear();
+        }
+        eprintln!("published {:.0}/s", (v as f64) / el);
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let counts: Vec<f64> = counters
         .iter()
@@ -670,7 +705,11 @@ async fn throughput(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("");
     r.add("| system | clients | deliveries/s (median, min–max) | slowest client/s | server CPU % | pointhub ÷ peer |");
     r.add("| --- | --- | --- | --- | --- | --- |");
-    let (m, n) = (mosquitto(), nats());
+    let (m, n) = if o.no_peers {
+        (None, None)
+    } else {
+        (mosquitto(), nats())
+    };
     for &clients in clients_list {
         let h = pointhub_hub(clients);
         let mut ph = (vec![], vec![], vec![]);
@@ -720,7 +759,11 @@ async fn latency(r: &mut Report, o: Opts) {
     r.add("");
     r.add("| system | clients | p50 | p99 | p999 | max | pointhub ÷ peer (p99) |");
     r.add("| --- | --- | --- | --- | --- | --- | --- |");
-    let (m, n) = (mosquitto(), nats());
+    let (m, n) = if o.no_peers {
+        (None, None)
+    } else {
+        (mosquitto(), nats())
+    };
     for clients in [1usize, 10] {
         let h = pointhub_hub(clients);
         let mut all = Vec::new();
@@ -893,7 +936,11 @@ async fn sessions(r: &mut Report, o: Opts) {
     r.add("");
     r.add("| sessions | time to admit all (s) | hub RSS per session (KiB) |");
     r.add("| --- | --- | --- |");
-    let n = if o.quick { 200 } else { 10_000 };
+    let n = std::env::args()
+        .skip_while(|a| a != "--sessions")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if o.quick { 200 } else { 10_000 });
     let h = pointhub_hub(1);
     let rss0 = rss_kib(h.proc.pid() as u32);
     let cfg = link_cfg(&h.plant, "c0", Role::Client);
@@ -976,19 +1023,39 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --bench suite` (CI's smoke run) does not.
     let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
     let write_docs = args.iter().any(|a| a == "--write-docs");
-    let o = if quick {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let no_peers = args.iter().any(|a| a == "--pointhub-only");
+    let mut o = if quick {
         Opts {
             runs: 1,
             secs: 1.0,
             quick,
+            no_peers,
         }
     } else {
         Opts {
             runs: 3,
             secs: 5.0,
             quick,
+            no_peers,
         }
     };
+    // `--secs S` and `--runs N` override the lengths (for profiling runs).
+    if let Some(s) = value("--secs").and_then(|v| v.parse().ok()) {
+        o.secs = s;
+    }
+    if let Some(n) = value("--runs").and_then(|v| v.parse().ok()) {
+        o.runs = n;
+    }
+    // `--clients 1,10` picks the fan-out cases.
+    let clients: Vec<usize> = value("--clients")
+        .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_else(|| if quick { vec![1] } else { vec![1, 10, 100] });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1011,7 +1078,7 @@ fn main() {
     let run = |c: &str| only.as_deref().is_none_or(|o| o == c);
     rt.block_on(async {
         if run("throughput") {
-            throughput(&mut r, o, if quick { &[1] } else { &[1, 10, 100] }).await;
+            throughput(&mut r, o, &clients).await;
         }
         if run("latency") {
             latency(&mut r, o).await;

@@ -28,6 +28,9 @@ pub struct Access {
     pub store: Store,
     pub audit: AuditLog,
     config_nodes: HashMap<Fingerprint, NodeEntry>,
+    /// Approved keys seen since the store last recorded it: (when, from where). Written in one
+    /// transaction a second ([`Access::flush_seen`]), so admitting a key costs no disk write.
+    seen: std::sync::Mutex<HashMap<Fingerprint, (String, String)>>,
 }
 
 /// An operator's request (CLI, admin socket).
@@ -144,7 +147,17 @@ impl Access {
             store,
             audit,
             config_nodes: nodes.iter().map(|n| (n.fingerprint, n.clone())).collect(),
+            seen: Default::default(),
         })
+    }
+
+    /// Writes the last-seen times of keys admitted since the last call.
+    pub fn flush_seen(&self) -> Result<(), StoreError> {
+        let seen: Vec<(Fingerprint, String, String)> = match self.seen.lock() {
+            Ok(mut s) => s.drain().map(|(fp, (at, addr))| (fp, at, addr)).collect(),
+            Err(_) => return Ok(()),
+        };
+        self.store.touch_keys(&seen)
     }
 
     /// Decides a connecting key.
@@ -172,10 +185,9 @@ impl Access {
                     })
                 }
                 KeyState::Approved => {
-                    let mut rec = rec;
-                    rec.last_seen = Some(store::now());
-                    rec.last_addr = Some(addr.into());
-                    let _ = self.store.put_key(&rec);
+                    if let Ok(mut seen) = self.seen.lock() {
+                        seen.insert(*fp, (store::now(), addr.into()));
+                    }
                     Ok(NodeEntry::from(&rec))
                 }
             };

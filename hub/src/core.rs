@@ -67,14 +67,15 @@ impl PointEntry {
         }
     }
 
-    fn entry(&self, gid: u32, history: bool) -> Entry {
-        Entry {
-            gid,
+    /// The point's current state as an update with the global id.
+    fn entry(&self, gid: u32) -> Entry {
+        Update {
+            id: gid,
             value: self.value.clone(),
             quality: self.quality,
             source_ts: self.source_ts,
             hub_ts: self.hub_ts,
-            history,
+            flags: 0,
         }
     }
 }
@@ -84,30 +85,28 @@ impl PointEntry {
 pub struct Table {
     pub points: Vec<PointEntry>,
     pub by_name: HashMap<Arc<str>, u32>,
+    /// Points changed since the store last saved them, so that saving costs the changes, not
+    /// a walk over the whole table under its lock.
+    dirty: Vec<u32>,
 }
 
-/// A queued update for one subscriber.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub gid: u32,
-    pub value: Value,
-    pub quality: Quality,
-    pub source_ts: Timestamp,
-    pub hub_ts: Timestamp,
-    pub history: bool,
-}
-
-impl Entry {
-    pub fn to_update(&self) -> Update {
-        Update {
-            id: self.gid,
-            value: self.value.clone(),
-            quality: self.quality,
-            source_ts: self.source_ts,
-            hub_ts: self.hub_ts,
-            flags: if self.history { Update::HISTORY } else { 0 },
+impl Table {
+    fn mark_dirty(points: &mut [PointEntry], dirty: &mut Vec<u32>, gid: u32) {
+        if let Some(p) = points.get_mut(gid as usize) {
+            if !p.dirty {
+                p.dirty = true;
+                dirty.push(gid);
+            }
         }
     }
+}
+
+/// A queued update for one subscriber: the update as it goes on the wire, its id the point's
+/// global id, so that a drained queue becomes a data frame without a copy.
+pub type Entry = Update;
+
+fn is_history(e: &Entry) -> bool {
+    e.flags & Update::HISTORY != 0
 }
 
 #[derive(Default)]
@@ -125,9 +124,8 @@ pub struct SubState {
     pub member: HashSet<u32>,
 }
 
-/// Above this many subscribers of a point, its updates are collected per subscriber and handed
-/// over once per batch (one lock per subscriber and batch instead of one per update).
-const WIDE_FANOUT: usize = 4;
+/// Updates handed to a subscriber's queue at a time while a batch is applied.
+const FANOUT_RUN: usize = 512;
 
 /// Updates replaced in a queue by a newer one, over all subscribers, since start.
 pub static CONFLATED_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -187,20 +185,21 @@ impl Subscriber {
                 if q.overflow {
                     break; // the session is being cut off; keep memory flat meanwhile
                 }
-                if e.history && !history_ok {
+                let history = is_history(&e);
+                if history && !history_ok {
                     continue;
                 }
-                if !e.history {
-                    if let Some(&i) = q.last.get(&e.gid) {
+                if !history {
+                    if let Some(&i) = q.last.get(&e.id) {
                         let prev = &mut q.entries[i];
-                        if prev.quality == e.quality && !prev.history {
+                        if prev.quality == e.quality && !is_history(prev) {
                             *prev = e;
                             conflated += 1;
                             continue;
                         }
                     }
                     let i = q.entries.len();
-                    q.last.insert(e.gid, i);
+                    q.last.insert(e.id, i);
                 }
                 q.entries.push(e);
                 if q.entries.len() > self.limit {
@@ -318,7 +317,7 @@ impl Core {
         allowed: impl Fn(&str) -> bool,
         namespace: &str,
     ) -> Result<Vec<u32>, BirthError> {
-        let mut table = self.table_write();
+        let table = &mut *self.table_write();
         let mut gids = Vec::with_capacity(defs.len());
         let mut new_gids = Vec::new();
         for d in defs {
@@ -343,7 +342,7 @@ impl Core {
                     p.unit = d.unit.clone();
                     p.description = d.description.clone();
                     p.writable = d.writable;
-                    p.dirty = true;
+                    Table::mark_dirty(&mut table.points, &mut table.dirty, gid);
                     gid
                 }
                 None => {
@@ -368,6 +367,7 @@ impl Core {
                         dirty: true,
                         lost_at: Timestamp::NEVER,
                     });
+                    table.dirty.push(gid);
                     table.by_name.insert(name, gid);
                     new_gids.push(gid);
                     gid
@@ -392,58 +392,64 @@ impl Core {
     }
 
     /// Applies updates `(gid, update)` from an authority and fans them out.
+    ///
+    /// Updates are collected per subscriber and handed over in runs of [`FANOUT_RUN`], one
+    /// queue lock and one wake-up per run: the subscriber's writer starts on the first run
+    /// while the rest of a big batch is still being applied.
     pub fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
+        let Table { points, dirty, .. } = table;
         let mut n = 0u64;
-        // Fan-out collects per subscriber and pushes each batch under one lock.
         let mut out: Vec<(Arc<Subscriber>, Vec<Entry>)> = Vec::new();
         let mut slot: rustc_hash::FxHashMap<u64, usize> = Default::default();
         let mut add = |s: &Arc<Subscriber>, e: Entry| {
-            let i = *slot.entry(s.id).or_insert_with(|| {
-                out.push((s.clone(), Vec::new()));
-                out.len() - 1
-            });
-            out[i].1.push(e);
+            // One subscriber (the common case) needs no look-up.
+            let i = match out.first() {
+                Some((first, _)) if out.len() == 1 && first.id == s.id => 0,
+                _ => *slot.entry(s.id).or_insert_with(|| {
+                    out.push((s.clone(), Vec::with_capacity(FANOUT_RUN)));
+                    out.len() - 1
+                }),
+            };
+            let (sub, run) = &mut out[i];
+            run.push(e);
+            if run.len() >= FANOUT_RUN {
+                sub.push_many(run.drain(..));
+            }
         };
         for (gid, u) in updates {
-            let Some(p) = table.points.get_mut(gid as usize) else {
+            let Some(p) = points.get_mut(gid as usize) else {
                 continue;
             };
             n += 1;
-            let history = u.flags & Update::HISTORY != 0;
-            if !history {
+            if u.flags & Update::HISTORY == 0 {
                 p.value = u.value;
                 p.quality = u.quality;
                 p.source_ts = u.source_ts;
                 p.hub_ts = now;
-                p.dirty = true;
+                if !p.dirty {
+                    p.dirty = true;
+                    dirty.push(gid);
+                }
                 if p.subs.is_empty() {
                     continue;
                 }
-                let e = p.entry(gid, false);
-                if p.subs.len() > WIDE_FANOUT {
-                    for s in &p.subs {
-                        add(s, e.clone());
-                    }
-                } else {
-                    // Few subscribers: hand over at once, so their writers start while the
-                    // rest of the batch is applied (measured faster 1→1).
-                    for s in &p.subs {
-                        s.push(e.clone());
-                    }
+                let e = p.entry(gid);
+                for s in &p.subs {
+                    add(s, e.clone());
                 }
             } else {
                 if u.source_ts <= p.lost_at {
                     continue; // delivered live before the link was lost
                 }
-                let e = Entry {
-                    gid,
+                let e = Update {
+                    id: gid,
                     value: u.value,
                     quality: u.quality,
                     source_ts: u.source_ts,
                     hub_ts: now,
-                    history: true,
+                    flags: Update::HISTORY,
                 };
                 for s in p.subs.iter().filter(|s| s.history.load(Ordering::Relaxed)) {
                     add(s, e.clone());
@@ -451,7 +457,9 @@ impl Core {
             }
         }
         for (s, entries) in out {
-            s.push_many(entries);
+            if !entries.is_empty() {
+                s.push_many(entries);
+            }
         }
         self.updates_in.fetch_add(n, Ordering::Relaxed);
     }
@@ -460,8 +468,11 @@ impl Core {
     pub fn authority_lost(&self, session: u64, gids: &[u32]) {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
+        let Table { points, dirty, .. } = table;
+        let mut out: Vec<(Arc<Subscriber>, Vec<Entry>)> = Vec::new();
+        let mut slot: rustc_hash::FxHashMap<u64, usize> = Default::default();
         for &gid in gids {
-            let Some(p) = table.points.get_mut(gid as usize) else {
+            let Some(p) = points.get_mut(gid as usize) else {
                 continue;
             };
             if p.owner_session != Some(session) {
@@ -475,34 +486,79 @@ impl Core {
             }
             p.quality = q;
             p.hub_ts = now;
-            p.dirty = true;
-            let e = p.entry(gid, false);
-            for s in &p.subs {
-                s.push(e.clone());
+            if !p.dirty {
+                p.dirty = true;
+                dirty.push(gid);
             }
+            let e = p.entry(gid);
+            for s in &p.subs {
+                let i = *slot.entry(s.id).or_insert_with(|| {
+                    out.push((s.clone(), Vec::new()));
+                    out.len() - 1
+                });
+                out[i].1.push(e.clone());
+            }
+        }
+        // Every subscriber learns of the whole loss in one hand-over.
+        for (s, entries) in out {
+            s.push_many(entries);
         }
     }
 
-    /// Takes the points changed since the last call, for the store.
+    /// Takes the points changed since the last call, for the store. The table lock is held for
+    /// cheap copies of the changed points only; the records are built after it is released.
     pub fn take_dirty(&self) -> Vec<SavedPoint> {
-        let table = &mut *self.table_write();
-        let mut out = Vec::new();
-        for p in table.points.iter_mut().filter(|p| p.dirty) {
-            p.dirty = false;
-            out.push(SavedPoint {
-                name: p.name.to_string(),
-                dtype: p.dtype,
-                unit: p.unit.clone(),
-                description: p.description.clone(),
-                writable: p.writable,
-                owner: p.owner.to_string(),
-                value: p.value.clone(),
-                quality: p.quality,
-                source_ts: p.source_ts,
-                hub_ts: p.hub_ts,
-            });
+        struct Changed {
+            name: Arc<str>,
+            owner: Arc<str>,
+            dtype: DataType,
+            meta: Option<(Option<String>, Option<String>)>,
+            writable: bool,
+            value: Value,
+            quality: Quality,
+            source_ts: Timestamp,
+            hub_ts: Timestamp,
         }
-        out
+        let changed: Vec<Changed> = {
+            let table = &mut *self.table_write();
+            let list = std::mem::take(&mut table.dirty);
+            list.iter()
+                .filter_map(|&gid| {
+                    let p = table.points.get_mut(gid as usize)?;
+                    p.dirty = false;
+                    Some(Changed {
+                        name: p.name.clone(),
+                        owner: p.owner.clone(),
+                        dtype: p.dtype,
+                        meta: (p.unit.is_some() || p.description.is_some())
+                            .then(|| (p.unit.clone(), p.description.clone())),
+                        writable: p.writable,
+                        value: p.value.clone(),
+                        quality: p.quality,
+                        source_ts: p.source_ts,
+                        hub_ts: p.hub_ts,
+                    })
+                })
+                .collect()
+        };
+        changed
+            .into_iter()
+            .map(|c| {
+                let (unit, description) = c.meta.unwrap_or_default();
+                SavedPoint {
+                    name: c.name.to_string(),
+                    dtype: c.dtype,
+                    unit,
+                    description,
+                    writable: c.writable,
+                    owner: c.owner.to_string(),
+                    value: c.value,
+                    quality: c.quality,
+                    source_ts: c.source_ts,
+                    hub_ts: c.hub_ts,
+                }
+            })
+            .collect()
     }
 
     /// Loads points saved before a restart. Their authorities are not connected yet, so each
@@ -532,6 +588,9 @@ impl Core {
                 dirty: quality != s.quality,
                 lost_at: s.source_ts,
             });
+            if quality != s.quality {
+                table.dirty.push(gid);
+            }
             table.by_name.insert(name, gid);
         }
     }
@@ -555,7 +614,7 @@ impl Core {
                 if st.member.insert(gid) {
                     p.subs.push(sub.clone());
                 }
-                snapshot.push(p.entry(gid, false));
+                snapshot.push(p.entry(gid));
             }
         }
         drop(st);
@@ -589,7 +648,7 @@ impl Core {
         let snapshot: Vec<Entry> = st
             .member
             .iter()
-            .filter_map(|&gid| table.points.get(gid as usize).map(|p| p.entry(gid, false)))
+            .filter_map(|&gid| table.points.get(gid as usize).map(|p| p.entry(gid)))
             .collect();
         drop(st);
         let n = snapshot.len() as u32;

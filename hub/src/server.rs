@@ -101,6 +101,11 @@ impl HubStats {
 
 impl Hub {
     /// Live sessions of a node.
+    /// How many sessions a node has, without copying them.
+    pub fn session_count(&self, name: &str) -> usize {
+        self.live.iter().filter(|e| e.name == name).count()
+    }
+
     pub fn sessions_of(&self, name: &str) -> Vec<LiveNode> {
         self.live
             .iter()
@@ -204,10 +209,17 @@ async fn node_endpoint(
         }
     };
     let max = hub.limits.max_frame;
+    // The read buffer is the WebSocket layer's per-session allocation (128 KiB by default);
+    // one TLS record's worth keeps an idle session small and costs big frames nothing
+    // measurable (docs/benchmarks.md).
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| crate::session::run(hub, entry, peer, socket))
 }
+
+/// Bytes the WebSocket layer reads at a time per session: one TLS record.
+const WS_READ_BUFFER: usize = 16 * 1024;
 
 /// Runs a hub on bound listeners until `shutdown` fires.
 pub async fn run(
@@ -451,6 +463,9 @@ async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
         };
         let h = hub.clone();
         let r = tokio::task::spawn_blocking(move || {
+            if let Err(e) = h.access.flush_seen() {
+                warn!(error = %e, "cannot record when keys were last seen");
+            }
             let dirty = h.core.take_dirty();
             h.access.store.save_points(&dirty)
         })

@@ -17,7 +17,6 @@ use pointhub_schemas::{
     Welcome, WriteRequest, WriteResult,
 };
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,20 +121,23 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
             hub.config.limits.subscriber_queue,
         ))
     });
-    let others = hub.sessions_of(&name);
-    if entry.role == Role::Client && others.len() >= hub.config.limits.max_sessions_per_key {
-        warn!(
-            sessions = others.len(),
-            "refused: too many sessions for this key"
-        );
+    // A client may have many sessions (counted); an authority has one (the old one is replaced).
+    let (others, count) = if entry.role == Role::Client {
+        (Vec::new(), hub.session_count(&name))
+    } else {
+        let o = hub.sessions_of(&name);
+        let n = o.len();
+        (o, n)
+    };
+    if entry.role == Role::Client && count >= hub.config.limits.max_sessions_per_key {
+        warn!(sessions = count, "refused: too many sessions for this key");
         session
             .tx
             .fail(
                 ErrorCode::LimitExceeded,
                 format!(
                     "this key already has {} sessions (limit {}): give each client its own key",
-                    others.len(),
-                    hub.config.limits.max_sessions_per_key
+                    count, hub.config.limits.max_sessions_per_key
                 ),
             )
             .await;
@@ -245,8 +247,8 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
             in_namespace(n, namespace) || in_namespace(n, &sys_ns)
         }
     };
-    let mut local: HashMap<u32, u32> = HashMap::new();
-    let mut owned: HashSet<u32> = HashSet::new();
+    let mut local: rustc_hash::FxHashMap<u32, u32> = Default::default();
+    let mut owned: rustc_hash::FxHashSet<u32> = Default::default();
     let mut last_seq: Option<u64> = None;
     let mut unknown_ids = 0u64;
     let max_rate = hub.config.limits.max_updates_per_sec;
@@ -289,6 +291,7 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                         .into_iter()
                         .filter_map(|u| local.get(&u.id).map(|&g| (g, u))),
                 );
+                tokio::task::yield_now().await;
                 last_seq = Some(b.seq);
                 if b.last {
                     info!(points = local.len(), "birth complete");
@@ -326,21 +329,31 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                     _ => {}
                 }
                 last_seq = Some(d.seq);
-                let before = d.updates.len();
-                let mapped: Vec<(u32, _)> = d
-                    .updates
-                    .into_iter()
-                    .filter_map(|u| local.get(&u.id).map(|&g| (g, u)))
-                    .collect();
-                if mapped.len() != before {
-                    unknown_ids += (before - mapped.len()) as u64;
+                let before = d.updates.len() as u64;
+                let mut unknown = 0u64;
+                hub.core.apply(
+                    d.updates
+                        .into_iter()
+                        .filter_map(|u| match local.get(&u.id) {
+                            Some(&g) => Some((g, u)),
+                            None => {
+                                unknown += 1;
+                                None
+                            }
+                        }),
+                );
+                if unknown > 0 {
+                    unknown_ids += unknown;
                     warn!(
                         count = unknown_ids,
                         "updates for ids the birth did not define were ignored"
                     );
                 }
-                let n = mapped.len() as u64;
-                hub.core.apply(mapped.into_iter());
+                let n = before - unknown;
+                // The subscribers' writers this batch woke sit in this worker's LIFO slot, which
+                // no other worker may steal: yield so they run now, not after the next batches
+                // (measured 1→1: 0.5M → 5M updates/s delivered).
+                tokio::task::yield_now().await;
                 if last_ack.elapsed() >= Duration::from_millis(100) {
                     last_ack = tokio::time::Instant::now();
                     let _ = session
@@ -500,6 +513,23 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
     pump.abort();
 }
 
+/// The points a session has had defined to it: a bit per global id.
+#[derive(Default)]
+pub(crate) struct Defined(Vec<u64>);
+
+impl Defined {
+    /// Marks `gid`; true if it was not marked before.
+    pub(crate) fn insert(&mut self, gid: u32) -> bool {
+        let (word, bit) = ((gid / 64) as usize, 1u64 << (gid % 64));
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let new = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        new
+    }
+}
+
 /// Drains a subscriber's queue into its session whenever the socket can take more.
 async fn pump(
     hub: Arc<Hub>,
@@ -508,7 +538,7 @@ async fn pump(
     closed: tokio_util::sync::CancellationToken,
 ) {
     let mut seq = 0u64;
-    let mut defined: HashSet<u32> = HashSet::new();
+    let mut defined = Defined::default();
     loop {
         tokio::select! {
             _ = closed.cancelled() => return,
@@ -533,7 +563,7 @@ async fn pump(
         let new: Vec<u32> = p
             .entries
             .iter()
-            .map(|e| e.gid)
+            .map(|e| e.id)
             .filter(|g| defined.insert(*g))
             .collect();
         if !new.is_empty() {
@@ -554,9 +584,16 @@ async fn pump(
                 }
             }
         }
-        for chunk in p.entries.chunks(BATCH) {
+        let mut entries = p.entries;
+        while !entries.is_empty() {
             seq += 1;
-            let updates: Vec<_> = chunk.iter().map(|e| e.to_update()).collect();
+            // The queue's own vector becomes the frame's: no copy for the common small drain.
+            let rest = if entries.len() > BATCH {
+                entries.split_off(BATCH)
+            } else {
+                Vec::new()
+            };
+            let updates = std::mem::replace(&mut entries, rest);
             let n = updates.len() as u64;
             if !tx.send(Msg::Data(Data { seq, updates })).await {
                 return;

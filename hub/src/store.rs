@@ -220,6 +220,33 @@ impl Store {
         self.get(KEYS, &fp.to_string())
     }
 
+    /// Records when and from where approved keys were last seen, all in one transaction.
+    pub fn touch_keys(&self, seen: &[(Fingerprint, String, String)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = tx.open_table(KEYS).map_err(db)?;
+            for (fp, at, addr) in seen {
+                let k = fp.to_string();
+                let rec: Option<KeyRecord> = match t.get(k.as_str()).map_err(db)? {
+                    Some(v) => Some(serde_json::from_slice(v.value())?),
+                    None => None,
+                };
+                // A key revoked or removed meanwhile is left as it is.
+                let Some(mut rec) = rec.filter(|r| r.state == KeyState::Approved) else {
+                    continue;
+                };
+                rec.last_seen = Some(at.clone());
+                rec.last_addr = Some(addr.clone());
+                let bytes = serde_json::to_vec(&rec)?;
+                t.insert(k.as_str(), bytes.as_slice()).map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.all(KEYS)
     }

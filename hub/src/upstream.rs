@@ -82,9 +82,9 @@ pub async fn run(
                     }
                     let entries: Vec<_> = {
                         let table = hub.core.table_read();
-                        p.entries.into_iter().filter(|e| table.points.get(e.gid as usize).is_some_and(|pt| !in_namespace(&pt.name, &own_sys))).collect()
+                        p.entries.into_iter().filter(|e| table.points.get(e.id as usize).is_some_and(|pt| !in_namespace(&pt.name, &own_sys))).collect()
                     };
-                    let new: Vec<u32> = entries.iter().map(|e| e.gid).filter(|g| defined.insert(*g)).collect();
+                    let new: Vec<u32> = entries.iter().map(|e| e.id).filter(|g| defined.insert(*g)).collect();
                     if !new.is_empty() {
                         let defs: Vec<_> = {
                             let table = hub.core.table_read();
@@ -98,7 +98,7 @@ pub async fn run(
                     }
                     for chunk in entries.chunks(BATCH) {
                         seq += 1;
-                        tx.send(Msg::Data(Data { seq, updates: chunk.iter().map(|e| e.to_update()).collect() })).await;
+                        tx.send(Msg::Data(Data { seq, updates: chunk.to_vec() })).await;
                     }
                 }
                 _ = tick.tick() => {

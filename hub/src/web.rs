@@ -599,7 +599,7 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket) {
                     pending
                         .entries
                         .iter()
-                        .filter_map(|e| table.points.get(e.gid as usize).map(|pt| record::record(&pt.name, &e.value, e.quality, e.source_ts, e.hub_ts, e.history)))
+                        .filter_map(|e| table.points.get(e.id as usize).map(|pt| record::record(&pt.name, &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0)))
                         .collect()
                 };
                 for chunk in updates.chunks(1000) {

@@ -900,7 +900,12 @@ async fn resync(r: &mut Report, o: Opts) {
                         }
                     }
                     Ok(Some(_)) => {}
-                    _ => panic!("{label}: client stopped at {}", good.len()),
+                    other => panic!(
+                        "{label}: client stopped at {} ({:?}: {})",
+                        good.len(),
+                        other.map(|m| m.map(|m| m.kind())),
+                        c.session.close_reason()
+                    ),
                 }
             }
             count.store(good.len() as u64, Ordering::Relaxed);

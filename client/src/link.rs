@@ -256,6 +256,10 @@ fn set_reason(r: &Mutex<Option<String>>, why: impl Into<String>) {
     }
 }
 
+/// Decoded frames a session's reader may hold ahead of its consumer: enough to keep both busy,
+/// few enough that a fast peer's big frames (birth parts) do not pile up in memory.
+const IN_QUEUE: usize = 8;
+
 /// Starts the reader and writer tasks of a session over `ws`. The session ends when `parent` is
 /// cancelled, the peer closes or goes silent, a frame is bad, or every receiver is dropped.
 pub fn spawn_session<S, M, E>(ws: S, opts: SessionOpts, parent: &CancellationToken) -> Session
@@ -267,7 +271,7 @@ where
 {
     let (sink, stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(64);
-    let (in_tx, in_rx) = mpsc::channel::<Msg>(64);
+    let (in_tx, in_rx) = mpsc::channel::<Msg>(IN_QUEUE);
     let closed = parent.child_token();
     let stats = Arc::new(SessionStats::default());
     stats

@@ -28,7 +28,11 @@ impl Buffer {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("buffer folder {}: {e}", dir.display()))?;
         let path = dir.join("buffer.redb");
-        let db = Database::create(&path).map_err(|e| format!("buffer {}: {e}", path.display()))?;
+        // A bounded cache: the buffer is written and read in order, and the edge stays small.
+        let db = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(&path)
+            .map_err(|e| format!("buffer {}: {e}", path.display()))?;
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(HISTORY).map_err(err)?;
         tx.commit().map_err(err)?;

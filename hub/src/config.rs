@@ -188,7 +188,8 @@ pub struct LimitsConfig {
     /// Most points one edge may publish.
     #[serde(default = "default_max_points")]
     pub max_points_per_node: usize,
-    /// Updates a lagging subscriber may have queued (after conflation) before it is cut off.
+    /// Entries a lagging subscriber may have queued beyond one per point (kept quality changes,
+    /// history replays) before it is cut off.
     #[serde(default = "default_queue")]
     pub subscriber_queue: usize,
     /// Connections that have not finished their TLS handshake, at once; more are closed at once.

@@ -12,7 +12,7 @@
 //! limit anyway is cut off (`SlowConsumer`) and may reconnect for a fresh snapshot.
 
 use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Update, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -21,8 +21,9 @@ use tokio::sync::Notify;
 pub struct PointEntry {
     pub name: Arc<str>,
     pub dtype: DataType,
-    pub unit: Option<String>,
-    pub description: Option<String>,
+    /// Unit and description, boxed: most points have neither, and a million points should
+    /// not carry two empty strings each.
+    meta: Option<Box<Meta>>,
     pub writable: bool,
     /// The node that is the authority for the point.
     pub owner: Arc<str>,
@@ -32,7 +33,7 @@ pub struct PointEntry {
     pub quality: Quality,
     pub source_ts: Timestamp,
     pub hub_ts: Timestamp,
-    subs: Vec<Arc<Subscriber>>,
+    subs: SubSet,
     /// Changed since the store last saved it.
     dirty: bool,
     /// The device time of the last live value when the authority was lost: history replays at
@@ -55,16 +56,35 @@ pub struct SavedPoint {
     pub hub_ts: Timestamp,
 }
 
+/// A point's rarely set descriptive fields.
+struct Meta {
+    unit: Option<String>,
+    description: Option<String>,
+}
+
+fn meta(unit: &Option<String>, description: &Option<String>) -> Option<Box<Meta>> {
+    (unit.is_some() || description.is_some()).then(|| {
+        Box::new(Meta {
+            unit: unit.clone(),
+            description: description.clone(),
+        })
+    })
+}
+
 impl PointEntry {
     pub fn def(&self, id: u32) -> PointDef {
         PointDef {
             id,
             name: self.name.to_string(),
             dtype: self.dtype,
-            unit: self.unit.clone(),
-            description: self.description.clone(),
+            unit: self.unit().map(str::to_string),
+            description: self.meta.as_ref().and_then(|m| m.description.clone()),
             writable: self.writable,
         }
+    }
+
+    pub fn unit(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.unit.as_deref())
     }
 
     /// The point's current state as an update with the global id.
@@ -84,13 +104,44 @@ impl PointEntry {
 #[derive(Default)]
 pub struct Table {
     pub points: Vec<PointEntry>,
-    pub by_name: HashMap<Arc<str>, u32>,
+    /// Global ids by name: a hash table of ids whose keys are the points' own names, so an
+    /// index entry costs 4 bytes, not a second copy of the name.
+    by_name: hashbrown::HashTable<u32>,
     /// Points changed since the store last saved them, so that saving costs the changes, not
     /// a walk over the whole table under its lock.
     dirty: Vec<u32>,
 }
 
 impl Table {
+    fn hash(name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(name)
+    }
+
+    /// The global id of a point by name.
+    pub fn gid(&self, name: &str) -> Option<u32> {
+        let points = &self.points;
+        self.by_name
+            .find(Self::hash(name), |&g| {
+                points.get(g as usize).is_some_and(|p| &*p.name == name)
+            })
+            .copied()
+    }
+
+    /// Indexes the point `gid` (already in `points`) by its name.
+    fn index(&mut self, gid: u32) {
+        let Some(p) = self.points.get(gid as usize) else {
+            return;
+        };
+        let points = &self.points;
+        self.by_name.insert_unique(Self::hash(&p.name), gid, |&g| {
+            points
+                .get(g as usize)
+                .map(|p| Self::hash(&p.name))
+                .unwrap_or(0)
+        });
+    }
+
     fn mark_dirty(points: &mut [PointEntry], dirty: &mut Vec<u32>, gid: u32) {
         if let Some(p) = points.get_mut(gid as usize) {
             if !p.dirty {
@@ -112,16 +163,111 @@ fn is_history(e: &Entry) -> bool {
 #[derive(Default)]
 pub struct Pending {
     pub entries: Vec<Entry>,
-    last: rustc_hash::FxHashMap<u32, usize>,
+    last: rustc_hash::FxHashMap<u32, u32>,
     /// Snapshots completed since the last drain (point counts), sent after the entries.
     pub snapshots_done: Vec<u32>,
     pub overflow: bool,
 }
 
+/// The subscribers of one point, shared: points with the same subscribers hold the same slice,
+/// so a million points subscribed by the same clients cost one pointer each.
+#[derive(Clone, Default)]
+pub struct SubSet(Option<Arc<[Arc<Subscriber>]>>);
+
+impl SubSet {
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<Subscriber>> {
+        self.0.as_deref().unwrap_or(&[]).iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn key(&self) -> usize {
+        self.0.as_ref().map(|a| a.as_ptr() as usize).unwrap_or(0)
+    }
+}
+
+/// Set changes made during one table operation, remembered so that every point going from
+/// the same set to the same new set shares the result.
+#[derive(Default)]
+struct SetChanges {
+    /// Old set (by address; the old set is held so the address stays its own) → new set.
+    done: rustc_hash::FxHashMap<usize, (SubSet, SubSet)>,
+}
+
+impl SetChanges {
+    fn with(&mut self, old: &SubSet, sub: &Arc<Subscriber>) -> SubSet {
+        let (_, new) = self.done.entry(old.key()).or_insert_with(|| {
+            let mut v: Vec<Arc<Subscriber>> = old.iter().cloned().collect();
+            if !v.iter().any(|s| s.id == sub.id) {
+                v.push(sub.clone());
+            }
+            (old.clone(), SubSet(Some(v.into())))
+        });
+        new.clone()
+    }
+
+    fn without(&mut self, old: &SubSet, id: u64) -> SubSet {
+        let (_, new) = self.done.entry(old.key()).or_insert_with(|| {
+            let v: Vec<Arc<Subscriber>> = old.iter().filter(|s| s.id != id).cloned().collect();
+            (old.clone(), SubSet((!v.is_empty()).then(|| v.into())))
+        });
+        new.clone()
+    }
+}
+
+/// A set of global ids: a bit each.
+#[derive(Default)]
+pub struct GidSet {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl GidSet {
+    /// Adds `gid`; true if it was not there.
+    pub fn insert(&mut self, gid: u32) -> bool {
+        let (w, bit) = ((gid / 64) as usize, 1u64 << (gid % 64));
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let new = self.words[w] & bit == 0;
+        self.words[w] |= bit;
+        self.len += usize::from(new);
+        new
+    }
+
+    pub fn remove(&mut self, gid: u32) {
+        let (w, bit) = ((gid / 64) as usize, 1u64 << (gid % 64));
+        if let Some(word) = self.words.get_mut(w) {
+            if *word & bit != 0 {
+                *word &= !bit;
+                self.len -= 1;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            (0..64u32)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .map(move |b| i as u32 * 64 + b)
+        })
+    }
+}
+
 /// What a subscriber has asked for and what it may see.
 pub struct SubState {
     pub patterns: Vec<pointhub_schemas::Pattern>,
-    pub member: HashSet<u32>,
+    pub member: GidSet,
 }
 
 /// Updates handed to a subscriber's queue at a time while a batch is applied.
@@ -157,7 +303,7 @@ impl Subscriber {
             grant,
             state: Mutex::new(SubState {
                 patterns: Vec::new(),
-                member: HashSet::new(),
+                member: GidSet::default(),
             }),
             queue: Mutex::new(Pending::default()),
             notify: Notify::new(),
@@ -191,18 +337,20 @@ impl Subscriber {
                 }
                 if !history {
                     if let Some(&i) = q.last.get(&e.id) {
-                        let prev = &mut q.entries[i];
+                        let prev = &mut q.entries[i as usize];
                         if prev.quality == e.quality && !is_history(prev) {
                             *prev = e;
                             conflated += 1;
                             continue;
                         }
                     }
-                    let i = q.entries.len();
+                    let i = q.entries.len() as u32;
                     q.last.insert(e.id, i);
                 }
                 q.entries.push(e);
-                if q.entries.len() > self.limit {
+                // One entry per point is the conflated floor; the limit bounds what a lagging
+                // writer piles up beyond it (quality changes, history replays).
+                if q.entries.len() - q.last.len() > self.limit {
                     q.overflow = true;
                 }
             }
@@ -230,9 +378,14 @@ impl Subscriber {
     pub fn drain(&self) -> Pending {
         match self.queue.lock() {
             Ok(mut q) => {
-                // The conflation index keeps its allocation for the next round.
+                // The conflation index keeps its allocation for the next round, unless a big
+                // snapshot or backlog grew it: that memory goes back.
                 let entries = std::mem::take(&mut q.entries);
-                q.last.clear();
+                if q.last.capacity() > 1 << 16 {
+                    q.last = Default::default();
+                } else {
+                    q.last.clear();
+                }
                 Pending {
                     entries,
                     last: Default::default(),
@@ -327,8 +480,8 @@ impl Core {
                     namespace: namespace.to_string(),
                 });
             }
-            let gid = match table.by_name.get(d.name.as_str()) {
-                Some(&gid) => {
+            let gid = match table.gid(&d.name) {
+                Some(gid) => {
                     let p = &mut table.points[gid as usize];
                     if p.owner != *owner && p.owner_session.is_some() {
                         return Err(BirthError::Conflict {
@@ -339,8 +492,7 @@ impl Core {
                     p.owner = owner.clone();
                     p.owner_session = Some(session);
                     p.dtype = d.dtype;
-                    p.unit = d.unit.clone();
-                    p.description = d.description.clone();
+                    p.meta = meta(&d.unit, &d.description);
                     p.writable = d.writable;
                     Table::mark_dirty(&mut table.points, &mut table.dirty, gid);
                     gid
@@ -354,8 +506,7 @@ impl Core {
                     table.points.push(PointEntry {
                         name: name.clone(),
                         dtype: d.dtype,
-                        unit: d.unit.clone(),
-                        description: d.description.clone(),
+                        meta: meta(&d.unit, &d.description),
                         writable: d.writable,
                         owner: owner.clone(),
                         owner_session: Some(session),
@@ -363,12 +514,12 @@ impl Core {
                         quality: Quality::BadWaitingForInitialData,
                         source_ts: Timestamp::NEVER,
                         hub_ts: Timestamp::now(),
-                        subs: Vec::new(),
+                        subs: SubSet::default(),
                         dirty: true,
                         lost_at: Timestamp::NEVER,
                     });
                     table.dirty.push(gid);
-                    table.by_name.insert(name, gid);
+                    table.index(gid);
                     new_gids.push(gid);
                     gid
                 }
@@ -376,6 +527,7 @@ impl Core {
             gids.push(gid);
         }
         if !new_gids.is_empty() {
+            let mut changes = SetChanges::default();
             for sub in self.all_subs() {
                 let Ok(mut st) = sub.state.lock() else {
                     continue;
@@ -383,7 +535,7 @@ impl Core {
                 for &gid in &new_gids {
                     let p = &mut table.points[gid as usize];
                     if sub.wants(&st, &p.name) && st.member.insert(gid) {
-                        p.subs.push(sub.clone());
+                        p.subs = changes.with(&p.subs, &sub);
                     }
                 }
             }
@@ -436,7 +588,7 @@ impl Core {
                     continue;
                 }
                 let e = p.entry(gid);
-                for s in &p.subs {
+                for s in p.subs.iter() {
                     add(s, e.clone());
                 }
             } else {
@@ -491,7 +643,7 @@ impl Core {
                 dirty.push(gid);
             }
             let e = p.entry(gid);
-            for s in &p.subs {
+            for s in p.subs.iter() {
                 let i = *slot.entry(s.id).or_insert_with(|| {
                     out.push((s.clone(), Vec::new()));
                     out.len() - 1
@@ -505,9 +657,10 @@ impl Core {
         }
     }
 
-    /// Takes the points changed since the last call, for the store. The table lock is held for
-    /// cheap copies of the changed points only; the records are built after it is released.
-    pub fn take_dirty(&self) -> Vec<SavedPoint> {
+    /// Takes up to `max` of the points changed since the last call, for the store. The table
+    /// lock is held for cheap copies of the changed points only; the records are built after it
+    /// is released.
+    pub fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
         struct Changed {
             name: Arc<str>,
             owner: Arc<str>,
@@ -521,7 +674,8 @@ impl Core {
         }
         let changed: Vec<Changed> = {
             let table = &mut *self.table_write();
-            let list = std::mem::take(&mut table.dirty);
+            let keep = table.dirty.len().saturating_sub(max);
+            let list = table.dirty.split_off(keep);
             list.iter()
                 .filter_map(|&gid| {
                     let p = table.points.get_mut(gid as usize)?;
@@ -530,8 +684,10 @@ impl Core {
                         name: p.name.clone(),
                         owner: p.owner.clone(),
                         dtype: p.dtype,
-                        meta: (p.unit.is_some() || p.description.is_some())
-                            .then(|| (p.unit.clone(), p.description.clone())),
+                        meta: p
+                            .meta
+                            .as_ref()
+                            .map(|m| (m.unit.clone(), m.description.clone())),
                         writable: p.writable,
                         value: p.value.clone(),
                         quality: p.quality,
@@ -566,7 +722,7 @@ impl Core {
     pub fn restore(&self, saved: Vec<SavedPoint>) {
         let table = &mut *self.table_write();
         for s in saved {
-            if table.by_name.contains_key(s.name.as_str()) {
+            if table.gid(&s.name).is_some() {
                 continue;
             }
             let gid = table.points.len() as u32;
@@ -575,8 +731,7 @@ impl Core {
             table.points.push(PointEntry {
                 name: name.clone(),
                 dtype: s.dtype,
-                unit: s.unit,
-                description: s.description,
+                meta: meta(&s.unit, &s.description),
                 writable: s.writable,
                 owner: s.owner.as_str().into(),
                 owner_session: None,
@@ -584,14 +739,14 @@ impl Core {
                 quality,
                 source_ts: s.source_ts,
                 hub_ts: s.hub_ts,
-                subs: Vec::new(),
+                subs: SubSet::default(),
                 dirty: quality != s.quality,
                 lost_at: s.source_ts,
             });
             if quality != s.quality {
                 table.dirty.push(gid);
             }
-            table.by_name.insert(name, gid);
+            table.index(gid);
         }
     }
 
@@ -608,11 +763,12 @@ impl Core {
         let Ok(mut st) = sub.state.lock() else { return };
         st.patterns.extend(patterns);
         let mut snapshot = Vec::new();
+        let mut changes = SetChanges::default();
         for (gid, p) in table.points.iter_mut().enumerate() {
             let gid = gid as u32;
             if sub.wants(&st, &p.name) {
                 if st.member.insert(gid) {
-                    p.subs.push(sub.clone());
+                    p.subs = changes.with(&p.subs, sub);
                 }
                 snapshot.push(p.entry(gid));
             }
@@ -629,14 +785,15 @@ impl Core {
         let Ok(mut st) = sub.state.lock() else { return };
         st.patterns
             .retain(|p| !patterns.iter().any(|x| x == p.as_str()));
-        let members: Vec<u32> = st.member.iter().copied().collect();
+        let members: Vec<u32> = st.member.iter().collect();
+        let mut changes = SetChanges::default();
         for gid in members {
             let Some(p) = table.points.get_mut(gid as usize) else {
                 continue;
             };
             if !sub.wants(&st, &p.name) {
-                st.member.remove(&gid);
-                p.subs.retain(|s| s.id != sub.id);
+                st.member.remove(gid);
+                p.subs = changes.without(&p.subs, sub.id);
             }
         }
     }
@@ -648,7 +805,7 @@ impl Core {
         let snapshot: Vec<Entry> = st
             .member
             .iter()
-            .filter_map(|&gid| table.points.get(gid as usize).map(|p| p.entry(gid)))
+            .filter_map(|gid| table.points.get(gid as usize).map(|p| p.entry(gid)))
             .collect();
         drop(st);
         let n = snapshot.len() as u32;
@@ -662,9 +819,10 @@ impl Core {
         }
         let table = &mut *self.table_write();
         let Ok(st) = sub.state.lock() else { return };
-        for &gid in &st.member {
+        let mut changes = SetChanges::default();
+        for gid in st.member.iter() {
             if let Some(p) = table.points.get_mut(gid as usize) {
-                p.subs.retain(|s| s.id != sub.id);
+                p.subs = changes.without(&p.subs, sub.id);
             }
         }
     }
@@ -673,7 +831,7 @@ impl Core {
     pub fn set_local(&self, owner: &Arc<str>, name: &str, dtype: DataType, value: Value) {
         let gid = {
             let table = self.table_read();
-            table.by_name.get(name).copied()
+            table.gid(name)
         };
         let gid = match gid {
             Some(g) => g,
@@ -794,6 +952,64 @@ mod tests {
             core.define(&b, 2, &[def("b/1"), def("b/2")], 999, |_| true, ""),
             Err(BirthError::TooMany(_))
         ));
+    }
+
+    #[test]
+    fn shared_subscriber_sets_follow_subscribe_and_unsubscribe() {
+        let core = Core::new(10_000);
+        let owner: Arc<str> = "e".into();
+        let defs: Vec<PointDef> = (0..1000)
+            .map(|i| def(&format!("e/{}/p{i}", if i < 100 { "a" } else { "b" })))
+            .collect();
+        let gids = core
+            .define(&owner, 1, &defs, 0, |_| true, "e")
+            .expect("defined");
+        assert_eq!(core.table_read().gid("e/b/p999"), Some(gids[999]));
+        assert_eq!(core.table_read().gid("e/none"), None);
+        let sub = |id| {
+            let s = Arc::new(Subscriber::new(
+                id,
+                false,
+                vec![Pattern::parse("**").expect("p")],
+                100_000,
+            ));
+            core.add_subscriber(s.clone());
+            s
+        };
+        let (a, b) = (sub(7), sub(8));
+        core.subscribe(&a, vec![Pattern::parse("e/**").expect("p")]);
+        core.subscribe(&b, vec![Pattern::parse("e/a/**").expect("p")]);
+        assert_eq!(a.state.lock().expect("lock").member.len(), 1000);
+        assert_eq!(b.state.lock().expect("lock").member.len(), 100);
+        {
+            // Points with the same subscribers share one set.
+            let t = core.table_read();
+            let both = t.points[gids[1] as usize].subs.key();
+            assert_eq!(t.points[gids[99] as usize].subs.key(), both);
+            assert_ne!(t.points[gids[100] as usize].subs.key(), both);
+        }
+        a.drain();
+        b.drain();
+        let all = gids.iter().map(|&g| (g, up(1.0, Quality::Good)));
+        core.apply(all);
+        assert_eq!(a.drain().entries.len(), 1000);
+        assert_eq!(b.drain().entries.len(), 100);
+        core.unsubscribe(&b, &["e/a/**".to_string()]);
+        core.remove_subscriber(&a);
+        core.apply(gids.iter().map(|&g| (g, up(2.0, Quality::Good))));
+        assert_eq!(a.drain().entries.len(), 0, "removed");
+        assert_eq!(b.drain().entries.len(), 0, "unsubscribed");
+        assert!(core.table_read().points.iter().all(|p| p.subs.is_empty()));
+    }
+
+    #[test]
+    fn gid_sets_count_and_iterate() {
+        let mut s = GidSet::default();
+        assert!(s.insert(3) && s.insert(200) && !s.insert(3));
+        assert_eq!((s.len(), s.iter().collect::<Vec<_>>()), (2, vec![3, 200]));
+        s.remove(3);
+        s.remove(4);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![200]);
     }
 
     #[test]

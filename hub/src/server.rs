@@ -453,6 +453,9 @@ async fn accept_loop(
     }
 }
 
+/// Points saved per store transaction.
+const SAVE_SLICE: usize = 20_000;
+
 /// Saves changed points to the store every second, and once more at shutdown.
 async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -466,8 +469,14 @@ async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
             if let Err(e) = h.access.flush_seen() {
                 warn!(error = %e, "cannot record when keys were last seen");
             }
-            let dirty = h.core.take_dirty();
-            h.access.store.save_points(&dirty)
+            // In slices, so a big birth is saved without a copy of the whole table in memory.
+            loop {
+                let dirty = h.core.take_dirty(SAVE_SLICE);
+                if dirty.is_empty() {
+                    return Ok::<(), crate::store::StoreError>(());
+                }
+                h.access.store.save_points(&dirty)?;
+            }
         })
         .await;
         if let Ok(Err(e)) = r {

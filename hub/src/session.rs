@@ -247,8 +247,8 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
             in_namespace(n, namespace) || in_namespace(n, &sys_ns)
         }
     };
-    let mut local: rustc_hash::FxHashMap<u32, u32> = Default::default();
-    let mut owned: rustc_hash::FxHashSet<u32> = Default::default();
+    let mut local = LocalIds::new(hub.config.limits.max_points_per_node);
+    let mut owned = crate::core::GidSet::default();
     let mut last_seq: Option<u64> = None;
     let mut unknown_ids = 0u64;
     let max_rate = hub.config.limits.max_updates_per_sec;
@@ -289,7 +289,7 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                 hub.core.apply(
                     b.states
                         .into_iter()
-                        .filter_map(|u| local.get(&u.id).map(|&g| (g, u))),
+                        .filter_map(|u| local.get(u.id).map(|g| (g, u))),
                 );
                 tokio::task::yield_now().await;
                 last_seq = Some(b.seq);
@@ -331,17 +331,14 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                 last_seq = Some(d.seq);
                 let before = d.updates.len() as u64;
                 let mut unknown = 0u64;
-                hub.core.apply(
-                    d.updates
-                        .into_iter()
-                        .filter_map(|u| match local.get(&u.id) {
-                            Some(&g) => Some((g, u)),
-                            None => {
-                                unknown += 1;
-                                None
-                            }
-                        }),
-                );
+                hub.core
+                    .apply(d.updates.into_iter().filter_map(|u| match local.get(u.id) {
+                        Some(g) => Some((g, u)),
+                        None => {
+                            unknown += 1;
+                            None
+                        }
+                    }));
                 if unknown > 0 {
                     unknown_ids += unknown;
                     warn!(
@@ -420,7 +417,7 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
         }
     }
     hub.below.remove(&id);
-    let owned: Vec<u32> = owned.into_iter().collect();
+    let owned: Vec<u32> = owned.iter().collect();
     hub.core.authority_lost(id, &owned);
     // Writes still waiting on this edge will time out; answer them now instead.
     info!(points = owned.len(), "authority lost: points marked stale");
@@ -478,9 +475,9 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
                     let new = w.value.to_json();
                     let old = {
                         let t = hub.core.table_read();
-                        t.by_name
-                            .get(point.as_str())
-                            .map(|&g| t.points[g as usize].value.to_json())
+                        t.gid(&point)
+                            .and_then(|g| t.points.get(g as usize))
+                            .map(|p| p.value.to_json())
                     };
                     let (status, message) = route_write(&hub, &who, &write, w).await;
                     info!(node = %who, point = %point, status = %status, "write");
@@ -511,6 +508,62 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
     }
     hub.core.remove_subscriber(&sub);
     pump.abort();
+}
+
+/// An edge's point ids (its own numbering) → global ids. Edges number their points from 0, so
+/// the map is an array (4 bytes a point); ids far past the point limit go to a hash map.
+struct LocalIds {
+    dense: Vec<u32>,
+    sparse: rustc_hash::FxHashMap<u32, u32>,
+    dense_limit: u32,
+    len: usize,
+}
+
+impl LocalIds {
+    const NONE: u32 = u32::MAX;
+
+    fn new(max_points: usize) -> LocalIds {
+        LocalIds {
+            dense: Vec::new(),
+            sparse: Default::default(),
+            dense_limit: u32::try_from(max_points.saturating_mul(2)).unwrap_or(u32::MAX),
+            len: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.dense.clear();
+        self.sparse.clear();
+        self.len = 0;
+    }
+
+    fn insert(&mut self, id: u32, gid: u32) {
+        let fresh = if id < self.dense_limit {
+            let i = id as usize;
+            if i >= self.dense.len() {
+                self.dense.resize(i + 1, Self::NONE);
+            }
+            std::mem::replace(&mut self.dense[i], gid) == Self::NONE
+        } else {
+            self.sparse.insert(id, gid).is_none()
+        };
+        self.len += usize::from(fresh);
+    }
+
+    fn get(&self, id: u32) -> Option<u32> {
+        if id < self.dense_limit {
+            self.dense
+                .get(id as usize)
+                .copied()
+                .filter(|&g| g != Self::NONE)
+        } else {
+            self.sparse.get(&id).copied()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// The points a session has had defined to it: a bit per global id.
@@ -566,34 +619,36 @@ async fn pump(
             .map(|e| e.id)
             .filter(|g| defined.insert(*g))
             .collect();
-        if !new.is_empty() {
-            let defs: Vec<_> = {
+        // Definitions go out a frame at a time, built under a short read lock each, so a big
+        // snapshot never holds a second copy of every name.
+        for chunk in new.chunks(BATCH) {
+            let points: Vec<_> = {
                 let table = hub.core.table_read();
-                new.iter()
+                chunk
+                    .iter()
                     .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g)))
                     .collect()
             };
-            for chunk in defs.chunks(BATCH) {
-                if !tx
-                    .send(Msg::Define(Define {
-                        points: chunk.to_vec(),
-                    }))
-                    .await
-                {
-                    return;
-                }
+            if !tx.send(Msg::Define(Define { points })).await {
+                return;
             }
         }
-        let mut entries = p.entries;
-        while !entries.is_empty() {
-            seq += 1;
-            // The queue's own vector becomes the frame's: no copy for the common small drain.
-            let rest = if entries.len() > BATCH {
-                entries.split_off(BATCH)
-            } else {
-                Vec::new()
+        // A small drain (the common case) goes out as the queue's own vector; a big one is
+        // moved out a frame at a time.
+        let (mut whole, mut rest) = if p.entries.len() <= BATCH {
+            (Some(p.entries), Vec::new().into_iter())
+        } else {
+            (None, p.entries.into_iter())
+        };
+        loop {
+            let updates: Vec<_> = match whole.take() {
+                Some(all) => all,
+                None => rest.by_ref().take(BATCH).collect(),
             };
-            let updates = std::mem::replace(&mut entries, rest);
+            if updates.is_empty() {
+                break;
+            }
+            seq += 1;
             let n = updates.len() as u64;
             if !tx.send(Msg::Data(Data { seq, updates })).await {
                 return;
@@ -622,7 +677,7 @@ pub(crate) async fn route_write(
     }
     let (value, owner, owner_session) = {
         let table = hub.core.table_read();
-        let Some(&gid) = table.by_name.get(w.point.as_str()) else {
+        let Some(gid) = table.gid(&w.point) else {
             return (
                 Quality::BadNodeIdUnknown,
                 format!("no point named {:?} on this hub", w.point),

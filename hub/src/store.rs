@@ -142,16 +142,24 @@ pub struct Store {
     db: Database,
 }
 
+/// Bytes of the store file the hub keeps cached in memory.
+const STORE_CACHE: usize = 16 << 20;
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(db)?;
         let path = dir.join("hub.redb");
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                path: path.display().to_string(),
-            },
-            other => StoreError::Db(format!("{}: {other}", path.display())),
-        })?;
+        // redb caches up to 1 GiB by default; the store is small and read at start, so its
+        // cache is kept to a size that does not count against the point table.
+        let db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                    path: path.display().to_string(),
+                },
+                other => StoreError::Db(format!("{}: {other}", path.display())),
+            })?;
         let tx = db.begin_write().map_err(db_err)?;
         {
             tx.open_table(KEYS).map_err(db_err)?;

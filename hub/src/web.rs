@@ -272,7 +272,7 @@ struct PointsQuery {
 fn point_json(p: &crate::core::PointEntry) -> serde_json::Value {
     let mut v = record::record(&p.name, &p.value, p.quality, p.source_ts, p.hub_ts, false);
     if let Some(m) = v.as_object_mut() {
-        m.insert("unit".into(), json!(p.unit));
+        m.insert("unit".into(), json!(p.unit()));
         m.insert("writable".into(), json!(p.writable));
         m.insert("owner".into(), json!(p.owner.as_ref()));
         m.insert("connected".into(), json!(p.owner_session.is_some()));

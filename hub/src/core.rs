@@ -83,6 +83,14 @@ impl PointEntry {
         }
     }
 
+    /// Marks the point (global id `gid`) changed for the store, listing it once.
+    fn mark_dirty(&mut self, gid: u32, dirty: &mut Vec<u32>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(gid);
+        }
+    }
+
     pub fn unit(&self) -> Option<&str> {
         self.meta.as_ref().and_then(|m| m.unit.as_deref())
     }
@@ -140,15 +148,6 @@ impl Table {
                 .map(|p| Self::hash(&p.name))
                 .unwrap_or(0)
         });
-    }
-
-    fn mark_dirty(points: &mut [PointEntry], dirty: &mut Vec<u32>, gid: u32) {
-        if let Some(p) = points.get_mut(gid as usize) {
-            if !p.dirty {
-                p.dirty = true;
-                dirty.push(gid);
-            }
-        }
     }
 }
 
@@ -255,6 +254,11 @@ impl GidSet {
         self.len == 0
     }
 
+    pub fn clear(&mut self) {
+        self.words.clear();
+        self.len = 0;
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &w)| {
             (0..64u32)
@@ -272,6 +276,49 @@ pub struct SubState {
 
 /// Updates handed to a subscriber's queue at a time while a batch is applied.
 const FANOUT_RUN: usize = 512;
+
+/// Updates collected per subscriber during one table operation, handed to each subscriber's
+/// queue in runs of `run` (one queue lock and one wake-up per run) and at the end.
+struct Fanout {
+    out: Vec<(Arc<Subscriber>, Vec<Entry>)>,
+    slot: rustc_hash::FxHashMap<u64, usize>,
+    run: usize,
+}
+
+impl Fanout {
+    fn new(run: usize) -> Fanout {
+        Fanout {
+            out: Vec::new(),
+            slot: Default::default(),
+            run,
+        }
+    }
+
+    fn add(&mut self, s: &Arc<Subscriber>, e: Entry) {
+        // One subscriber (the common case) needs no look-up.
+        let i = match self.out.first() {
+            Some((first, _)) if self.out.len() == 1 && first.id == s.id => 0,
+            _ => *self.slot.entry(s.id).or_insert_with(|| {
+                self.out
+                    .push((s.clone(), Vec::with_capacity(self.run.min(FANOUT_RUN))));
+                self.out.len() - 1
+            }),
+        };
+        let (sub, run) = &mut self.out[i];
+        run.push(e);
+        if run.len() >= self.run {
+            sub.push_many(run.drain(..));
+        }
+    }
+
+    fn finish(self) {
+        for (s, entries) in self.out {
+            if !entries.is_empty() {
+                s.push_many(entries);
+            }
+        }
+    }
+}
 
 /// Updates replaced in a queue by a newer one, over all subscribers, since start.
 pub static CONFLATED_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -494,7 +541,7 @@ impl Core {
                     p.dtype = d.dtype;
                     p.meta = meta(&d.unit, &d.description);
                     p.writable = d.writable;
-                    Table::mark_dirty(&mut table.points, &mut table.dirty, gid);
+                    p.mark_dirty(gid, &mut table.dirty);
                     gid
                 }
                 None => {
@@ -553,23 +600,7 @@ impl Core {
         let table = &mut *self.table_write();
         let Table { points, dirty, .. } = table;
         let mut n = 0u64;
-        let mut out: Vec<(Arc<Subscriber>, Vec<Entry>)> = Vec::new();
-        let mut slot: rustc_hash::FxHashMap<u64, usize> = Default::default();
-        let mut add = |s: &Arc<Subscriber>, e: Entry| {
-            // One subscriber (the common case) needs no look-up.
-            let i = match out.first() {
-                Some((first, _)) if out.len() == 1 && first.id == s.id => 0,
-                _ => *slot.entry(s.id).or_insert_with(|| {
-                    out.push((s.clone(), Vec::with_capacity(FANOUT_RUN)));
-                    out.len() - 1
-                }),
-            };
-            let (sub, run) = &mut out[i];
-            run.push(e);
-            if run.len() >= FANOUT_RUN {
-                sub.push_many(run.drain(..));
-            }
-        };
+        let mut out = Fanout::new(FANOUT_RUN);
         for (gid, u) in updates {
             let Some(p) = points.get_mut(gid as usize) else {
                 continue;
@@ -580,16 +611,13 @@ impl Core {
                 p.quality = u.quality;
                 p.source_ts = u.source_ts;
                 p.hub_ts = now;
-                if !p.dirty {
-                    p.dirty = true;
-                    dirty.push(gid);
-                }
+                p.mark_dirty(gid, dirty);
                 if p.subs.is_empty() {
                     continue;
                 }
                 let e = p.entry(gid);
                 for s in p.subs.iter() {
-                    add(s, e.clone());
+                    out.add(s, e.clone());
                 }
             } else {
                 if u.source_ts <= p.lost_at {
@@ -604,15 +632,11 @@ impl Core {
                     flags: Update::HISTORY,
                 };
                 for s in p.subs.iter().filter(|s| s.history.load(Ordering::Relaxed)) {
-                    add(s, e.clone());
+                    out.add(s, e.clone());
                 }
             }
         }
-        for (s, entries) in out {
-            if !entries.is_empty() {
-                s.push_many(entries);
-            }
-        }
+        out.finish();
         self.updates_in.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -621,8 +645,8 @@ impl Core {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         let Table { points, dirty, .. } = table;
-        let mut out: Vec<(Arc<Subscriber>, Vec<Entry>)> = Vec::new();
-        let mut slot: rustc_hash::FxHashMap<u64, usize> = Default::default();
+        // Every subscriber learns of the whole loss in one hand-over.
+        let mut out = Fanout::new(usize::MAX);
         for &gid in gids {
             let Some(p) = points.get_mut(gid as usize) else {
                 continue;
@@ -638,23 +662,13 @@ impl Core {
             }
             p.quality = q;
             p.hub_ts = now;
-            if !p.dirty {
-                p.dirty = true;
-                dirty.push(gid);
-            }
+            p.mark_dirty(gid, dirty);
             let e = p.entry(gid);
             for s in p.subs.iter() {
-                let i = *slot.entry(s.id).or_insert_with(|| {
-                    out.push((s.clone(), Vec::new()));
-                    out.len() - 1
-                });
-                out[i].1.push(e.clone());
+                out.add(s, e.clone());
             }
         }
-        // Every subscriber learns of the whole loss in one hand-over.
-        for (s, entries) in out {
-            s.push_many(entries);
-        }
+        out.finish();
     }
 
     /// Takes up to `max` of the points changed since the last call, for the store. The table

@@ -566,23 +566,6 @@ impl LocalIds {
     }
 }
 
-/// The points a session has had defined to it: a bit per global id.
-#[derive(Default)]
-pub(crate) struct Defined(Vec<u64>);
-
-impl Defined {
-    /// Marks `gid`; true if it was not marked before.
-    pub(crate) fn insert(&mut self, gid: u32) -> bool {
-        let (word, bit) = ((gid / 64) as usize, 1u64 << (gid % 64));
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
-        }
-        let new = self.0[word] & bit == 0;
-        self.0[word] |= bit;
-        new
-    }
-}
-
 /// Drains a subscriber's queue into its session whenever the socket can take more.
 async fn pump(
     hub: Arc<Hub>,
@@ -591,7 +574,8 @@ async fn pump(
     closed: tokio_util::sync::CancellationToken,
 ) {
     let mut seq = 0u64;
-    let mut defined = Defined::default();
+    // The points this session has had defined to it.
+    let mut defined = crate::core::GidSet::default();
     loop {
         tokio::select! {
             _ = closed.cancelled() => return,

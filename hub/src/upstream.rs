@@ -15,7 +15,6 @@ use pointhub_client::link::{self, Backoff};
 use pointhub_client::LinkConfig;
 use pointhub_schemas::name::in_namespace;
 use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Quality, Value, WriteResult};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +69,7 @@ pub async fn run(
         hub.core.subscribe(&sub, forward.clone());
         let mut seq = 0u64;
         let mut part = 0u32;
-        let mut defined: HashSet<u32> = HashSet::new();
+        let mut defined = crate::core::GidSet::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let reason = loop {
             tokio::select! {

@@ -199,7 +199,31 @@ async fn birth(l: &Link, n: u32, seq: &mut u64) {
 }
 
 /// Latency split at the hub (µs): source → hub, hub → client; printed with BENCH_VERBOSE.
-static SEGMENTS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+static SEGMENTS: std::sync::Mutex<Vec<(u64, u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Messages per second of a paced publisher: 1,000 (10 updates every millisecond at 10,000/s,
+/// for every system alike); `BENCH_PACE_HZ=10000` sends one update every 100 µs instead.
+fn pace_hz() -> u64 {
+    std::env::var("BENCH_PACE_HZ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Updates per message and time between messages; `None` = as fast as possible, `full` updates
+/// per message.
+fn pace(rate: Option<u64>, full: u32) -> (u32, Duration) {
+    match rate {
+        None => (full, Duration::ZERO),
+        Some(r) => {
+            let batch = r.div_ceil(pace_hz()).max(1);
+            (
+                batch as u32,
+                Duration::from_nanos(batch * 1_000_000_000 / r.max(1)),
+            )
+        }
+    }
+}
 
 /// A subscriber that counts updates and, if asked, records latencies (µs).
 fn spawn_counter(
@@ -226,6 +250,7 @@ fn spawn_counter(
                             (
                                 u.hub_ts.micros_since(u.source_ts),
                                 now.micros_since(u.hub_ts),
+                                u.source_ts.0,
                             )
                         }));
                     }
@@ -256,7 +281,7 @@ async fn pointhub_run(
     secs: f64,
     latency: bool,
 ) -> (f64, f64, Vec<u64>, f64, f64) {
-    let mut pubr = dial(&h.plant, "bench", Role::Edge).await;
+    let pubr = dial(&h.plant, "bench", Role::Edge).await;
     let mut seq = 0;
     birth(&pubr, points, &mut seq).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -282,38 +307,47 @@ async fn pointhub_run(
         v.clear();
     }
     let (hub_cpu0, me_cpu0) = (cpu_secs(h.proc.pid() as u32), cpu_secs(std::process::id()));
+    // The publisher paces itself on its own thread (as the peers' publisher does), so the
+    // sleeps between messages are precise to microseconds rather than the 1 ms of a tokio timer.
+    let handle = tokio::runtime::Handle::current();
     let t0 = Instant::now();
-    let mut v: u64 = 0;
-    let batch: u32 = match rate {
-        None => 2000,
-        Some(r) => (r / 1000).max(1) as u32,
-    };
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while t0.elapsed().as_secs_f64() < secs {
-        if rate.is_some() {
-            tick.tick().await;
-        }
-        let ts = Timestamp::now();
-        let updates: Vec<Update> = (0..batch)
-            .map(|i| {
-                v += 1;
-                Update {
-                    id: (v as u32).wrapping_add(i) % points,
-                    value: Value::UInt(v),
-                    quality: Quality::Good,
-                    source_ts: ts,
-                    hub_ts: Timestamp::NEVER,
-                    flags: 0,
+    let (pubr, v) = tokio::task::spawn_blocking(move || {
+        let mut pubr = pubr;
+        let mut v: u64 = 0;
+        let (batch, period) = pace(rate, 2000);
+        let mut next = Instant::now();
+        while t0.elapsed().as_secs_f64() < secs {
+            if rate.is_some() {
+                next += period;
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
                 }
-            })
-            .collect();
-        seq += 1;
-        if !pubr.session.tx.send(Msg::Data(Data { seq, updates })).await {
-            break;
+            }
+            let ts = Timestamp::now();
+            let updates: Vec<Update> = (0..batch)
+                .map(|i| {
+                    v += 1;
+                    Update {
+                        id: (v as u32).wrapping_add(i) % points,
+                        value: Value::UInt(v),
+                        quality: Quality::Good,
+                        source_ts: ts,
+                        hub_ts: Timestamp::NEVER,
+                        flags: 0,
+                    }
+                })
+                .collect();
+            seq += 1;
+            if !handle.block_on(pubr.session.tx.send(Msg::Data(Data { seq, updates }))) {
+                break;
+            }
+            // Keep the Ack channel drained.
+            while let Ok(_m) = pubr.session.rx.try_recv() {}
         }
-        // Keep the Ack channel drained.
-        while let Ok(_m) = pubr.session.rx.try_recv() {}
-    }
+        (pubr, v)
+    })
+    .await
+    .expect("publisher thread");
     let el = t0.elapsed().as_secs_f64();
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         if let Ok(mut v) = SEGMENTS.lock() {
@@ -330,9 +364,25 @@ async fn pointhub_run(
                     b[b.len() * 99 / 100]
                 );
             }
+            if std::env::var("BENCH_VERBOSE").as_deref() == Ok("2") {
+                let t0 = v.first().map(|x| x.2).unwrap_or(0);
+                for x in v.iter().filter(|x| x.0 > 1000 || x.1 > 1000) {
+                    eprintln!(
+                        "  at {} µs: source→hub {} hub→client {}",
+                        x.2.saturating_sub(t0),
+                        x.0,
+                        x.1
+                    );
+                }
+            }
             v.clear();
         }
-        eprintln!("published {:.0}/s", (v as f64) / el);
+        eprintln!(
+            "published {:.0}/s; hub CPU {:.0} %, bench CPU {:.0} %",
+            (v as f64) / el,
+            (cpu_secs(h.proc.pid() as u32) - hub_cpu0) / el * 100.0,
+            (cpu_secs(std::process::id()) - me_cpu0) / el * 100.0
+        );
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let counts: Vec<f64> = counters
@@ -621,16 +671,13 @@ fn peer_run(
     let mut pubs = connect(proto, b.port, "pub", false);
     let cpu0 = cpu_secs(b.child.id());
     let t0 = Instant::now();
-    let batch = match rate {
-        None => 2000u32,
-        Some(r) => (r / 1000).max(1) as u32,
-    };
+    let (batch, period) = pace(rate, 2000);
     let mut v = 0u32;
     let mut next = Instant::now();
     let mut out = Vec::with_capacity(batch as usize * 64);
     while t0.elapsed().as_secs_f64() < secs {
         if rate.is_some() {
-            next += Duration::from_millis(1);
+            next += period;
             if let Some(d) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(d);
             }

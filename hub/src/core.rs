@@ -674,6 +674,11 @@ impl Core {
     /// Takes up to `max` of the points changed since the last call, for the store. The table
     /// lock is held for cheap copies of the changed points only; the records are built after it
     /// is released.
+    /// How many points changed since they were last saved.
+    pub fn dirty_len(&self) -> usize {
+        self.table_read().dirty.len()
+    }
+
     pub fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
         struct Changed {
             name: Arc<str>,

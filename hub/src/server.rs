@@ -469,14 +469,19 @@ async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
             if let Err(e) = h.access.flush_seen() {
                 warn!(error = %e, "cannot record when keys were last seen");
             }
-            // In slices, so a big birth is saved without a copy of the whole table in memory.
-            loop {
-                let dirty = h.core.take_dirty(SAVE_SLICE);
+            // In slices, so a big birth is saved without a copy of the whole table in memory;
+            // only what was changed when the tick began: points that change while it saves
+            // wait for the next tick (else steady updates keep it committing without a pause).
+            let mut left = h.core.dirty_len();
+            while left > 0 {
+                let dirty = h.core.take_dirty(SAVE_SLICE.min(left));
                 if dirty.is_empty() {
-                    return Ok::<(), crate::store::StoreError>(());
+                    break;
                 }
+                left = left.saturating_sub(dirty.len());
                 h.access.store.save_points(&dirty)?;
             }
+            Ok::<(), crate::store::StoreError>(())
         })
         .await;
         if let Ok(Err(e)) = r {

@@ -965,6 +965,7 @@ async fn resync(r: &mut Report, o: Opts) {
         c = measure("first birth", c, count.clone(), n as u64).await;
         let first = t0.elapsed().as_secs_f64();
         let rss1 = rss_kib(h.proc.pid() as u32);
+        let per = |rss: u64| (rss.saturating_sub(rss0) as f64 * 1024.0) / n as f64;
         // Reconnect: the old session drops, the edge dials again and sends its birth.
         pubr.session.closed.cancel();
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -974,8 +975,18 @@ async fn resync(r: &mut Report, o: Opts) {
         birth(&pubr2, n, &mut seq2).await;
         let _c = measure("reconnect", c, count.clone(), n as u64).await;
         let again = t1.elapsed().as_secs_f64();
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            let rss2 = rss_kib(h.proc.pid() as u32);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            eprintln!(
+                "{n} points: RSS growth per point {:.0} B after the first birth, {:.0} after the reconnect, {:.0} 3 s later",
+                per(rss1),
+                per(rss2),
+                per(rss_kib(h.proc.pid() as u32))
+            );
+        }
         stop.store(true, Ordering::Relaxed);
-        let per_point = (rss1.saturating_sub(rss0) as f64 * 1024.0) / n as f64;
+        let per_point = per(rss1);
         r.add(format!(
             "| {n} | {first:.2} | {again:.2} | {per_point:.0} |"
         ));

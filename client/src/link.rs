@@ -134,14 +134,15 @@ pub enum FrameKind {
 
 /// A WebSocket message type the session driver can use (tungstenite's and axum's).
 pub trait WsMessage: Send + Sized + 'static {
-    fn binary(bytes: Vec<u8>) -> Self;
+    /// A binary message; `Bytes`, so a frame shared by many sessions goes out without a copy.
+    fn binary(bytes: Bytes) -> Self;
     fn close() -> Self;
     fn kind(self) -> FrameKind;
 }
 
 impl WsMessage for tokio_tungstenite::tungstenite::Message {
-    fn binary(bytes: Vec<u8>) -> Self {
-        Self::Binary(bytes.into())
+    fn binary(bytes: Bytes) -> Self {
+        Self::Binary(bytes)
     }
     fn close() -> Self {
         Self::Close(None)
@@ -330,8 +331,8 @@ async fn write_loop<K, M>(
                     let mut n = 0;
                     loop {
                         let frame = match item {
-                            Outgoing::Msg(m) => M::binary(schemas::encode(&m)),
-                            Outgoing::Frame(b) => M::binary(b.to_vec()),
+                            Outgoing::Msg(m) => M::binary(schemas::encode(&m).into()),
+                            Outgoing::Frame(b) => M::binary(b),
                             Outgoing::Close => {
                                 sink.flush().await.map_err(|e| e.to_string())?;
                                 let _ = sink.send(M::close()).await;
@@ -355,7 +356,7 @@ async fn write_loop<K, M>(
                 }
                 _ = tick.tick() => {
                     let ping = Msg::Ping(Ping { t: Timestamp::now() });
-                    sink.send(M::binary(schemas::encode(&ping))).await.map_err(|e| e.to_string())?;
+                    sink.send(M::binary(schemas::encode(&ping).into())).await.map_err(|e| e.to_string())?;
                 }
             }
         }

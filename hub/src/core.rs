@@ -17,18 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
-/// One point in the table.
+/// One point in the table. Kept small (96 bytes): a hub holds millions of them.
 pub struct PointEntry {
-    pub name: Arc<str>,
+    /// Where the name is in the table's name arena ([`Table::name`]).
+    name: NameRef,
     pub dtype: DataType,
     /// Unit and description, boxed: most points have neither, and a million points should
     /// not carry two empty strings each.
     meta: Option<Box<Meta>>,
     pub writable: bool,
-    /// The node that is the authority for the point.
-    pub owner: Arc<str>,
-    /// The owner's session id while it is connected.
-    pub owner_session: Option<u64>,
+    /// The node that is the authority for the point: an index into the table's owners
+    /// ([`Table::owner`]).
+    owner: u32,
+    /// The owner's session id while it is connected, [`NO_SESSION`] when not.
+    owner_session: u64,
     pub value: Value,
     pub quality: Quality,
     pub source_ts: Timestamp,
@@ -39,6 +41,17 @@ pub struct PointEntry {
     /// The device time of the last live value when the authority was lost: history replays at
     /// or before it were already delivered live, and are not sent again.
     lost_at: Timestamp,
+}
+
+/// `owner_session` of a point whose authority is not connected.
+const NO_SESSION: u64 = u64::MAX;
+
+/// Where a point's name is in [`Table`]'s name arena: every name in one string, so a name
+/// costs its bytes and 8 bytes here, not a pointer and an allocation of its own (≈ 64 bytes).
+#[derive(Clone, Copy)]
+struct NameRef {
+    at: u32,
+    len: u32,
 }
 
 /// A point as the store keeps it across restarts.
@@ -72,10 +85,15 @@ fn meta(unit: &Option<String>, description: &Option<String>) -> Option<Box<Meta>
 }
 
 impl PointEntry {
-    pub fn def(&self, id: u32) -> PointDef {
+    /// The owner's session id while it is connected.
+    pub fn owner_session(&self) -> Option<u64> {
+        (self.owner_session != NO_SESSION).then_some(self.owner_session)
+    }
+
+    pub fn def(&self, table: &Table, id: u32) -> PointDef {
         PointDef {
             id,
-            name: self.name.to_string(),
+            name: table.name(self).to_string(),
             dtype: self.dtype,
             unit: self.unit().map(str::to_string),
             description: self.meta.as_ref().and_then(|m| m.description.clone()),
@@ -118,9 +136,51 @@ pub struct Table {
     /// Points changed since the store last saved them, so that saving costs the changes, not
     /// a walk over the whole table under its lock.
     dirty: Vec<u32>,
+    /// Every point's name, one after another (points are never removed, names never change).
+    names: String,
+    /// The nodes that own points, each once, and their indexes.
+    owners: Vec<Arc<str>>,
+    owner_index: rustc_hash::FxHashMap<Arc<str>, u32>,
+}
+
+fn name_in<'a>(names: &'a str, p: &PointEntry) -> &'a str {
+    names
+        .get(p.name.at as usize..(p.name.at as usize + p.name.len as usize))
+        .unwrap_or("")
 }
 
 impl Table {
+    /// A point's name.
+    pub fn name<'a>(&'a self, p: &PointEntry) -> &'a str {
+        name_in(&self.names, p)
+    }
+
+    /// The node that is a point's authority.
+    pub fn owner(&self, p: &PointEntry) -> &Arc<str> {
+        static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "".into());
+        self.owners.get(p.owner as usize).unwrap_or(&NONE)
+    }
+
+    /// The index of `owner`, added if new.
+    fn owner_id(&mut self, owner: &Arc<str>) -> u32 {
+        if let Some(&i) = self.owner_index.get(owner) {
+            return i;
+        }
+        let i = self.owners.len() as u32;
+        self.owners.push(owner.clone());
+        self.owner_index.insert(owner.clone(), i);
+        i
+    }
+
+    /// Puts a name in the arena; `None` once the arena would pass 4 GiB.
+    fn add_name(&mut self, name: &str) -> Option<NameRef> {
+        let at = u32::try_from(self.names.len()).ok()?;
+        let len = u32::try_from(name.len()).ok()?;
+        at.checked_add(len)?;
+        self.names.push_str(name);
+        Some(NameRef { at, len })
+    }
+
     fn hash(name: &str) -> u64 {
         use std::hash::BuildHasher;
         rustc_hash::FxBuildHasher.hash_one(name)
@@ -128,10 +188,12 @@ impl Table {
 
     /// The global id of a point by name.
     pub fn gid(&self, name: &str) -> Option<u32> {
-        let points = &self.points;
+        let (points, names) = (&self.points, &self.names);
         self.by_name
             .find(Self::hash(name), |&g| {
-                points.get(g as usize).is_some_and(|p| &*p.name == name)
+                points
+                    .get(g as usize)
+                    .is_some_and(|p| name_in(names, p) == name)
             })
             .copied()
     }
@@ -141,13 +203,14 @@ impl Table {
         let Some(p) = self.points.get(gid as usize) else {
             return;
         };
-        let points = &self.points;
-        self.by_name.insert_unique(Self::hash(&p.name), gid, |&g| {
-            points
-                .get(g as usize)
-                .map(|p| Self::hash(&p.name))
-                .unwrap_or(0)
-        });
+        let (points, names) = (&self.points, &self.names);
+        self.by_name
+            .insert_unique(Self::hash(name_in(names, p)), gid, |&g| {
+                points
+                    .get(g as usize)
+                    .map(|p| Self::hash(name_in(names, p)))
+                    .unwrap_or(0)
+            });
     }
 }
 
@@ -168,14 +231,18 @@ pub struct Pending {
     pub overflow: bool,
 }
 
-/// The subscribers of one point, shared: points with the same subscribers hold the same slice,
-/// so a million points subscribed by the same clients cost one pointer each.
+/// The subscribers of one point, shared: points with the same subscribers hold the same list,
+/// so a million points subscribed by the same clients cost one (thin, 8-byte) pointer each.
 #[derive(Clone, Default)]
-pub struct SubSet(Option<Arc<[Arc<Subscriber>]>>);
+pub struct SubSet(Option<Arc<Box<[Arc<Subscriber>]>>>);
 
 impl SubSet {
+    fn of(list: Vec<Arc<Subscriber>>) -> SubSet {
+        SubSet((!list.is_empty()).then(|| Arc::new(list.into_boxed_slice())))
+    }
+
     pub fn iter(&self) -> std::slice::Iter<'_, Arc<Subscriber>> {
-        self.0.as_deref().unwrap_or(&[]).iter()
+        self.0.as_deref().map(|l| &l[..]).unwrap_or(&[]).iter()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -183,7 +250,10 @@ impl SubSet {
     }
 
     fn key(&self) -> usize {
-        self.0.as_ref().map(|a| a.as_ptr() as usize).unwrap_or(0)
+        self.0
+            .as_ref()
+            .map(|a| Arc::as_ptr(a) as usize)
+            .unwrap_or(0)
     }
 }
 
@@ -202,7 +272,7 @@ impl SetChanges {
             if !v.iter().any(|s| s.id == sub.id) {
                 v.push(sub.clone());
             }
-            (old.clone(), SubSet(Some(v.into())))
+            (old.clone(), SubSet::of(v))
         });
         new.clone()
     }
@@ -210,7 +280,7 @@ impl SetChanges {
     fn without(&mut self, old: &SubSet, id: u64) -> SubSet {
         let (_, new) = self.done.entry(old.key()).or_insert_with(|| {
             let v: Vec<Arc<Subscriber>> = old.iter().filter(|s| s.id != id).cloned().collect();
-            (old.clone(), SubSet((!v.is_empty()).then(|| v.into())))
+            (old.clone(), SubSet::of(v))
         });
         new.clone()
     }
@@ -518,6 +588,7 @@ impl Core {
         namespace: &str,
     ) -> Result<Vec<u32>, BirthError> {
         let table = &mut *self.table_write();
+        let owner_id = table.owner_id(owner);
         let mut gids = Vec::with_capacity(defs.len());
         let mut new_gids = Vec::new();
         for d in defs {
@@ -530,14 +601,15 @@ impl Core {
             let gid = match table.gid(&d.name) {
                 Some(gid) => {
                     let p = &mut table.points[gid as usize];
-                    if p.owner != *owner && p.owner_session.is_some() {
+                    if p.owner != owner_id && p.owner_session != NO_SESSION {
+                        let owner = table.owners.get(p.owner as usize);
                         return Err(BirthError::Conflict {
                             name: d.name.clone(),
-                            owner: p.owner.to_string(),
+                            owner: owner.map(|o| o.to_string()).unwrap_or_default(),
                         });
                     }
-                    p.owner = owner.clone();
-                    p.owner_session = Some(session);
+                    p.owner = owner_id;
+                    p.owner_session = session;
                     p.dtype = d.dtype;
                     p.meta = meta(&d.unit, &d.description);
                     p.writable = d.writable;
@@ -549,14 +621,16 @@ impl Core {
                         return Err(BirthError::TooMany(self.max_points_per_node));
                     }
                     let gid = table.points.len() as u32;
-                    let name: Arc<str> = d.name.as_str().into();
+                    let Some(name) = table.add_name(&d.name) else {
+                        return Err(BirthError::TooMany(table.points.len()));
+                    };
                     table.points.push(PointEntry {
-                        name: name.clone(),
+                        name,
                         dtype: d.dtype,
                         meta: meta(&d.unit, &d.description),
                         writable: d.writable,
-                        owner: owner.clone(),
-                        owner_session: Some(session),
+                        owner: owner_id,
+                        owner_session: session,
                         value: Value::Null,
                         quality: Quality::BadWaitingForInitialData,
                         source_ts: Timestamp::NEVER,
@@ -581,7 +655,7 @@ impl Core {
                 };
                 for &gid in &new_gids {
                     let p = &mut table.points[gid as usize];
-                    if sub.wants(&st, &p.name) && st.member.insert(gid) {
+                    if sub.wants(&st, name_in(&table.names, p)) && st.member.insert(gid) {
                         p.subs = changes.with(&p.subs, &sub);
                     }
                 }
@@ -651,10 +725,10 @@ impl Core {
             let Some(p) = points.get_mut(gid as usize) else {
                 continue;
             };
-            if p.owner_session != Some(session) {
+            if p.owner_session != session {
                 continue; // someone else took it over meanwhile
             }
-            p.owner_session = None;
+            p.owner_session = NO_SESSION;
             p.lost_at = p.source_ts;
             let q = Quality::stale_from(p.quality, !p.value.is_null());
             if q == p.quality {
@@ -681,7 +755,7 @@ impl Core {
 
     pub fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
         struct Changed {
-            name: Arc<str>,
+            name: String,
             owner: Arc<str>,
             dtype: DataType,
             meta: Option<(Option<String>, Option<String>)>,
@@ -700,8 +774,12 @@ impl Core {
                     let p = table.points.get_mut(gid as usize)?;
                     p.dirty = false;
                     Some(Changed {
-                        name: p.name.clone(),
-                        owner: p.owner.clone(),
+                        name: name_in(&table.names, p).into(),
+                        owner: table
+                            .owners
+                            .get(p.owner as usize)
+                            .cloned()
+                            .unwrap_or_default(),
                         dtype: p.dtype,
                         meta: p
                             .meta
@@ -721,7 +799,7 @@ impl Core {
             .map(|c| {
                 let (unit, description) = c.meta.unwrap_or_default();
                 SavedPoint {
-                    name: c.name.to_string(),
+                    name: c.name,
                     dtype: c.dtype,
                     unit,
                     description,
@@ -745,15 +823,18 @@ impl Core {
                 continue;
             }
             let gid = table.points.len() as u32;
-            let name: Arc<str> = s.name.as_str().into();
+            let Some(name) = table.add_name(&s.name) else {
+                continue;
+            };
+            let owner = table.owner_id(&s.owner.as_str().into());
             let quality = Quality::stale_from(s.quality, !s.value.is_null());
             table.points.push(PointEntry {
-                name: name.clone(),
+                name,
                 dtype: s.dtype,
                 meta: meta(&s.unit, &s.description),
                 writable: s.writable,
-                owner: s.owner.as_str().into(),
-                owner_session: None,
+                owner,
+                owner_session: NO_SESSION,
                 value: s.value,
                 quality,
                 source_ts: s.source_ts,
@@ -783,9 +864,10 @@ impl Core {
         st.patterns.extend(patterns);
         let mut snapshot = Vec::new();
         let mut changes = SetChanges::default();
-        for (gid, p) in table.points.iter_mut().enumerate() {
+        let Table { points, names, .. } = table;
+        for (gid, p) in points.iter_mut().enumerate() {
             let gid = gid as u32;
-            if sub.wants(&st, &p.name) {
+            if sub.wants(&st, name_in(names, p)) {
                 if st.member.insert(gid) {
                     p.subs = changes.with(&p.subs, sub);
                 }
@@ -806,11 +888,12 @@ impl Core {
             .retain(|p| !patterns.iter().any(|x| x == p.as_str()));
         let members: Vec<u32> = st.member.iter().collect();
         let mut changes = SetChanges::default();
+        let Table { points, names, .. } = table;
         for gid in members {
-            let Some(p) = table.points.get_mut(gid as usize) else {
+            let Some(p) = points.get_mut(gid as usize) else {
                 continue;
             };
-            if !sub.wants(&st, &p.name) {
+            if !sub.wants(&st, name_in(names, p)) {
                 st.member.remove(gid);
                 p.subs = changes.without(&p.subs, sub.id);
             }
@@ -947,6 +1030,46 @@ mod tests {
             ]
         );
         assert_eq!(sub.conflated.load(Ordering::Relaxed), 99);
+    }
+
+    #[test]
+    fn names_and_owners_are_kept_once_and_entries_stay_small() {
+        // A hub holds millions of entries: 96 bytes each is part of the memory budget.
+        assert!(std::mem::size_of::<PointEntry>() <= 96);
+        let core = Core::new(1000);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let names = ["a/x", "a/ü/长い名前", "a/y"];
+        let defs: Vec<PointDef> = names.iter().map(|n| def(n)).collect();
+        let gids = core.define(&a, 1, &defs, 0, |_| true, "").expect("a");
+        core.define(&b, 2, &[def("b/z")], 0, |_| true, "")
+            .expect("b");
+        core.authority_lost(1, &gids);
+        // b takes over a/y; a's other points keep their owner.
+        core.define(&b, 2, &[def("a/y")], 0, |_| true, "")
+            .expect("free once a is gone");
+        let t = core.table_read();
+        for (gid, name) in gids.iter().zip(names) {
+            assert_eq!(t.gid(name), Some(*gid));
+            assert_eq!(t.name(&t.points[*gid as usize]), name);
+        }
+        let owner = |n: &str| t.gid(n).map(|g| t.owner(&t.points[g as usize]).to_string());
+        assert_eq!(owner("a/x").as_deref(), Some("a"));
+        assert_eq!(owner("a/y").as_deref(), Some("b"));
+        assert_eq!(owner("b/z").as_deref(), Some("b"));
+        assert_eq!(t.owners.len(), 2);
+        assert_eq!(t.points[gids[0] as usize].owner_session(), None);
+        assert_eq!(t.points[gids[2] as usize].owner_session(), Some(2));
+        assert_eq!(t.gid("a/none"), None);
+        // Saved and restored points keep their names and owners.
+        drop(t);
+        let saved = core.take_dirty(usize::MAX);
+        let again = Core::new(1000);
+        again.restore(saved.clone());
+        let t = again.table_read();
+        for s in &saved {
+            let g = t.gid(&s.name).expect("restored");
+            assert_eq!(t.owner(&t.points[g as usize]).as_ref(), s.owner);
+        }
     }
 
     #[test]

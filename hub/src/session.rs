@@ -9,6 +9,7 @@ use crate::config::NodeEntry;
 use crate::core::Subscriber;
 use crate::server::{Hub, LiveNode, Peer};
 use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pointhub_client::link::{spawn_session, FrameKind, Session, SessionOpts, SessionTx, WsMessage};
 use pointhub_schemas::name::in_namespace;
@@ -29,8 +30,8 @@ const BATCH: usize = 4096;
 struct AxumMsg(Message);
 
 impl WsMessage for AxumMsg {
-    fn binary(bytes: Vec<u8>) -> Self {
-        AxumMsg(Message::Binary(bytes.into()))
+    fn binary(bytes: Bytes) -> Self {
+        AxumMsg(Message::Binary(bytes))
     }
     fn close() -> Self {
         AxumMsg(Message::Close(None))
@@ -616,7 +617,7 @@ async fn pump(
                 let table = hub.core.table_read();
                 chunk
                     .iter()
-                    .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g)))
+                    .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(&table, g)))
                     .collect()
             };
             if !tx.send(Msg::Define(Define { points })).await {
@@ -689,7 +690,7 @@ pub(crate) async fn route_write(
                 )
             }
         };
-        (value, p.owner.to_string(), p.owner_session)
+        (value, table.owner(p).to_string(), p.owner_session())
     };
     let Some(owner_session) = owner_session else {
         return (

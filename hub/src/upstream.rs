@@ -81,13 +81,13 @@ pub async fn run(
                     }
                     let entries: Vec<_> = {
                         let table = hub.core.table_read();
-                        p.entries.into_iter().filter(|e| table.points.get(e.id as usize).is_some_and(|pt| !in_namespace(&pt.name, &own_sys))).collect()
+                        p.entries.into_iter().filter(|e| table.points.get(e.id as usize).is_some_and(|pt| !in_namespace(table.name(pt), &own_sys))).collect()
                     };
                     let new: Vec<u32> = entries.iter().map(|e| e.id).filter(|g| defined.insert(*g)).collect();
                     if !new.is_empty() {
                         let defs: Vec<_> = {
                             let table = hub.core.table_read();
-                            new.iter().filter_map(|&g| table.points.get(g as usize).map(|p| p.def(g))).collect()
+                            new.iter().filter_map(|&g| table.points.get(g as usize).map(|p| p.def(&table, g))).collect()
                         };
                         for chunk in defs.chunks(BATCH) {
                             seq += 1;

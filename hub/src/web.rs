@@ -269,13 +269,20 @@ struct PointsQuery {
     pattern: Option<String>,
 }
 
-fn point_json(p: &crate::core::PointEntry) -> serde_json::Value {
-    let mut v = record::record(&p.name, &p.value, p.quality, p.source_ts, p.hub_ts, false);
+fn point_json(table: &crate::core::Table, p: &crate::core::PointEntry) -> serde_json::Value {
+    let mut v = record::record(
+        table.name(p),
+        &p.value,
+        p.quality,
+        p.source_ts,
+        p.hub_ts,
+        false,
+    );
     if let Some(m) = v.as_object_mut() {
         m.insert("unit".into(), json!(p.unit()));
         m.insert("writable".into(), json!(p.writable));
-        m.insert("owner".into(), json!(p.owner.as_ref()));
-        m.insert("connected".into(), json!(p.owner_session.is_some()));
+        m.insert("owner".into(), json!(table.owner(p).as_ref()));
+        m.insert("connected".into(), json!(p.owner_session().is_some()));
     }
     v
 }
@@ -294,11 +301,12 @@ async fn api_points(
         .points
         .iter()
         .filter(|pt| {
-            pattern.matches(&pt.name)
-                && read.iter().any(|r| r.matches(&pt.name))
-                && p.sees_node(&pt.owner)
+            let name = table.name(pt);
+            pattern.matches(name)
+                && read.iter().any(|r| r.matches(name))
+                && p.sees_node(table.owner(pt))
         })
-        .map(point_json)
+        .map(|pt| point_json(&table, pt))
         .collect();
     drop(table);
     out.sort_by(|a, b| a["point"].as_str().cmp(&b["point"].as_str()));
@@ -315,8 +323,11 @@ async fn api_nodes(
         .execute(AdminRequest::KeysList, "console")
         .unwrap_or_else(|_| json!([]));
     let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for pt in &hub.core.table_read().points {
-        *counts.entry(pt.owner.to_string()).or_default() += 1;
+    {
+        let table = hub.core.table_read();
+        for pt in &table.points {
+            *counts.entry(table.owner(pt).to_string()).or_default() += 1;
+        }
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -599,7 +610,7 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket) {
                     pending
                         .entries
                         .iter()
-                        .filter_map(|e| table.points.get(e.id as usize).map(|pt| record::record(&pt.name, &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0)))
+                        .filter_map(|e| table.points.get(e.id as usize).map(|pt| record::record(table.name(pt), &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0)))
                         .collect()
                 };
                 for chunk in updates.chunks(1000) {

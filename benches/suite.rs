@@ -225,14 +225,40 @@ fn pace(rate: Option<u64>, full: u32) -> (u32, Duration) {
     }
 }
 
-/// A subscriber that counts updates and, if asked, records latencies (µs).
+/// Runs `f` on a thread of its own with a single-threaded tokio runtime: the publisher and each
+/// client get a thread, as the peers' publisher and readers do, so their links' reader and writer
+/// tasks run where they are woken instead of waking another thread for every frame.
+fn on_thread<T, F>(f: impl FnOnce() -> F + Send + 'static) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(f())
+    })
+}
+
+async fn dial_cfg(cfg: &pointhub_client::LinkConfig) -> Link {
+    link::dial(cfg, &cfg.hubs[0], &CancellationToken::new())
+        .await
+        .expect("dial")
+}
+
+/// A client on a thread of its own: subscribes to everything, says so on `ready`, then counts
+/// updates and, if asked, records latencies (µs × 1000) while `recording`, until `stop`.
 fn spawn_counter(
-    mut l: Link,
+    cfg: pointhub_client::LinkConfig,
     count: Arc<AtomicU64>,
     lat: Option<Arc<std::sync::Mutex<Vec<u64>>>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    [recording, stop]: [Arc<AtomicBool>; 2],
+    ready: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<()> {
+    on_thread(move || async move {
+        let mut l = dial_cfg(&cfg).await;
         l.session
             .tx
             .send(Msg::Subscribe(Subscribe {
@@ -240,34 +266,40 @@ fn spawn_counter(
                 history: false,
             }))
             .await;
-        while let Some(m) = l.session.rx.recv().await {
+        let _ = ready.send(());
+        let mut lats = Vec::new();
+        let mut segs = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let m =
+                match tokio::time::timeout(Duration::from_millis(100), l.session.rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(_) => continue,
+                };
             if let Msg::Data(d) = m {
                 count.fetch_add(d.updates.len() as u64, Ordering::Relaxed);
-                if let Some(lat) = &lat {
+                if lat.is_some() && recording.load(Ordering::Relaxed) {
                     let now = Timestamp::now();
-                    if let Ok(mut v) = SEGMENTS.lock() {
-                        v.extend(d.updates.iter().filter(|u| u.quality.is_good()).map(|u| {
-                            (
-                                u.hub_ts.micros_since(u.source_ts),
-                                now.micros_since(u.hub_ts),
-                                u.source_ts.0,
-                            )
-                        }));
-                    }
-                    if let Ok(mut v) = lat.lock() {
-                        v.extend(
-                            d.updates
-                                .iter()
-                                .filter(|u| u.quality.is_good())
-                                .map(|u| now.micros_since(u.source_ts) * 1000),
-                        );
+                    for u in d.updates.iter().filter(|u| u.quality.is_good()) {
+                        segs.push((
+                            u.hub_ts.micros_since(u.source_ts),
+                            now.micros_since(u.hub_ts),
+                            u.source_ts.0,
+                        ));
+                        lats.push(now.micros_since(u.source_ts) * 1000);
                     }
                 }
             }
-            if stop.load(Ordering::Relaxed) {
-                break;
+        }
+        if let Some(lat) = &lat {
+            if let Ok(mut v) = lat.lock() {
+                v.extend(lats);
+            }
+            if let Ok(mut v) = SEGMENTS.lock() {
+                v.extend(segs);
             }
         }
+        l.session.closed.cancel();
     })
 }
 
@@ -281,43 +313,33 @@ async fn pointhub_run(
     secs: f64,
     latency: bool,
 ) -> (f64, f64, Vec<u64>, f64, f64) {
-    let pubr = dial(&h.plant, "bench", Role::Edge).await;
-    let mut seq = 0;
-    birth(&pubr, points, &mut seq).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let lat = latency.then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
-    let mut counters = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let c = Arc::new(AtomicU64::new(0));
-        let l = dial(&h.plant, &format!("c{}", i % clients.max(1)), Role::Client).await;
-        tasks.push(spawn_counter(l, c.clone(), lat.clone(), stop.clone()));
-        counters.push(c);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for c in &counters {
-        c.store(0, Ordering::Relaxed);
-    }
-    if let Some(l) = &lat {
-        if let Ok(mut v) = l.lock() {
-            v.clear();
-        }
-    }
-    if let Ok(mut v) = SEGMENTS.lock() {
-        v.clear();
-    }
-    let (hub_cpu0, me_cpu0) = (cpu_secs(h.proc.pid() as u32), cpu_secs(std::process::id()));
-    // The publisher paces itself on its own thread (as the peers' publisher does), so the
-    // sleeps between messages are precise to microseconds rather than the 1 ms of a tokio timer.
-    let handle = tokio::runtime::Handle::current();
-    let t0 = Instant::now();
-    let (pubr, v) = tokio::task::spawn_blocking(move || {
-        let mut pubr = pubr;
+    // The publisher: dials and sends its birth, says so, waits for the go, then publishes.
+    let (pub_ready_tx, pub_ready) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go) = std::sync::mpsc::channel::<Instant>();
+    let pub_cfg = link_cfg(&h.plant, "bench", Role::Edge);
+    let publisher = on_thread(move || async move {
+        let mut pubr = dial_cfg(&pub_cfg).await;
+        let mut seq = 0;
+        birth(&pubr, points, &mut seq).await;
+        let _ = pub_ready_tx.send(());
+        // Wait for the go with the runtime running, so the birth goes out and pings are answered.
+        let t0 = loop {
+            match go.try_recv() {
+                Ok(t0) => break t0,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    while let Ok(_m) = pubr.session.rx.try_recv() {}
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return 0,
+            }
+        };
         let mut v: u64 = 0;
         let (batch, period) = pace(rate, 2000);
         let mut next = Instant::now();
         while t0.elapsed().as_secs_f64() < secs {
             if rate.is_some() {
+                // Paced with the thread's own sleep (precise to microseconds; a tokio timer
+                // ticks in milliseconds). Nothing else on this thread needs to run meanwhile.
                 next += period;
                 if let Some(d) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
@@ -338,17 +360,76 @@ async fn pointhub_run(
                 })
                 .collect();
             seq += 1;
-            if !handle.block_on(pubr.session.tx.send(Msg::Data(Data { seq, updates }))) {
+            if !pubr.session.tx.send(Msg::Data(Data { seq, updates })).await {
                 break;
             }
-            // Keep the Ack channel drained.
+            // Let the link's writer send it (and its reader take Acks) before the next sleep.
+            tokio::task::yield_now().await;
             while let Ok(_m) = pubr.session.rx.try_recv() {}
         }
-        (pubr, v)
+        pubr.session.closed.cancel();
+        v
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let recording = Arc::new(AtomicBool::new(false));
+    let lat = latency.then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+    let mut counters = Vec::new();
+    let mut threads = Vec::new();
+    let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
+    for i in 0..clients {
+        let c = Arc::new(AtomicU64::new(0));
+        let cfg = link_cfg(&h.plant, &format!("c{i}"), Role::Client);
+        threads.push(spawn_counter(
+            cfg,
+            c.clone(),
+            lat.clone(),
+            [recording.clone(), stop.clone()],
+            ready_tx.clone(),
+        ));
+        counters.push(c);
+    }
+    drop(ready_tx);
+    let waited = tokio::task::spawn_blocking(move || {
+        let subscribed = (0..clients).filter(|_| ready.recv().is_ok()).count();
+        (subscribed, pub_ready.recv().is_ok())
     })
     .await
-    .expect("publisher thread");
+    .expect("ready");
+    assert!(
+        waited.0 == clients && waited.1,
+        "bench links did not come up"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for c in &counters {
+        c.store(0, Ordering::Relaxed);
+    }
+    if let Ok(mut v) = SEGMENTS.lock() {
+        v.clear();
+    }
+    let (hub_cpu0, me_cpu0) = (cpu_secs(h.proc.pid() as u32), cpu_secs(std::process::id()));
+    let t0 = Instant::now();
+    recording.store(true, Ordering::Relaxed);
+    let _ = go_tx.send(t0);
+    let v = tokio::task::spawn_blocking(move || publisher.join().unwrap_or(0))
+        .await
+        .unwrap_or(0);
     let el = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let counts: Vec<f64> = counters
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) as f64 / el)
+        .collect();
+    let (hub_cpu, me_cpu) = (
+        cpu_secs(h.proc.pid() as u32) - hub_cpu0,
+        cpu_secs(std::process::id()) - me_cpu0,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         if let Ok(mut v) = SEGMENTS.lock() {
             let mut a: Vec<u64> = v.iter().map(|x| x.0).collect();
@@ -380,24 +461,10 @@ async fn pointhub_run(
         eprintln!(
             "published {:.0}/s; hub CPU {:.0} %, bench CPU {:.0} %",
             (v as f64) / el,
-            (cpu_secs(h.proc.pid() as u32) - hub_cpu0) / el * 100.0,
-            (cpu_secs(std::process::id()) - me_cpu0) / el * 100.0
+            hub_cpu / el * 100.0,
+            me_cpu / el * 100.0
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let counts: Vec<f64> = counters
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed) as f64 / el)
-        .collect();
-    let (hub_cpu, me_cpu) = (
-        cpu_secs(h.proc.pid() as u32) - hub_cpu0,
-        cpu_secs(std::process::id()) - me_cpu0,
-    );
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.abort();
-    }
-    pubr.session.closed.cancel();
     let total: f64 = counts.iter().sum();
     let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
     let mut l = lat

@@ -143,7 +143,7 @@ pub struct Store {
 }
 
 /// Bytes of the store file the hub keeps cached in memory.
-const STORE_CACHE: usize = 1 << 20;
+const STORE_CACHE: usize = 4 << 20;
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {

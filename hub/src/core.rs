@@ -345,7 +345,7 @@ pub struct SubState {
 }
 
 /// Updates handed to a subscriber's queue at a time while a batch is applied.
-const FANOUT_RUN: usize = 512;
+pub(crate) const FANOUT_RUN: usize = 512;
 
 /// Updates collected per subscriber during one table operation, handed to each subscriber's
 /// queue in runs of `run` (one queue lock and one wake-up per run) and at the end.
@@ -755,7 +755,9 @@ impl Core {
 
     pub fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
         struct Changed {
-            name: String,
+            /// Where the name is in `names` below: one buffer, not an allocation per point,
+            /// while the table lock is held.
+            name: (usize, usize),
             owner: Arc<str>,
             dtype: DataType,
             meta: Option<(Option<String>, Option<String>)>,
@@ -765,6 +767,7 @@ impl Core {
             source_ts: Timestamp,
             hub_ts: Timestamp,
         }
+        let mut names = String::new();
         let changed: Vec<Changed> = {
             let table = &mut *self.table_write();
             let keep = table.dirty.len().saturating_sub(max);
@@ -773,8 +776,10 @@ impl Core {
                 .filter_map(|&gid| {
                     let p = table.points.get_mut(gid as usize)?;
                     p.dirty = false;
+                    let name = name_in(&table.names, p);
+                    names.push_str(name);
                     Some(Changed {
-                        name: name_in(&table.names, p).into(),
+                        name: (names.len() - name.len(), name.len()),
                         owner: table
                             .owners
                             .get(p.owner as usize)
@@ -799,7 +804,10 @@ impl Core {
             .map(|c| {
                 let (unit, description) = c.meta.unwrap_or_default();
                 SavedPoint {
-                    name: c.name,
+                    name: names
+                        .get(c.name.0..c.name.0 + c.name.1)
+                        .unwrap_or_default()
+                        .to_string(),
                     dtype: c.dtype,
                     unit,
                     description,

@@ -454,7 +454,7 @@ async fn accept_loop(
 }
 
 /// Points saved per store transaction.
-const SAVE_SLICE: usize = 20_000;
+const SAVE_SLICE: usize = 1_000;
 
 /// Saves changed points to the store every second, and once more at shutdown.
 async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
@@ -472,14 +472,26 @@ async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
             // In slices, so a big birth is saved without a copy of the whole table in memory;
             // only what was changed when the tick began: points that change while it saves
             // wait for the next tick (else steady updates keep it committing without a pause).
+            // Small slices with a pause as long as the slice took: the saver takes at most
+            // half a core, a millisecond or so at a time, rather than a burst that takes a
+            // whole core from the sessions. One disk flush per tick, at its last slice.
             let mut left = h.core.dirty_len();
+            let mut unsynced = false;
             while left > 0 {
+                let t = std::time::Instant::now();
                 let dirty = h.core.take_dirty(SAVE_SLICE.min(left));
                 if dirty.is_empty() {
                     break;
                 }
                 left = left.saturating_sub(dirty.len());
-                h.access.store.save_points(&dirty)?;
+                h.access.store.save_points(&dirty, left == 0)?;
+                unsynced = left > 0;
+                if left > 0 && !last {
+                    std::thread::sleep(t.elapsed().max(Duration::from_millis(1)));
+                }
+            }
+            if unsynced {
+                h.access.store.sync()?;
             }
             Ok::<(), crate::store::StoreError>(())
         })

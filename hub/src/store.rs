@@ -356,12 +356,21 @@ impl Store {
         self.all(API_TOKENS)
     }
 
-    /// Saves point states, all in one transaction.
-    pub fn save_points(&self, points: &[crate::core::SavedPoint]) -> Result<(), StoreError> {
+    /// Saves point states, all in one transaction. `durable`: on disk when this returns, and so
+    /// is every non-durable save before it; if not, it is kept in memory until a durable one
+    /// (a slice of a bigger save: one disk flush per save, not per slice).
+    pub fn save_points(
+        &self,
+        points: &[crate::core::SavedPoint],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         if points.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write().map_err(db)?;
+        let mut tx = self.db.begin_write().map_err(db)?;
+        if !durable {
+            tx.set_durability(redb::Durability::None).map_err(db)?;
+        }
         {
             let mut t = tx.open_table(POINTS).map_err(db)?;
             for p in points {
@@ -370,6 +379,11 @@ impl Store {
             }
         }
         tx.commit().map_err(db)
+    }
+
+    /// Puts every save before it on disk (an empty durable commit).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.begin_write().map_err(db)?.commit().map_err(db)
     }
 
     pub fn points(&self) -> Result<Vec<crate::core::SavedPoint>, StoreError> {

@@ -218,8 +218,7 @@ async fn node_endpoint(
         .on_upgrade(move |socket| crate::session::run(hub, entry, peer, socket))
 }
 
-/// Bytes the WebSocket layer reads at a time per session: one TLS record.
-const WS_READ_BUFFER: usize = 16 * 1024;
+use pointhub_client::link::WS_READ_BUFFER;
 
 /// Runs a hub on bound listeners until `shutdown` fires.
 pub async fn run(

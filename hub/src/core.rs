@@ -600,14 +600,14 @@ impl Core {
             }
             let gid = match table.gid(&d.name) {
                 Some(gid) => {
-                    let p = &mut table.points[gid as usize];
+                    let p = &table.points[gid as usize];
                     if p.owner != owner_id && p.owner_session != NO_SESSION {
-                        let owner = table.owners.get(p.owner as usize);
                         return Err(BirthError::Conflict {
                             name: d.name.clone(),
-                            owner: owner.map(|o| o.to_string()).unwrap_or_default(),
+                            owner: table.owner(p).to_string(),
                         });
                     }
+                    let p = &mut table.points[gid as usize];
                     p.owner = owner_id;
                     p.owner_session = session;
                     p.dtype = d.dtype;
@@ -745,14 +745,14 @@ impl Core {
         out.finish();
     }
 
-    /// Takes up to `max` of the points changed since the last call, for the store. The table
-    /// lock is held for cheap copies of the changed points only; the records are built after it
-    /// is released.
     /// How many points changed since they were last saved.
     pub fn dirty_len(&self) -> usize {
         self.table_read().dirty.len()
     }
 
+    /// Takes up to `max` of the points changed since the last call, for the store. The table
+    /// lock is held for cheap copies of the changed points only; the records are built after it
+    /// is released.
     pub fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
         struct Changed {
             /// Where the name is in `names` below: one buffer, not an allocation per point,
@@ -774,17 +774,13 @@ impl Core {
             let list = table.dirty.split_off(keep);
             list.iter()
                 .filter_map(|&gid| {
-                    let p = table.points.get_mut(gid as usize)?;
-                    p.dirty = false;
-                    let name = name_in(&table.names, p);
+                    table.points.get_mut(gid as usize)?.dirty = false;
+                    let p = &table.points[gid as usize];
+                    let name = table.name(p);
                     names.push_str(name);
                     Some(Changed {
                         name: (names.len() - name.len(), name.len()),
-                        owner: table
-                            .owners
-                            .get(p.owner as usize)
-                            .cloned()
-                            .unwrap_or_default(),
+                        owner: table.owner(p).clone(),
                         dtype: p.dtype,
                         meta: p
                             .meta

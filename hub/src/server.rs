@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 use dashmap::DashMap;
 use hyper_util::rt::TokioIo;
 use pointhub_client::identity::{self, Fingerprint};
-use pointhub_client::link::SessionTx;
+use pointhub_client::link::{SessionTx, WS_READ_BUFFER};
 use pointhub_client::tls;
 use pointhub_schemas::ErrorCode;
 use pointhub_schemas::{DataType, Limits, Value, WriteResult};
@@ -217,8 +217,6 @@ async fn node_endpoint(
         .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| crate::session::run(hub, entry, peer, socket))
 }
-
-use pointhub_client::link::WS_READ_BUFFER;
 
 /// Runs a hub on bound listeners until `shutdown` fires.
 pub async fn run(

@@ -288,14 +288,13 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                         break;
                     }
                 }
+                let n = b.states.len() as u64;
                 hub.core.apply(
                     b.states
                         .into_iter()
                         .filter_map(|u| local.get(u.id).map(|g| (g, u))),
                 );
-                if !session.rx.is_empty() {
-                    tokio::task::yield_now().await;
-                }
+                yield_if_due(&mut since_yield, n, &session.rx).await;
                 last_seq = Some(b.seq);
                 if b.last {
                     info!(points = local.len(), "birth complete");
@@ -351,19 +350,7 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                     );
                 }
                 let n = before - unknown;
-                // The subscribers' writers this batch woke sit in this worker's LIFO slot, which
-                // no other worker may steal: if more frames wait, yield so the writers run now,
-                // not after the next batches (measured 1→1: 0.5M → 5M updates/s delivered). If
-                // none waits, this task parks on its queue anyway and the writers run next;
-                // yielding then would only cost a wake-up of the other worker per frame.
-                // Small frames yield once per run's worth of updates: a yield per one-update
-                // frame bounced the task between the two workers on one core (≈ 40 µs a hop),
-                // slower than 10,000 frames/s arrive, so a short stall grew into a backlog.
-                since_yield += n;
-                if since_yield >= crate::core::FANOUT_RUN as u64 && !session.rx.is_empty() {
-                    since_yield = 0;
-                    tokio::task::yield_now().await;
-                }
+                yield_if_due(&mut since_yield, n, &session.rx).await;
                 if last_ack.elapsed() >= Duration::from_millis(100) {
                     last_ack = tokio::time::Instant::now();
                     let _ = session
@@ -434,6 +421,21 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
     hub.core.authority_lost(id, &owned);
     // Writes still waiting on this edge will time out; answer them now instead.
     info!(points = owned.len(), "authority lost: points marked stale");
+}
+
+/// Lets the subscribers' writers that applied batches woke run. They sit in this worker's LIFO
+/// slot, which no other worker may steal: if more frames wait, yield so the writers run now,
+/// not after the next batches (measured 1→1: 0.5M → 5M updates/s delivered). If none waits,
+/// this task parks on its queue anyway and the writers run next; yielding then would only cost
+/// a wake-up of the other worker per frame. Small frames yield once per run's worth of updates:
+/// a yield per one-update frame bounced the task between the two workers on one core (≈ 40 µs
+/// a hop), slower than 10,000 frames/s arrive, so a short stall grew into a backlog.
+async fn yield_if_due(since: &mut u64, applied: u64, rx: &tokio::sync::mpsc::Receiver<Msg>) {
+    *since += applied;
+    if *since >= crate::core::FANOUT_RUN as u64 && !rx.is_empty() {
+        *since = 0;
+        tokio::task::yield_now().await;
+    }
 }
 
 fn parse_patterns(list: &[String]) -> Result<Vec<Pattern>, String> {

@@ -815,17 +815,22 @@ impl Report {
     }
 }
 
+/// mosquitto and nats-server, started on loopback (none with `--pointhub-only`).
+fn peers(o: Opts) -> (Option<Broker>, Option<Broker>) {
+    if o.no_peers {
+        (None, None)
+    } else {
+        (mosquitto(), nats())
+    }
+}
+
 async fn throughput(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("");
     r.add("### 1–2. Throughput and fan-out (10,000 points, as fast as the publisher can)");
     r.add("");
     r.add("| system | clients | deliveries/s (median, min–max) | slowest client/s | server CPU % | pointhub ÷ peer |");
     r.add("| --- | --- | --- | --- | --- | --- |");
-    let (m, n) = if o.no_peers {
-        (None, None)
-    } else {
-        (mosquitto(), nats())
-    };
+    let (m, n) = peers(o);
     for &clients in clients_list {
         let h = pointhub_hub(clients);
         let mut ph = (vec![], vec![], vec![]);
@@ -877,11 +882,7 @@ async fn latency(r: &mut Report, o: Opts) {
     r.add("");
     r.add("| system | pacing | clients | p50 | p99 | p999 | max | pointhub ÷ peer (p99) |");
     r.add("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let (m, n) = if o.no_peers {
-        (None, None)
-    } else {
-        (mosquitto(), nats())
-    };
+    let (m, n) = peers(o);
     // `BENCH_PACE_HZ=N` runs one pacing only (messages per second).
     let pacings: Vec<u64> = match std::env::var("BENCH_PACE_HZ")
         .ok()

@@ -24,6 +24,21 @@ fn run_peer(script: &str, args: &[&str]) -> String {
     text
 }
 
+/// Adds a console admin with `pointhub hub users add` (and `extra` limits); returns the
+/// password it prints once.
+fn add_user(p: &Plant, name: &str, extra: &[&str]) -> String {
+    let cfg = p.cfg("hub");
+    let mut args = vec!["hub", "users", "add", name, "--role", "admin"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--config", &cfg]);
+    let (code, out, err) = p.run(&args);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("password")
+        .to_string()
+}
+
 #[test]
 fn the_json_websocket_and_rest_apis_match_their_schemas() {
     let mut p = Plant::new();
@@ -82,22 +97,7 @@ fn the_console_shows_live_values_staleness_and_approves_a_key_in_chromium() {
     p.write_edge("newbie", 2, 2.0);
     let _newbie = p.start_edge("newbie");
     hub.wait_stderr(T, &newbie_fp);
-    let (code, out, err) = p.run(&[
-        "hub",
-        "users",
-        "add",
-        "op",
-        "--role",
-        "admin",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let password = out
-        .lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .expect("password")
-        .to_string();
+    let password = add_user(&p, "op", &[]);
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console.png");
     let base = format!("https://{}", p.hub_addr);
     let pid = edge.pid().to_string();
@@ -144,26 +144,11 @@ fn a_user_limited_to_a_plant_sees_only_that_plant() {
     p.write_edge("plant2", 2, 5.0);
     let _e1 = p.start_edge("plant1");
     let _e2 = p.start_edge("plant2");
-    let (code, out, err) = p.run(&[
-        "hub",
-        "users",
-        "add",
+    let password = add_user(
+        &p,
         "ops2",
-        "--role",
-        "admin",
-        "--namespace",
-        "plant2/**",
-        "--node",
-        "plant2",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let password = out
-        .lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .expect("password")
-        .to_string();
+        &["--namespace", "plant2/**", "--node", "plant2"],
+    );
     // Wait until both edges have published.
     _hub.wait_stderr(T, "node=plant2");
     std::thread::sleep(Duration::from_millis(500));

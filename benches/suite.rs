@@ -93,6 +93,22 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
+/// One latency row from each run's sorted latencies (µs × 1000): the median over the runs of
+/// p50, p99 (with min–max), p999 and max, in ms; and the median p99 for the ratio.
+fn latency_row(runs: &[Vec<u64>]) -> (String, f64) {
+    let at = |p: f64| -> Vec<f64> { runs.iter().map(|l| pct(l, p) / 1000.0).collect() };
+    let ms = |x: f64| format!("{x:.3}");
+    let p99 = at(0.99);
+    let row = format!(
+        "{} | {} | {} | {}",
+        ms(stats(&at(0.5)).0),
+        cell(&p99, ms),
+        ms(stats(&at(0.999)).0),
+        ms(stats(&at(1.0)).0)
+    );
+    (row, stats(&p99).0)
+}
+
 fn cell(v: &[f64], f: fn(f64) -> String) -> String {
     let (m, lo, hi) = stats(v);
     format!("{} ({}–{})", f(m), f(lo), f(hi))
@@ -874,11 +890,13 @@ async fn throughput(r: &mut Report, o: Opts, clients_list: &[usize]) {
     }
 }
 
-async fn latency(r: &mut Report, o: Opts) {
+async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("");
     r.add("### 3. Latency at 10,000 updates/s (source timestamp → client receipt, ms)");
     r.add("");
     r.add("Two pacings, the same for every system: one update every 100 µs (every update its own message: the per-message cost counts), and ten updates every millisecond (the machine idles between messages: the cost of waking counts).");
+    r.add("");
+    r.add("Each figure is the median over the runs of that run's percentile; p99 also with min–max over the runs.");
     r.add("");
     r.add("| system | pacing | clients | p50 | p99 | p999 | max | pointhub ÷ peer (p99) |");
     r.add("| --- | --- | --- | --- | --- | --- | --- | --- |");
@@ -901,23 +919,18 @@ async fn latency(r: &mut Report, o: Opts) {
         } else {
             format!("{} per {} ms", 10_000 / hz, 1000 / hz)
         };
-        for clients in [1usize, 10] {
+        for &clients in clients_list {
             let h = pointhub_hub(clients);
-            let mut all = Vec::new();
+            let mut runs = Vec::new();
             for _ in 0..o.runs {
-                let (_, _, l, _, _) =
+                let (_, _, mut l, _, _) =
                     pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true).await;
-                all.extend(l);
+                l.sort_unstable();
+                runs.push(l);
             }
-            all.sort_unstable();
-            let ph99 = pct(&all, 0.99);
-            let ms = |x: f64| x / 1000.0;
+            let (row, ph99) = latency_row(&runs);
             r.add(format!(
-                "| pointhub (TLS) | {pacing} | {clients} | {:.3} | {:.3} | {:.3} | {:.3} | |",
-                ms(pct(&all, 0.5)),
-                ms(ph99),
-                ms(pct(&all, 0.999)),
-                ms(pct(&all, 1.0))
+                "| pointhub (TLS) | {pacing} | {clients} | {row} | |"
             ));
             drop(h);
             for (name, b, proto) in [
@@ -925,21 +938,17 @@ async fn latency(r: &mut Report, o: Opts) {
                 ("nats-server", &n, Proto::Nats),
             ] {
                 let Some(b) = b else { continue };
-                let mut all = Vec::new();
+                let mut runs = Vec::new();
                 for _ in 0..o.runs {
                     let (_, _, l, _) =
                         peer_run(proto, b, 10_000, clients, Some(rate), o.secs, true);
-                    all.extend(l);
+                    runs.push(l);
                 }
-                all.sort_unstable();
+                let (row, p99) = latency_row(&runs);
                 r.add(format!(
-                "| {name} (no TLS) | {pacing} | {clients} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
-                ms(pct(&all, 0.5)),
-                ms(pct(&all, 0.99)),
-                ms(pct(&all, 0.999)),
-                ms(pct(&all, 1.0)),
-                ph99 / pct(&all, 0.99).max(0.001)
-            ));
+                    "| {name} (no TLS) | {pacing} | {clients} | {row} | {:.2} |",
+                    ph99 / p99.max(0.001)
+                ));
             }
         }
     }
@@ -1208,9 +1217,14 @@ fn main() {
         o.runs = n;
     }
     // `--clients 1,10` picks the fan-out cases.
-    let clients: Vec<usize> = value("--clients")
-        .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
-        .unwrap_or_else(|| if quick { vec![1] } else { vec![1, 10, 100] });
+    let clients_arg: Option<Vec<usize>> =
+        value("--clients").map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect());
+    let clients =
+        clients_arg
+            .clone()
+            .unwrap_or_else(|| if quick { vec![1] } else { vec![1, 10, 100] });
+    // The latency case runs one and ten clients unless `--clients` says otherwise.
+    let latency_clients = clients_arg.unwrap_or_else(|| vec![1, 10]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1236,7 +1250,7 @@ fn main() {
             throughput(&mut r, o, &clients).await;
         }
         if run("latency") {
-            latency(&mut r, o).await;
+            latency(&mut r, o, &latency_clients).await;
         }
         if run("know") {
             time_to_know(&mut r, o).await;

@@ -5,6 +5,7 @@
 //! - [`core`]: the point table, subscribers and their conflating queues.
 //! - [`server`]: the TLS listener, the HTTP router (`/node` for node sessions), and [`run`].
 //! - [`session`]: one node session (edge or client) from hello to close.
+//! - `saver`: last values to the store every second, on a low-priority thread.
 //!
 //! Entry point: [`run`] with bound listeners and a cancellation token.
 
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod core;
+mod saver;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -336,7 +336,7 @@ pub async fn run(
         ));
     }
     tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
-    tracker.spawn(saver(hub.clone(), shutdown.clone()));
+    tracker.spawn(crate::saver::run(hub.clone(), shutdown.clone()));
     for (i, up) in hub.config.upstream.iter().enumerate() {
         match up.link_config(&identity, &hub.name) {
             Ok(link) => {
@@ -450,69 +450,6 @@ async fn accept_loop(
     }
 }
 
-/// Points saved per store transaction.
-const SAVE_SLICE: usize = 1_000;
-
-/// Saves the points that were changed when it is called; returns how many it saved.
-///
-/// In slices, so a big birth is saved without a copy of the whole table in memory; only what
-/// was changed when the call began: points that change while it saves wait for the next call
-/// (else steady updates keep it committing without a pause). With `pace`, a pause as long as
-/// each slice took: the saver takes at most half a core, a millisecond or so at a time, rather
-/// than a burst that takes a whole core from the sessions. One disk flush per call.
-pub(crate) fn save_changed(
-    core: &crate::core::Core,
-    store: &crate::store::Store,
-    pace: bool,
-) -> Result<usize, crate::store::StoreError> {
-    let mut left = core.dirty_len();
-    let mut saved = 0;
-    let mut unsynced = false;
-    while left > 0 {
-        let t = std::time::Instant::now();
-        let dirty = core.take_dirty(SAVE_SLICE.min(left));
-        if dirty.is_empty() {
-            break;
-        }
-        left = left.saturating_sub(dirty.len());
-        saved += dirty.len();
-        store.save_points(&dirty, left == 0)?;
-        unsynced = left > 0;
-        if left > 0 && pace {
-            std::thread::sleep(t.elapsed().max(Duration::from_millis(1)));
-        }
-    }
-    if unsynced {
-        store.sync()?;
-    }
-    Ok(saved)
-}
-
-/// Saves changed points to the store every second, and once more at shutdown.
-async fn saver(hub: Arc<Hub>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let last = tokio::select! {
-            _ = shutdown.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        let h = hub.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            if let Err(e) = h.access.flush_seen() {
-                warn!(error = %e, "cannot record when keys were last seen");
-            }
-            save_changed(&h.core, &h.access.store, !last).map(|_| ())
-        })
-        .await;
-        if let Ok(Err(e)) = r {
-            warn!(error = %e, "cannot save last values");
-        }
-        if last {
-            return;
-        }
-    }
-}
-
 /// Publishes the hub's own status and each live node's round trip every heartbeat interval.
 async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(hub.heartbeat());
@@ -579,83 +516,5 @@ async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
                 Value::String(pointhub_schemas::Timestamp(heard).to_rfc3339()),
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pointhub_schemas::{PointDef, Quality, Timestamp, Update};
-
-    #[test]
-    fn a_save_ends_under_steady_updates_and_keeps_every_last_value() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::Store::open(dir.path()).expect("store");
-        let core = Arc::new(crate::core::Core::new(100_000));
-        let owner: Arc<str> = "e".into();
-        let defs: Vec<PointDef> = (0..5_000)
-            .map(|i| PointDef {
-                id: i,
-                name: format!("e/p{i}"),
-                dtype: DataType::UInt,
-                unit: None,
-                description: None,
-                writable: false,
-            })
-            .collect();
-        let gids = core
-            .define(&owner, 1, &defs, 0, |_| true, "e")
-            .expect("defined");
-        let up = |v: u64| Update {
-            id: 0,
-            value: Value::UInt(v),
-            quality: Quality::Good,
-            source_ts: Timestamp::now(),
-            hub_ts: Timestamp::NEVER,
-            flags: 0,
-        };
-        // A writer keeps changing every point while saves run.
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = {
-            let (core, stop, gids) = (core.clone(), stop.clone(), gids.clone());
-            std::thread::spawn(move || {
-                let mut v = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    v += 1;
-                    core.apply(gids.iter().map(|&g| (g, up(v))));
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                v
-            })
-        };
-        // A call saves each point at most once and returns: it used to loop as long as the
-        // writer ran (so it runs on a thread here, and a call that does not end fails).
-        let store = Arc::new(store);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let saver = {
-            let (core, store) = (core.clone(), store.clone());
-            std::thread::spawn(move || {
-                for _ in 0..3 {
-                    let _ = tx.send(save_changed(&core, &store, true).expect("save"));
-                }
-            })
-        };
-        for _ in 0..3 {
-            let saved = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("a save that ends while points keep changing");
-            assert!(saved > 0 && saved <= 5_000, "saved {saved}");
-        }
-        stop.store(true, Ordering::Relaxed);
-        let last = writer.join().expect("writer");
-        save_changed(&core, &store, false).expect("final save");
-        assert_eq!(core.dirty_len(), 0);
-        saver.join().expect("saver");
-        drop(store);
-        // Reopened, the store holds every point with its last value.
-        let store = crate::store::Store::open(dir.path()).expect("reopen");
-        let points = store.points().expect("points");
-        assert_eq!(points.len(), 5_000);
-        assert!(points.iter().all(|p| p.value == Value::UInt(last)));
     }
 }

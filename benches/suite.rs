@@ -565,6 +565,96 @@ fn nats() -> Option<Broker> {
     })
 }
 
+/// The floor: this bench binary as a bare relay (`--relay PORT`), in a process of its own like
+/// the brokers. It speaks just enough MQTT for the bench's clients (CONNACK, SUBACK) and copies
+/// every byte the publisher sends to every subscriber: a thread per connection, one read and
+/// one write per message, no TLS, no routing, no queue. No broker on this machine can beat it.
+fn relay() -> Option<Broker> {
+    let dir = tempfile::tempdir().ok()?;
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().ok()?)
+        .args(["--relay", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_port(port);
+    Some(Broker {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+/// One MQTT packet: (first byte, body).
+fn read_packet(s: &mut std::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).ok()?;
+    let (mut len, mut mul) = (0usize, 1usize);
+    loop {
+        let mut x = [0u8; 1];
+        s.read_exact(&mut x).ok()?;
+        len += (x[0] & 0x7f) as usize * mul;
+        mul *= 128;
+        if x[0] & 0x80 == 0 || mul > 128 * 128 * 128 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((b[0], body))
+}
+
+fn relay_main(port: u16) {
+    let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+        return;
+    };
+    let subs: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    for conn in listener.incoming().flatten() {
+        let subs = subs.clone();
+        std::thread::spawn(move || {
+            let mut s = conn;
+            s.set_nodelay(true).ok();
+            if read_packet(&mut s).is_none() || s.write_all(&[0x20, 2, 0, 0]).is_err() {
+                return;
+            }
+            let Some((kind, body)) = read_packet(&mut s) else {
+                return;
+            };
+            if kind == 0x82 {
+                let id = [
+                    body.first().copied().unwrap_or(0),
+                    body.get(1).copied().unwrap_or(0),
+                ];
+                if let (Ok(mut l), Ok(w)) = (subs.lock(), s.try_clone()) {
+                    l.push(w);
+                }
+                if s.write_all(&[0x90, 3, id[0], id[1], 0]).is_err() {
+                    return;
+                }
+                let mut sink = [0u8; 4096];
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                return;
+            }
+            // The publisher: forward the first packet, then every byte as it comes.
+            let mut first = vec![kind];
+            varint(body.len(), &mut first);
+            first.extend_from_slice(&body);
+            let mut buf = vec![0u8; 1 << 16];
+            let mut chunk = first;
+            loop {
+                if let Ok(mut l) = subs.lock() {
+                    l.retain_mut(|w| w.write_all(&chunk).is_ok());
+                }
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => chunk = buf[..n].to_vec(),
+                    _ => return,
+                }
+            }
+        });
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Proto {
     Mqtt,
@@ -901,6 +991,7 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("| system | pacing | clients | p50 | p99 | p999 | max | pointhub ÷ peer (p99) |");
     r.add("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let (m, n) = peers(o);
+    let floor = if o.no_peers { None } else { relay() };
     // `BENCH_PACE_HZ=N` runs one pacing only (messages per second).
     let pacings: Vec<u64> = match std::env::var("BENCH_PACE_HZ")
         .ok()
@@ -934,8 +1025,9 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
             ));
             drop(h);
             for (name, b, proto) in [
-                ("mosquitto", &m, Proto::Mqtt),
-                ("nats-server", &n, Proto::Nats),
+                ("mosquitto (no TLS)", &m, Proto::Mqtt),
+                ("nats-server (no TLS)", &n, Proto::Nats),
+                ("bare relay (floor, no TLS)", &floor, Proto::Mqtt),
             ] {
                 let Some(b) = b else { continue };
                 let mut runs = Vec::new();
@@ -946,7 +1038,7 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
                 }
                 let (row, p99) = latency_row(&runs);
                 r.add(format!(
-                    "| {name} (no TLS) | {pacing} | {clients} | {row} | {:.2} |",
+                    "| {name} | {pacing} | {clients} | {row} | {:.2} |",
                     ph99 / p99.max(0.001)
                 ));
             }
@@ -1184,6 +1276,15 @@ fn machine() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(port) = args
+        .iter()
+        .position(|a| a == "--relay")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|p| p.parse().ok())
+    {
+        relay_main(port);
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --bench suite` (CI's smoke run) does not.
     let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
     let write_docs = args.iter().any(|a| a == "--write-docs");

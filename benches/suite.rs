@@ -533,9 +533,14 @@ fn mosquitto() -> Option<Broker> {
         format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"),
     )
     .ok()?;
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
+    let mut cmd = Command::new("mosquitto");
+    cmd.arg("-c").arg(&conf);
+    start_broker(cmd, port, dir)
+}
+
+/// Starts a broker process quietly and waits until it listens on `port`.
+fn start_broker(mut cmd: Command, port: u16, dir: tempfile::TempDir) -> Option<Broker> {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -551,18 +556,9 @@ fn mosquitto() -> Option<Broker> {
 fn nats() -> Option<Broker> {
     let dir = tempfile::tempdir().ok()?;
     let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_port(port);
-    Some(Broker {
-        child,
-        port,
-        _dir: dir,
-    })
+    let mut cmd = Command::new("nats-server");
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    start_broker(cmd, port, dir)
 }
 
 /// The floor: this bench binary as a bare relay (`--relay PORT`), in a process of its own like
@@ -572,18 +568,9 @@ fn nats() -> Option<Broker> {
 fn relay() -> Option<Broker> {
     let dir = tempfile::tempdir().ok()?;
     let port = free_port();
-    let child = Command::new(std::env::current_exe().ok()?)
-        .args(["--relay", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_port(port);
-    Some(Broker {
-        child,
-        port,
-        _dir: dir,
-    })
+    let mut cmd = Command::new(std::env::current_exe().ok()?);
+    cmd.args(["--relay", &port.to_string()]);
+    start_broker(cmd, port, dir)
 }
 
 /// One MQTT packet: (first byte, body).

@@ -353,6 +353,10 @@ struct Fanout {
     out: Vec<(Arc<Subscriber>, Vec<Entry>)>,
     slot: rustc_hash::FxHashMap<u64, usize>,
     run: usize,
+    /// The last subscriber set seen (by address) and its subscribers' places in `out`: points
+    /// mostly share one set, so a batch looks each subscriber up once, not once per update.
+    set_key: usize,
+    set_slots: Vec<usize>,
 }
 
 impl Fanout {
@@ -361,23 +365,49 @@ impl Fanout {
             out: Vec::new(),
             slot: Default::default(),
             run,
+            set_key: 0,
+            set_slots: Vec::new(),
         }
     }
 
-    fn add(&mut self, s: &Arc<Subscriber>, e: Entry) {
+    /// Where `s`'s updates are collected.
+    fn slot(&mut self, s: &Arc<Subscriber>) -> usize {
         // One subscriber (the common case) needs no look-up.
-        let i = match self.out.first() {
+        match self.out.first() {
             Some((first, _)) if self.out.len() == 1 && first.id == s.id => 0,
             _ => *self.slot.entry(s.id).or_insert_with(|| {
                 self.out
                     .push((s.clone(), Vec::with_capacity(self.run.min(FANOUT_RUN))));
                 self.out.len() - 1
             }),
-        };
+        }
+    }
+
+    fn push(&mut self, i: usize, e: Entry) {
         let (sub, run) = &mut self.out[i];
         run.push(e);
         if run.len() >= self.run {
             sub.push_many(run.drain(..));
+        }
+    }
+
+    fn add(&mut self, s: &Arc<Subscriber>, e: Entry) {
+        let i = self.slot(s);
+        self.push(i, e);
+    }
+
+    /// Adds `e` for every subscriber of `set`. The set stays alive (its point holds it) and
+    /// unchanged (the table is locked) while this fan-out lasts, so its address names it.
+    fn add_set(&mut self, set: &SubSet, e: Entry) {
+        let key = set.key();
+        if key != self.set_key || self.set_slots.is_empty() {
+            let slots: Vec<usize> = set.iter().map(|s| self.slot(s)).collect();
+            self.set_slots = slots;
+            self.set_key = key;
+        }
+        for k in 0..self.set_slots.len() {
+            let i = self.set_slots[k];
+            self.push(i, e.clone());
         }
     }
 
@@ -697,9 +727,7 @@ impl Core {
                     continue;
                 }
                 let e = p.entry(gid);
-                for s in p.subs.iter() {
-                    out.add(s, e.clone());
-                }
+                out.add_set(&p.subs, e);
             } else {
                 if u.source_ts <= p.lost_at {
                     continue; // delivered live before the link was lost
@@ -745,9 +773,7 @@ impl Core {
             p.hub_ts = now;
             p.mark_dirty(gid, dirty);
             let e = p.entry(gid);
-            for s in p.subs.iter() {
-                out.add(s, e.clone());
-            }
+            out.add_set(&p.subs, e);
         }
         out.finish();
     }
@@ -1013,6 +1039,56 @@ mod tests {
             hub_ts: Timestamp::NEVER,
             flags: 0,
         }
+    }
+
+    #[test]
+    fn one_batch_over_points_with_different_subscribers_reaches_each_its_own() {
+        let core = Core::new(1000);
+        let owner: Arc<str> = "e".into();
+        let defs: Vec<PointDef> = ["e/a/1", "e/b/1", "e/a/2"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PointDef {
+                id: i as u32,
+                ..def(n)
+            })
+            .collect();
+        let gids = core
+            .define(&owner, 1, &defs, 0, |_| true, "e")
+            .expect("defined");
+        let all = subscribe_all(&core, 1000);
+        let only_a = Arc::new(Subscriber::new(
+            10,
+            false,
+            vec![Pattern::parse("**").expect("p")],
+            1000,
+        ));
+        core.add_subscriber(only_a.clone());
+        core.subscribe(&only_a, vec![Pattern::parse("e/a/**").expect("p")]);
+        all.drain();
+        only_a.drain();
+        // Sets alternate within one batch: a/1 {all, a}, b/1 {all}, a/2 {all, a}.
+        core.apply(
+            [0usize, 1, 2, 1, 0]
+                .iter()
+                .enumerate()
+                .map(|(v, &i)| (gids[i], up(v as f64, Quality::Good))),
+        );
+        let ids = |p: Pending| -> Vec<(u32, Value)> {
+            p.entries.iter().map(|e| (e.id, e.value.clone())).collect()
+        };
+        assert_eq!(
+            ids(all.drain()),
+            vec![
+                (gids[0], Value::Float(4.0)),
+                (gids[1], Value::Float(3.0)),
+                (gids[2], Value::Float(2.0))
+            ]
+        );
+        assert_eq!(
+            ids(only_a.drain()),
+            vec![(gids[0], Value::Float(4.0)), (gids[2], Value::Float(2.0))]
+        );
     }
 
     #[test]

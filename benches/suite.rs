@@ -624,19 +624,18 @@ fn relay_main(port: u16) {
                 return;
             }
             // The publisher: forward the first packet, then every byte as it comes.
+            let forward = |bytes: &[u8]| {
+                if let Ok(mut l) = subs.lock() {
+                    l.retain_mut(|w| w.write_all(bytes).is_ok());
+                }
+            };
             let mut first = vec![kind];
             varint(body.len(), &mut first);
             first.extend_from_slice(&body);
+            forward(&first);
             let mut buf = vec![0u8; 1 << 16];
-            let mut chunk = first;
-            loop {
-                if let Ok(mut l) = subs.lock() {
-                    l.retain_mut(|w| w.write_all(&chunk).is_ok());
-                }
-                match s.read(&mut buf) {
-                    Ok(n) if n > 0 => chunk = buf[..n].to_vec(),
-                    _ => return,
-                }
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                forward(&buf[..n]);
             }
         });
     }

@@ -400,9 +400,12 @@ impl Fanout {
     /// unchanged (the table is locked) while this fan-out lasts, so its address names it.
     fn add_set(&mut self, set: &SubSet, e: Entry) {
         let key = set.key();
-        if key != self.set_key || self.set_slots.is_empty() {
-            let slots: Vec<usize> = set.iter().map(|s| self.slot(s)).collect();
-            self.set_slots = slots;
+        if key != self.set_key {
+            self.set_slots.clear();
+            for s in set.iter() {
+                let i = self.slot(s);
+                self.set_slots.push(i);
+            }
             self.set_key = key;
         }
         for k in 0..self.set_slots.len() {
@@ -1017,17 +1020,22 @@ mod tests {
         }
     }
 
-    /// A subscriber (queue limit `limit`) to every point under `e/`.
-    fn subscribe_all(core: &Core, limit: usize) -> Arc<Subscriber> {
+    /// Subscriber `id` (queue limit `limit`) to the points matching `pattern`.
+    fn subscriber(core: &Core, id: u64, pattern: &str, limit: usize) -> Arc<Subscriber> {
         let sub = Arc::new(Subscriber::new(
-            9,
+            id,
             false,
             vec![Pattern::parse("**").expect("p")],
             limit,
         ));
         core.add_subscriber(sub.clone());
-        core.subscribe(&sub, vec![Pattern::parse("e/**").expect("p")]);
+        core.subscribe(&sub, vec![Pattern::parse(pattern).expect("p")]);
         sub
+    }
+
+    /// A subscriber (queue limit `limit`) to every point under `e/`.
+    fn subscribe_all(core: &Core, limit: usize) -> Arc<Subscriber> {
+        subscriber(core, 9, "e/**", limit)
     }
 
     fn up(v: f64, q: Quality) -> Update {
@@ -1057,14 +1065,7 @@ mod tests {
             .define(&owner, 1, &defs, 0, |_| true, "e")
             .expect("defined");
         let all = subscribe_all(&core, 1000);
-        let only_a = Arc::new(Subscriber::new(
-            10,
-            false,
-            vec![Pattern::parse("**").expect("p")],
-            1000,
-        ));
-        core.add_subscriber(only_a.clone());
-        core.subscribe(&only_a, vec![Pattern::parse("e/a/**").expect("p")]);
+        let only_a = subscriber(&core, 10, "e/a/**", 1000);
         all.drain();
         only_a.drain();
         // Sets alternate within one batch: a/1 {all, a}, b/1 {all}, a/2 {all, a}.

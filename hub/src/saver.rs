@@ -123,14 +123,11 @@ pub(crate) async fn run(
     hub: std::sync::Arc<crate::Hub>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let writer = {
-        let hub = hub.clone();
-        match spawn_writer(Access(hub)) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the saver thread: last values are not saved");
-                return;
-            }
+    let writer = match spawn_writer(Access(hub.clone())) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the saver thread: last values are not saved");
+            return;
         }
     };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

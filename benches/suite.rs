@@ -95,16 +95,29 @@ fn fmt_rate(x: f64) -> String {
 
 /// One latency row from each run's sorted latencies (µs × 1000): the median over the runs of
 /// p50, p99 (with min–max), p999 and max, in ms; and the median p99 for the ratio.
-fn latency_row(runs: &[Vec<u64>]) -> (String, f64) {
-    let at = |p: f64| -> Vec<f64> { runs.iter().map(|l| pct(l, p) / 1000.0).collect() };
+/// The latency table's cells for one system from its runs (sorted latencies, and the share of
+/// slow windows the machine had during the run, see `Probe`): p50, p99 with min–max, p999, max,
+/// and the p99 over the steady runs (≤ 1 % slow windows) with how many there were.
+fn latency_row(runs: &[(Vec<u64>, f64)]) -> (String, f64) {
+    let at = |p: f64| -> Vec<f64> { runs.iter().map(|(l, _)| pct(l, p) / 1000.0).collect() };
     let ms = |x: f64| format!("{x:.3}");
     let p99 = at(0.99);
+    let steady: Vec<f64> = runs
+        .iter()
+        .filter(|(_, slow)| *slow <= 1.0)
+        .map(|(l, _)| pct(l, 0.99) / 1000.0)
+        .collect();
     let row = format!(
-        "{} | {} | {} | {}",
+        "{} | {} | {} | {} | {}",
         ms(stats(&at(0.5)).0),
         cell(&p99, ms),
         ms(stats(&at(0.999)).0),
-        ms(stats(&at(1.0)).0)
+        ms(stats(&at(1.0)).0),
+        if steady.is_empty() {
+            format!("– (0 of {})", runs.len())
+        } else {
+            format!("{} ({} of {})", cell(&steady, ms), steady.len(), runs.len())
+        }
     );
     (row, stats(&p99).0)
 }
@@ -970,71 +983,83 @@ async fn throughput(r: &mut Report, o: Opts, clients_list: &[usize]) {
     }
 }
 
-/// How steady the machine's cores are: a fixed piece of arithmetic (≈ 20 µs when calibrated)
-/// timed over and over on one thread per core, with nothing else of the bench running. Returns
-/// the piece's p50, p99 and p999 in µs and the share of 10 ms windows in which it ran on average
-/// ≥ 1.5 × slower than its median. On a quiet machine that share is ≈ 0; on a shared virtual
-/// machine the host slows every core at once for tens of ms, and when those windows add up to
-/// more than 1 % of the time, every system's p99 latency is set by how it behaves in them.
-fn steadiness(secs: f64) -> (f64, f64, f64, f64) {
-    fn work(n: u64) -> u64 {
-        let mut x = 1u64;
-        for i in 0..n {
-            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
-        }
-        x
+/// A fixed piece of arithmetic, `n` rounds.
+fn arithmetic(n: u64) -> u64 {
+    let mut x = 1u64;
+    for i in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
     }
-    let t = Instant::now();
-    std::hint::black_box(work(1_000_000));
-    let per_iter_ns = (t.elapsed().as_nanos() as f64 / 1e6).max(1e-3);
-    let n = (20_000.0 / per_iter_ns) as u64;
-    let cores = std::thread::available_parallelism()
-        .map(|c| c.get())
-        .unwrap_or(1);
-    let threads: Vec<_> = (0..cores)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let t0 = Instant::now();
-                let mut v = Vec::new();
-                while t0.elapsed().as_secs_f64() < secs {
-                    let a = Instant::now();
-                    std::hint::black_box(work(n));
-                    v.push((
-                        a.duration_since(t0).as_millis() as u64 / 10,
-                        a.elapsed().as_nanos() as u64,
-                    ));
+    x
+}
+
+/// Rounds of `arithmetic` that take ≈ 20 µs on this machine (measured once).
+fn probe_rounds() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        let t = Instant::now();
+        std::hint::black_box(arithmetic(1_000_000));
+        let per_round_ns = (t.elapsed().as_nanos() as f64 / 1e6).max(1e-3);
+        (20_000.0 / per_round_ns) as u64
+    })
+}
+
+/// Watches how steady the machine is while a latency run goes on: every 2.5 ms a thread times
+/// ≈ 20 µs of fixed arithmetic (under 1 % of a core). A 10 ms window counts as slow when at least
+/// three of its four pieces took ≥ 1.5 × the run's median: the host slowed the cores, not one
+/// preemption by the bench's own threads. On a quiet machine the share of slow windows is ≈ 0;
+/// on a shared virtual machine the host slows every core at once for tens of milliseconds, and
+/// where such spells add up to more than 1 % of a run, its p99 is set by how a system copes with
+/// a machine running at half speed. The same probe runs alongside every system.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u64, u64)>>,
+}
+
+impl Probe {
+    fn start() -> Probe {
+        let n = probe_rounds();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut v = Vec::new();
+            let mut next = t0;
+            while !s.load(Ordering::Relaxed) {
+                next += Duration::from_micros(2500);
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
                 }
-                v
-            })
-        })
-        .collect();
-    let (mut all, mut windows, mut slow) = (Vec::new(), 0usize, 0usize);
-    for t in threads {
-        let v = t.join().unwrap_or_default();
+                let a = Instant::now();
+                std::hint::black_box(arithmetic(n));
+                v.push((
+                    a.duration_since(t0).as_millis() as u64 / 10,
+                    a.elapsed().as_nanos() as u64,
+                ));
+            }
+            v
+        });
+        Probe { stop, thread }
+    }
+
+    /// The share of slow 10 ms windows, in %.
+    fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let v = self.thread.join().unwrap_or_default();
         let mut d: Vec<u64> = v.iter().map(|x| x.1).collect();
         d.sort_unstable();
-        let med = d.get(d.len() / 2).copied().unwrap_or(0) as f64;
-        let mut w = std::collections::BTreeMap::<u64, (u64, u64)>::new();
+        let Some(&med) = d.get(d.len() / 2) else {
+            return 0.0;
+        };
+        let mut w = std::collections::BTreeMap::<u64, (u32, u32)>::new();
         for (at, ns) in &v {
             let e = w.entry(*at).or_default();
-            e.0 += ns;
-            e.1 += 1;
+            e.0 += 1;
+            e.1 += u32::from(*ns as f64 >= 1.5 * med as f64);
         }
-        windows += w.len();
-        slow += w
-            .values()
-            .filter(|(sum, c)| *sum as f64 / *c as f64 >= 1.5 * med)
-            .count();
-        all.extend(d);
+        let full: Vec<_> = w.values().filter(|(c, _)| *c >= 3).collect();
+        let slow = full.iter().filter(|(c, s)| *s + 1 >= *c).count();
+        slow as f64 * 100.0 / full.len().max(1) as f64
     }
-    all.sort_unstable();
-    let us = |q: f64| pct(&all, q);
-    (
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        slow as f64 * 100.0 / windows.max(1) as f64,
-    )
 }
 
 async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
@@ -1043,15 +1068,17 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("");
     r.add("Two pacings, the same for every system: one update every 100 µs (every update its own message: the per-message cost counts), and ten updates every millisecond (the machine idles between messages: the cost of waking counts).");
     r.add("");
-    r.add("Each figure is the median over the runs of that run's percentile; p99 also with min–max over the runs.");
+    r.add("Each figure is the median over the runs of that run's percentile; p99 also with min–max over the runs. The runs go round the systems in turn (pointhub, mosquitto, nats-server, relay, then the next round), so a slow spell of the machine falls on all of them alike.");
     r.add("");
-    let (p50, p99, p999, slow) = steadiness(if o.quick { 0.5 } else { o.secs });
-    r.add(format!(
-        "Machine steadiness just before these cases (a fixed piece of arithmetic timed on every core with nothing else running): p50 {p50:.1} µs, p99 {p99:.1}, p999 {p999:.1}; in {slow:.1} % of 10 ms windows it ran ≥ 1.5 × slower than its median. Where that share is above 1 %, the p99 below is set by how each system copes with a machine running at half speed."
-    ));
-    r.add("");
-    r.add("| system | pacing | clients | p50 | p99 | p999 | max | pointhub ÷ peer (p99) |");
-    r.add("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut rows = vec![
+        "| system | pacing | clients | p50 | p99 | p999 | max | p99, steady runs | pointhub ÷ peer (p99) |"
+            .to_string(),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |".to_string(),
+    ];
+    let mut rounds = vec![
+        "| pacing | clients | round | pointhub | mosquitto | nats-server | relay |".to_string(),
+        "| --- | --- | --- | --- | --- | --- | --- |".to_string(),
+    ];
     let (m, n) = peers(o);
     let floor = if o.no_peers { None } else { relay() };
     // `BENCH_PACE_HZ=N` runs one pacing only (messages per second).
@@ -1074,37 +1101,63 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
         };
         for &clients in clients_list {
             let h = pointhub_hub(clients);
-            let mut runs = Vec::new();
-            for _ in 0..o.runs {
-                let (_, _, mut l, _, _) =
-                    pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true).await;
-                l.sort_unstable();
-                runs.push(l);
-            }
-            let (row, ph99) = latency_row(&runs);
-            r.add(format!(
-                "| pointhub (TLS) | {pacing} | {clients} | {row} | |"
-            ));
-            drop(h);
-            for (name, b, proto) in [
+            let peers = [
                 ("mosquitto (no TLS)", &m, Proto::Mqtt),
                 ("nats-server (no TLS)", &n, Proto::Nats),
                 ("bare relay (floor, no TLS)", &floor, Proto::Mqtt),
-            ] {
-                let Some(b) = b else { continue };
-                let mut runs = Vec::new();
-                for _ in 0..o.runs {
+            ];
+            let mut ph_runs = Vec::new();
+            let mut peer_runs: Vec<Vec<(Vec<u64>, f64)>> = vec![Vec::new(); peers.len()];
+            for round in 1..=o.runs {
+                let probe = Probe::start();
+                let (_, _, mut l, _, _) =
+                    pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true).await;
+                let slow = probe.finish();
+                l.sort_unstable();
+                let mut line = format!(
+                    "| {pacing} | {clients} | {round} | {:.3} ({slow:.1} %)",
+                    pct(&l, 0.99) / 1000.0
+                );
+                ph_runs.push((l, slow));
+                for (i, (_, b, proto)) in peers.iter().enumerate() {
+                    let Some(b) = b else {
+                        line.push_str(" | –");
+                        continue;
+                    };
+                    let probe = Probe::start();
                     let (_, _, l, _) =
-                        peer_run(proto, b, 10_000, clients, Some(rate), o.secs, true);
-                    runs.push(l);
+                        peer_run(*proto, b, 10_000, clients, Some(rate), o.secs, true);
+                    let slow = probe.finish();
+                    line.push_str(&format!(" | {:.3} ({slow:.1} %)", pct(&l, 0.99) / 1000.0));
+                    peer_runs[i].push((l, slow));
                 }
-                let (row, p99) = latency_row(&runs);
-                r.add(format!(
+                rounds.push(line + " |");
+            }
+            drop(h);
+            let (row, ph99) = latency_row(&ph_runs);
+            rows.push(format!(
+                "| pointhub (TLS) | {pacing} | {clients} | {row} | |"
+            ));
+            for ((name, b, _), runs) in peers.iter().zip(&peer_runs) {
+                if b.is_none() {
+                    continue;
+                }
+                let (row, p99) = latency_row(runs);
+                rows.push(format!(
                     "| {name} | {pacing} | {clients} | {row} | {:.2} |",
                     ph99 / p99.max(0.001)
                 ));
             }
         }
+    }
+    for l in rows {
+        r.add(l);
+    }
+    r.add("");
+    r.add("Each run's p99 (ms), and in brackets how steady the machine was during it: the share of 10 ms windows in which a fixed ≈ 20 µs piece of arithmetic, timed every 2.5 ms by a thread of the bench alongside every system, ran ≥ 1.5 × slower than its median. On a quiet machine that share is ≈ 0; on a shared virtual machine the host slows every core at once for tens of milliseconds, and where such spells add up to more than 1 % of a run, its p99 is set by how a system copes with a machine running at half speed. The first table's column \"p99, steady runs\" takes only the runs with ≤ 1 % slow windows.");
+    r.add("");
+    for l in rounds {
+        r.add(l);
     }
 }
 

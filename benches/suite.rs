@@ -33,6 +33,8 @@ struct Opts {
     quick: bool,
     /// `--pointhub-only`: skip mosquitto and nats-server (for profiling runs).
     no_peers: bool,
+    /// `--runs N` was given.
+    runs_given: bool,
 }
 
 fn now_ns() -> u64 {
@@ -1081,6 +1083,13 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
     ];
     let (m, n) = peers(o);
     let floor = if o.no_peers { None } else { relay() };
+    // Twice the rounds of the other cases in a full run (unless `--runs` says), for more runs
+    // in which the machine happened to be steady.
+    let latency_rounds = if o.quick || o.runs_given {
+        o.runs
+    } else {
+        o.runs * 2
+    };
     // `BENCH_PACE_HZ=N` runs one pacing only (messages per second).
     let pacings: Vec<u64> = match std::env::var("BENCH_PACE_HZ")
         .ok()
@@ -1108,7 +1117,7 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
             ];
             let mut ph_runs = Vec::new();
             let mut peer_runs: Vec<Vec<(Vec<u64>, f64)>> = vec![Vec::new(); peers.len()];
-            for round in 1..=o.runs {
+            for round in 1..=latency_rounds {
                 let probe = Probe::start();
                 let (_, _, mut l, _, _) =
                     pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true).await;
@@ -1416,6 +1425,7 @@ fn main() {
             secs: 1.0,
             quick,
             no_peers,
+            runs_given: false,
         }
     } else {
         Opts {
@@ -1423,6 +1433,7 @@ fn main() {
             secs: 5.0,
             quick,
             no_peers,
+            runs_given: false,
         }
     };
     // `--secs S` and `--runs N` override the lengths (for profiling runs).
@@ -1431,6 +1442,7 @@ fn main() {
     }
     if let Some(n) = value("--runs").and_then(|v| v.parse().ok()) {
         o.runs = n;
+        o.runs_given = true;
     }
     // `--clients 1,10` picks the fan-out cases.
     let clients_arg: Option<Vec<usize>> =
@@ -1448,9 +1460,14 @@ fn main() {
     let mut r = Report { lines: Vec::new() };
     r.add(format!("Machine: {}.", machine()));
     r.add(format!(
-        "Run: {} run(s) of {} s per figure{}. Command: `bash benches/run.sh` (or `cargo bench --bench suite -- --write-docs`).",
+        "Run: {} run(s) of {} s per figure{}{}. Command: `bash benches/run.sh` (or `cargo bench --bench suite -- --write-docs`).",
         o.runs,
         o.secs,
+        if quick || o.runs_given {
+            ""
+        } else {
+            " (latency: twice as many)"
+        },
         if quick { " (smoke run)" } else { "" }
     ));
     r.add("pointhub runs over TLS 1.3 + WebSocket with mutual keys; mosquitto and nats-server over plain TCP, QoS 0, one 24-byte message per update, fed by a client that batches its writes.");

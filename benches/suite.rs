@@ -45,7 +45,11 @@ fn now_ns() -> u64 {
 }
 
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// utime + stime of a `/proc/…/stat` line, in seconds.
+fn cpu_of(stat: &str) -> f64 {
     let f: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -55,6 +59,11 @@ fn cpu_secs(pid: u32) -> f64 {
     (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
         / 100.0
+}
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu_secs() -> f64 {
+    cpu_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -95,8 +104,6 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
-/// One latency row from each run's sorted latencies (µs × 1000): the median over the runs of
-/// p50, p99 (with min–max), p999 and max, in ms; and the median p99 for the ratio.
 /// The latency table's cells for one system from its runs (sorted latencies, and the share of
 /// slow windows the machine had during the run, see `Probe`): p50, p99 with min–max, p999, max,
 /// and the p99 over the steady runs (≤ 1 % slow windows) with how many there were.
@@ -282,13 +289,14 @@ async fn dial_cfg(cfg: &pointhub_client::LinkConfig) -> Link {
 
 /// A client on a thread of its own: subscribes to everything, says so on `ready`, then counts
 /// updates and, if asked, records latencies (µs × 1000) while `recording`, until `stop`.
+/// Returns the CPU seconds its thread used from `recording` on.
 fn spawn_counter(
     cfg: pointhub_client::LinkConfig,
     count: Arc<AtomicU64>,
     lat: Option<Arc<std::sync::Mutex<Vec<u64>>>>,
     [recording, stop]: [Arc<AtomicBool>; 2],
     ready: std::sync::mpsc::Sender<()>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<f64> {
     on_thread(move || async move {
         let mut l = dial_cfg(&cfg).await;
         l.session
@@ -301,7 +309,11 @@ fn spawn_counter(
         let _ = ready.send(());
         let mut lats = Vec::new();
         let mut segs = Vec::new();
+        let mut cpu0 = None;
         while !stop.load(Ordering::Relaxed) {
+            if cpu0.is_none() && recording.load(Ordering::Relaxed) {
+                cpu0 = Some(thread_cpu_secs());
+            }
             let m =
                 match tokio::time::timeout(Duration::from_millis(100), l.session.rx.recv()).await {
                     Ok(Some(m)) => m,
@@ -332,11 +344,27 @@ fn spawn_counter(
             }
         }
         l.session.closed.cancel();
+        cpu0.map(|c| thread_cpu_secs() - c).unwrap_or(0.0)
     })
 }
 
+/// What one run measured.
+struct RunFigures {
+    /// Deliveries per second, all clients together.
+    delivered: f64,
+    /// The slowest client's deliveries per second.
+    slowest: f64,
+    /// Latencies (µs × 1000), sorted; empty unless asked for.
+    lat: Vec<u64>,
+    /// CPU % of one core: the server, the publisher's (edge's) thread, and one subscriber's
+    /// (client's) thread, mean over the subscribers.
+    hub_cpu: f64,
+    edge_cpu: f64,
+    client_cpu: f64,
+}
+
 /// Runs `clients` subscribers and one publisher of `points` points; `rate` None = as fast as
-/// possible, Some(r) = r updates/s. Returns (deliveries/s total, slowest client's rate, latencies µs×1000, hub cpu %, bench cpu %).
+/// possible, Some(r) = r updates/s.
 async fn pointhub_run(
     h: &Hub,
     points: u32,
@@ -344,7 +372,7 @@ async fn pointhub_run(
     rate: Option<Rate>,
     secs: f64,
     latency: bool,
-) -> (f64, f64, Vec<u64>, f64, f64) {
+) -> RunFigures {
     // The publisher: dials and sends its birth, says so, waits for the go, then publishes.
     let (pub_ready_tx, pub_ready) = std::sync::mpsc::channel::<()>();
     let (go_tx, go) = std::sync::mpsc::channel::<Instant>();
@@ -362,9 +390,10 @@ async fn pointhub_run(
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     while let Ok(_m) = pubr.session.rx.try_recv() {}
                 }
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => return 0,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return (0, 0.0),
             }
         };
+        let cpu0 = thread_cpu_secs();
         let mut v: u64 = 0;
         let (batch, period) = pace(rate, 2000);
         let mut next = Instant::now();
@@ -400,7 +429,7 @@ async fn pointhub_run(
             while let Ok(_m) = pubr.session.rx.try_recv() {}
         }
         pubr.session.closed.cancel();
-        v
+        (v, thread_cpu_secs() - cpu0)
     });
     let stop = Arc::new(AtomicBool::new(false));
     let recording = Arc::new(AtomicBool::new(false));
@@ -442,9 +471,9 @@ async fn pointhub_run(
     let t0 = Instant::now();
     recording.store(true, Ordering::Relaxed);
     let _ = go_tx.send(t0);
-    let v = tokio::task::spawn_blocking(move || publisher.join().unwrap_or(0))
+    let (v, edge_cpu) = tokio::task::spawn_blocking(move || publisher.join().unwrap_or((0, 0.0)))
         .await
-        .unwrap_or(0);
+        .unwrap_or((0, 0.0));
     let el = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let counts: Vec<f64> = counters
@@ -456,12 +485,15 @@ async fn pointhub_run(
         cpu_secs(std::process::id()) - me_cpu0,
     );
     stop.store(true, Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
+    let client_cpus: Vec<f64> = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0.0))
+            .collect()
     })
-    .await;
+    .await
+    .unwrap_or_default();
+    let client_cpu = client_cpus.iter().sum::<f64>() / client_cpus.len().max(1) as f64;
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         if let Ok(mut v) = SEGMENTS.lock() {
             let mut a: Vec<u64> = v.iter().map(|x| x.0).collect();
@@ -496,9 +528,11 @@ async fn pointhub_run(
             v.clear();
         }
         eprintln!(
-            "published {:.0}/s; hub CPU {:.0} %, bench CPU {:.0} %",
+            "published {:.0}/s; hub CPU {:.0} %, edge {:.0} %, client {:.0} % each, bench process {:.0} %",
             (v as f64) / el,
             hub_cpu / el * 100.0,
+            edge_cpu / el * 100.0,
+            client_cpu / el * 100.0,
             me_cpu / el * 100.0
         );
     }
@@ -508,13 +542,14 @@ async fn pointhub_run(
         .map(|l| l.lock().map(|v| v.clone()).unwrap_or_default())
         .unwrap_or_default();
     l.sort_unstable();
-    (
-        total,
-        if slowest.is_finite() { slowest } else { 0.0 },
-        l,
-        hub_cpu / el * 100.0,
-        me_cpu / el * 100.0,
-    )
+    RunFigures {
+        delivered: total,
+        slowest: if slowest.is_finite() { slowest } else { 0.0 },
+        lat: l,
+        hub_cpu: hub_cpu / el * 100.0,
+        edge_cpu: edge_cpu / el * 100.0,
+        client_cpu: client_cpu / el * 100.0,
+    }
 }
 
 // ---------------------------------------------------------------- raw MQTT and NATS load
@@ -735,8 +770,9 @@ fn peer_reader(
     count: Arc<AtomicU64>,
     lat: Option<Arc<std::sync::Mutex<Vec<u64>>>>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<f64> {
     std::thread::spawn(move || {
+        let cpu0 = thread_cpu_secs();
         s.set_read_timeout(Some(Duration::from_millis(200))).ok();
         let mut buf = vec![0u8; 1 << 20];
         let mut have = 0usize;
@@ -825,6 +861,7 @@ fn peer_reader(
                 v.extend(lats);
             }
         }
+        thread_cpu_secs() - cpu0
     })
 }
 
@@ -836,7 +873,7 @@ fn peer_run(
     rate: Option<Rate>,
     secs: f64,
     latency: bool,
-) -> (f64, f64, Vec<u64>, f64) {
+) -> RunFigures {
     let stop = Arc::new(AtomicBool::new(false));
     let lat = latency.then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
     let mut counters = Vec::new();
@@ -850,6 +887,7 @@ fn peer_run(
     std::thread::sleep(Duration::from_millis(300));
     let mut pubs = connect(proto, b.port, "pub", false);
     let cpu0 = cpu_secs(b.child.id());
+    let pub_cpu0 = thread_cpu_secs();
     let t0 = Instant::now();
     let (batch, period) = pace(rate, 2000);
     let mut v = 0u32;
@@ -887,6 +925,7 @@ fn peer_run(
         }
     }
     let el = t0.elapsed().as_secs_f64();
+    let pub_cpu = thread_cpu_secs() - pub_cpu0;
     std::thread::sleep(Duration::from_millis(300));
     let cpu = (cpu_secs(b.child.id()) - cpu0) / el * 100.0;
     let counts: Vec<f64> = counters
@@ -895,21 +934,24 @@ fn peer_run(
         .collect();
     stop.store(true, Ordering::Relaxed);
     drop(pubs);
-    for r in readers {
-        let _ = r.join();
-    }
+    let reader_cpus: Vec<f64> = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or(0.0))
+        .collect();
     let mut l = lat
         .map(|l| l.lock().map(|v| v.clone()).unwrap_or_default())
         .unwrap_or_default();
     l.sort_unstable();
     let total: f64 = counts.iter().sum();
     let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
-    (
-        total,
-        if slowest.is_finite() { slowest } else { 0.0 },
-        l,
-        cpu,
-    )
+    RunFigures {
+        delivered: total,
+        slowest: if slowest.is_finite() { slowest } else { 0.0 },
+        lat: l,
+        hub_cpu: cpu,
+        edge_cpu: pub_cpu / el * 100.0,
+        client_cpu: reader_cpus.iter().sum::<f64>() / reader_cpus.len().max(1) as f64 / el * 100.0,
+    }
 }
 
 // ---------------------------------------------------------------- the cases
@@ -939,50 +981,55 @@ async fn throughput(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("");
     r.add("### 1–2. Throughput and fan-out (10,000 points, as fast as the publisher can)");
     r.add("");
-    r.add("| system | clients | deliveries/s (median, min–max) | slowest client/s | server CPU % | pointhub ÷ peer |");
-    r.add("| --- | --- | --- | --- | --- | --- |");
+    r.add("CPU is % of one core, median over the runs: the server (the hub, mosquitto, nats-server); the publisher's thread (for pointhub its edge, through the client library over TLS; for the peers the bench's own plain-TCP publisher); one subscriber's thread (for pointhub a client over TLS, mean over the clients; for the peers the bench's plain-TCP reader).");
+    r.add("");
+    r.add("| system | clients | deliveries/s (median, min–max) | slowest client/s | server CPU % | publisher (edge) CPU % | CPU % per subscriber (client) | pointhub ÷ peer |");
+    r.add("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let (m, n) = peers(o);
     for &clients in clients_list {
         let h = pointhub_hub(clients);
-        let mut ph = (vec![], vec![], vec![]);
+        let mut ph = Vec::new();
         for _ in 0..o.runs {
-            let (t, s, _, cpu, _) = pointhub_run(&h, 10_000, clients, None, o.secs, false).await;
-            ph.0.push(t);
-            ph.1.push(s);
-            ph.2.push(cpu);
+            ph.push(pointhub_run(&h, 10_000, clients, None, o.secs, false).await);
         }
-        let ph_med = stats(&ph.0).0;
-        r.add(format!(
-            "| pointhub (TLS) | {clients} | {} | {} | {:.0} | |",
-            cell(&ph.0, fmt_rate),
-            cell(&ph.1, fmt_rate),
-            stats(&ph.2).0
-        ));
+        let (row, ph_med) = throughput_row(&ph);
+        r.add(format!("| pointhub (TLS) | {clients} | {row} | |"));
         drop(h);
         for (name, b, proto) in [
             ("mosquitto", &m, Proto::Mqtt),
             ("nats-server", &n, Proto::Nats),
         ] {
             let Some(b) = b else {
-                r.add(format!("| {name} | {clients} | not installed | | | |"));
+                r.add(format!("| {name} | {clients} | not installed | | | | | |"));
                 continue;
             };
-            let mut pr = (vec![], vec![], vec![]);
-            for _ in 0..o.runs {
-                let (t, s, _, cpu) = peer_run(proto, b, 10_000, clients, None, o.secs, false);
-                pr.0.push(t);
-                pr.1.push(s);
-                pr.2.push(cpu);
-            }
-            let ratio = ph_med / stats(&pr.0).0.max(1.0);
+            let pr: Vec<RunFigures> = (0..o.runs)
+                .map(|_| peer_run(proto, b, 10_000, clients, None, o.secs, false))
+                .collect();
+            let (row, med) = throughput_row(&pr);
+            let ratio = ph_med / med.max(1.0);
             r.add(format!(
-                "| {name} (no TLS) | {clients} | {} | {} | {:.0} | {ratio:.2} |",
-                cell(&pr.0, fmt_rate),
-                cell(&pr.1, fmt_rate),
-                stats(&pr.2).0
+                "| {name} (no TLS) | {clients} | {row} | {ratio:.2} |"
             ));
         }
     }
+}
+
+/// The throughput table's cells from a system's runs, and its median deliveries/s.
+fn throughput_row(runs: &[RunFigures]) -> (String, f64) {
+    let of = |f: fn(&RunFigures) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
+    let delivered = of(|x| x.delivered);
+    (
+        format!(
+            "{} | {} | {:.0} | {:.0} | {:.0}",
+            cell(&delivered, fmt_rate),
+            cell(&of(|x| x.slowest), fmt_rate),
+            stats(&of(|x| x.hub_cpu)).0,
+            stats(&of(|x| x.edge_cpu)).0,
+            stats(&of(|x| x.client_cpu)).0
+        ),
+        stats(&delivered).0,
+    )
 }
 
 /// A fixed piece of arithmetic, `n` rounds.
@@ -1119,8 +1166,9 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
             let mut peer_runs: Vec<Vec<(Vec<u64>, f64)>> = vec![Vec::new(); peers.len()];
             for round in 1..=latency_rounds {
                 let probe = Probe::start();
-                let (_, _, mut l, _, _) =
-                    pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true).await;
+                let mut l = pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true)
+                    .await
+                    .lat;
                 let slow = probe.finish();
                 l.sort_unstable();
                 let mut line = format!(
@@ -1134,8 +1182,7 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
                         continue;
                     };
                     let probe = Probe::start();
-                    let (_, _, l, _) =
-                        peer_run(*proto, b, 10_000, clients, Some(rate), o.secs, true);
+                    let l = peer_run(*proto, b, 10_000, clients, Some(rate), o.secs, true).lat;
                     let slow = probe.finish();
                     line.push_str(&format!(" | {:.3} ({slow:.1} %)", pct(&l, 0.99) / 1000.0));
                     peer_runs[i].push((l, slow));

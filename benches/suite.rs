@@ -363,6 +363,30 @@ struct RunFigures {
     client_cpu: f64,
 }
 
+impl RunFigures {
+    /// From what a run counted over `el` seconds: each client's deliveries/s, the latencies
+    /// (sorted here), and the CPU seconds of the server, the publisher and each client.
+    fn new(
+        counts: &[f64],
+        mut lat: Vec<u64>,
+        el: f64,
+        [server, edge]: [f64; 2],
+        clients: &[f64],
+    ) -> Self {
+        lat.sort_unstable();
+        let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
+        let mean = clients.iter().sum::<f64>() / clients.len().max(1) as f64;
+        RunFigures {
+            delivered: counts.iter().sum(),
+            slowest: if slowest.is_finite() { slowest } else { 0.0 },
+            lat,
+            hub_cpu: server / el * 100.0,
+            edge_cpu: edge / el * 100.0,
+            client_cpu: mean / el * 100.0,
+        }
+    }
+}
+
 /// Runs `clients` subscribers and one publisher of `points` points; `rate` None = as fast as
 /// possible, Some(r) = r updates/s.
 async fn pointhub_run(
@@ -493,7 +517,6 @@ async fn pointhub_run(
     })
     .await
     .unwrap_or_default();
-    let client_cpu = client_cpus.iter().sum::<f64>() / client_cpus.len().max(1) as f64;
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         if let Ok(mut v) = SEGMENTS.lock() {
             let mut a: Vec<u64> = v.iter().map(|x| x.0).collect();
@@ -532,24 +555,14 @@ async fn pointhub_run(
             (v as f64) / el,
             hub_cpu / el * 100.0,
             edge_cpu / el * 100.0,
-            client_cpu / el * 100.0,
+            client_cpus.iter().sum::<f64>() / client_cpus.len().max(1) as f64 / el * 100.0,
             me_cpu / el * 100.0
         );
     }
-    let total: f64 = counts.iter().sum();
-    let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut l = lat
+    let l = lat
         .map(|l| l.lock().map(|v| v.clone()).unwrap_or_default())
         .unwrap_or_default();
-    l.sort_unstable();
-    RunFigures {
-        delivered: total,
-        slowest: if slowest.is_finite() { slowest } else { 0.0 },
-        lat: l,
-        hub_cpu: hub_cpu / el * 100.0,
-        edge_cpu: edge_cpu / el * 100.0,
-        client_cpu: client_cpu / el * 100.0,
-    }
+    RunFigures::new(&counts, l, el, [hub_cpu, edge_cpu], &client_cpus)
 }
 
 // ---------------------------------------------------------------- raw MQTT and NATS load
@@ -927,7 +940,7 @@ fn peer_run(
     let el = t0.elapsed().as_secs_f64();
     let pub_cpu = thread_cpu_secs() - pub_cpu0;
     std::thread::sleep(Duration::from_millis(300));
-    let cpu = (cpu_secs(b.child.id()) - cpu0) / el * 100.0;
+    let cpu = cpu_secs(b.child.id()) - cpu0;
     let counts: Vec<f64> = counters
         .iter()
         .map(|c| c.load(Ordering::Relaxed) as f64 / el)
@@ -938,20 +951,10 @@ fn peer_run(
         .into_iter()
         .map(|r| r.join().unwrap_or(0.0))
         .collect();
-    let mut l = lat
+    let l = lat
         .map(|l| l.lock().map(|v| v.clone()).unwrap_or_default())
         .unwrap_or_default();
-    l.sort_unstable();
-    let total: f64 = counts.iter().sum();
-    let slowest = counts.iter().copied().fold(f64::INFINITY, f64::min);
-    RunFigures {
-        delivered: total,
-        slowest: if slowest.is_finite() { slowest } else { 0.0 },
-        lat: l,
-        hub_cpu: cpu,
-        edge_cpu: pub_cpu / el * 100.0,
-        client_cpu: reader_cpus.iter().sum::<f64>() / reader_cpus.len().max(1) as f64 / el * 100.0,
-    }
+    RunFigures::new(&counts, l, el, [cpu, pub_cpu], &reader_cpus)
 }
 
 // ---------------------------------------------------------------- the cases
@@ -1166,11 +1169,10 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
             let mut peer_runs: Vec<Vec<(Vec<u64>, f64)>> = vec![Vec::new(); peers.len()];
             for round in 1..=latency_rounds {
                 let probe = Probe::start();
-                let mut l = pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true)
+                let l = pointhub_run(&h, 10_000, clients, Some(rate), o.secs, true)
                     .await
                     .lat;
                 let slow = probe.finish();
-                l.sort_unstable();
                 let mut line = format!(
                     "| {pacing} | {clients} | {round} | {:.3} ({slow:.1} %)",
                     pct(&l, 0.99) / 1000.0

@@ -1114,9 +1114,92 @@ impl Probe {
     }
 }
 
+/// How steady the machine is with nothing else running: one thread per core times the probe's
+/// ≈ 20 µs piece back to back for `secs`. Gives the pieces' p50/p99/p999, the share of 10 ms
+/// windows in which a core ran ≥ 1.5 × slower than its median, and the share of instants at which
+/// a core was stalled with ≥ 0.5 ms still to go: an update arriving then waits that long on that
+/// core whatever system handles it.
+fn idle_machine(secs: f64) -> String {
+    let n = probe_rounds();
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..cores)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                while t0.elapsed().as_secs_f64() < secs {
+                    let a = Instant::now();
+                    std::hint::black_box(arithmetic(n));
+                    v.push((
+                        a.duration_since(t0).as_nanos() as u64,
+                        a.elapsed().as_nanos() as u64,
+                    ));
+                }
+                v
+            })
+        })
+        .collect();
+    let per_core: Vec<Vec<(u64, u64)>> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or_default())
+        .collect();
+    let total_ns = t0.elapsed().as_nanos() as u64;
+    // 10 µs cells of the run in which some core still had ≥ 0.5 ms of a stall to go.
+    let cell_ns = 10_000u64;
+    let mut stalled = vec![false; (total_ns / cell_ns) as usize + 1];
+    let (mut p50, mut p99, mut p999, mut slow_share) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for v in &per_core {
+        let mut d: Vec<u64> = v.iter().map(|x| x.1).collect();
+        d.sort_unstable();
+        let Some(&med) = d.get(d.len() / 2) else {
+            continue;
+        };
+        let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        p50.push(at(0.5));
+        p99.push(at(0.99));
+        p999.push(at(0.999));
+        let mut w = std::collections::BTreeMap::<u64, (u64, u64)>::new();
+        for &(start, took) in v {
+            let e = w.entry(start / 10_000_000).or_default();
+            e.0 += took;
+            e.1 += 1;
+            let left = 500_000;
+            if took > left {
+                let (a, b) = (start / cell_ns, (start + took - left) / cell_ns);
+                for c in a..b.min(stalled.len() as u64) {
+                    stalled[c as usize] = true;
+                }
+            }
+        }
+        let slow = w
+            .values()
+            .filter(|(sum, count)| *sum as f64 / *count as f64 >= 1.5 * med as f64)
+            .count();
+        slow_share.push(slow as f64 * 100.0 / w.len().max(1) as f64);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let stall = stalled.iter().filter(|s| **s).count() as f64 * 100.0 / stalled.len() as f64;
+    format!(
+        "The machine idle ({secs:.0} s, one thread per core timing a ≈ 20 µs piece of arithmetic back to back): the piece took p50 {:.1} µs, p99 {:.1}, p999 {:.1}; {:.1} % of 10 ms windows ran ≥ 1.5 × slower than the median; at {:.2} % of instants a core was stalled with ≥ 0.5 ms still to go. On a quiet machine both shares are ≈ 0.",
+        mean(&p50),
+        mean(&p99),
+        mean(&p999),
+        mean(&slow_share),
+        stall
+    )
+}
+
 async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
     r.add("");
     r.add("### 3. Latency at 10,000 updates/s (source timestamp → client receipt, ms)");
+    r.add("");
+    r.add(format!(
+        "Just before these runs: {}",
+        idle_machine(if o.quick { 1.0 } else { 10.0 })
+    ));
     r.add("");
     r.add("Two pacings, the same for every system: one update every 100 µs (every update its own message: the per-message cost counts), and ten updates every millisecond (the machine idles between messages: the cost of waking counts).");
     r.add("");
@@ -1520,13 +1603,17 @@ fn main() {
         if quick { " (smoke run)" } else { "" }
     ));
     r.add("pointhub runs over TLS 1.3 + WebSocket with mutual keys; mosquitto and nats-server over plain TCP, QoS 0, one 24-byte message per update, fed by a client that batches its writes.");
-    // `--only throughput|latency|know|resync|sessions` runs one case.
+    // `--only throughput|latency|know|resync|sessions|machine` runs one case.
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
     let run = |c: &str| only.as_deref().is_none_or(|o| o == c);
+    // `--only machine`: how steady the idle machine is, for `--secs` (the latency case starts so).
+    if only.as_deref() == Some("machine") {
+        r.add(idle_machine(o.secs));
+    }
     rt.block_on(async {
         if run("throughput") {
             throughput(&mut r, o, &clients).await;

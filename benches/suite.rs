@@ -1236,10 +1236,11 @@ async fn latency(r: &mut Report, o: Opts, clients_list: &[usize]) {
             updates: 10_000,
             messages: hz,
         };
-        let pacing = if hz >= 10_000 {
-            "1 per 100 µs".to_string()
+        let (per, period_us) = (10_000u64.div_ceil(hz.max(1)), 1_000_000 / hz.max(1));
+        let pacing = if period_us % 1000 == 0 {
+            format!("{per} per {} ms", period_us / 1000)
         } else {
-            format!("{} per {} ms", 10_000 / hz, 1000 / hz)
+            format!("{per} per {period_us} µs")
         };
         for &clients in clients_list {
             let h = pointhub_hub(clients);

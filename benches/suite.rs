@@ -1147,7 +1147,7 @@ fn idle_machine(secs: f64) -> String {
         .collect();
     let total_ns = t0.elapsed().as_nanos() as u64;
     // 10 µs cells of the run in which some core still had ≥ 0.5 ms of a stall to go.
-    let cell_ns = 10_000u64;
+    let (cell_ns, left_ns) = (10_000u64, 500_000u64);
     let mut stalled = vec![false; (total_ns / cell_ns) as usize + 1];
     let (mut p50, mut p99, mut p999, mut slow_share) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -1157,18 +1157,16 @@ fn idle_machine(secs: f64) -> String {
         let Some(&med) = d.get(d.len() / 2) else {
             continue;
         };
-        let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
-        p50.push(at(0.5));
-        p99.push(at(0.99));
-        p999.push(at(0.999));
+        p50.push(pct(&d, 0.5));
+        p99.push(pct(&d, 0.99));
+        p999.push(pct(&d, 0.999));
         let mut w = std::collections::BTreeMap::<u64, (u64, u64)>::new();
         for &(start, took) in v {
             let e = w.entry(start / 10_000_000).or_default();
             e.0 += took;
             e.1 += 1;
-            let left = 500_000;
-            if took > left {
-                let (a, b) = (start / cell_ns, (start + took - left) / cell_ns);
+            if took > left_ns {
+                let (a, b) = (start / cell_ns, (start + took - left_ns) / cell_ns);
                 for c in a..b.min(stalled.len() as u64) {
                     stalled[c as usize] = true;
                 }

@@ -25,8 +25,10 @@ function age(ts) {
 function esc(s) {
   return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
 }
+// The console session's CSRF token (from /api/v1/me): every change request carries it.
+let csrf = "";
 async function api(path, opts) {
-  const r = await fetch(path, Object.assign({ headers: { "content-type": "application/json" } }, opts));
+  const r = await fetch(path, Object.assign({ headers: { "content-type": "application/json", "x-csrf-token": csrf } }, opts));
   if (r.status === 401) { location.href = "/login"; throw new Error("logged out"); }
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.statusText);
@@ -175,6 +177,7 @@ setInterval(refresh, 1000);
 setInterval(() => { if (!$("#points").hidden) renderPoints(); }, 1000);
 api("/api/v1/me").then((m) => {
   me = m;
+  csrf = m.csrf || "";
   $("#me").textContent = `${m.name} (${m.role})`;
   $("#hub").textContent = `hub ${m.hub}`;
   if (!m.admin) $("#tab-keys").hidden = true;

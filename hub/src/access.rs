@@ -160,6 +160,17 @@ impl Access {
         self.store.touch_keys(&seen)
     }
 
+    /// Whether a key is revoked now (a store that cannot be read counts as revoked: refuse).
+    pub fn is_revoked(&self, fp: &Fingerprint) -> bool {
+        match self.store.key(fp) {
+            Ok(rec) => rec.is_some_and(|r| r.state == KeyState::Revoked),
+            Err(e) => {
+                tracing::error!(error = %e, "store failed");
+                true
+            }
+        }
+    }
+
     /// Decides a connecting key.
     pub fn admit(
         &self,
@@ -236,21 +247,19 @@ impl Access {
                 ),
             })
         };
-        let Ok(Some(mut t)) = self.store.token(&hash) else {
-            return refuse("unknown enrollment token");
+        let now = Timestamp::now().0;
+        let check = |t: &TokenRecord| {
+            if t.used_by.is_some() {
+                Err("enrollment token already used")
+            } else if now > t.expires {
+                Err("enrollment token expired")
+            } else if claim.role.is_some_and(|r| r != t.role) {
+                Err("enrollment token is for another role")
+            } else {
+                Ok(())
+            }
         };
-        if t.used_by.is_some() {
-            return refuse("enrollment token already used");
-        }
-        if Timestamp::now().0 > t.expires {
-            return refuse("enrollment token expired");
-        }
-        if claim.role.is_some_and(|r| r != t.role) {
-            return refuse("enrollment token is for another role");
-        }
-        t.used_by = Some(*fp);
-        t.used_at = Some(store::now());
-        let rec = KeyRecord {
+        let key = |t: &TokenRecord| KeyRecord {
             fingerprint: *fp,
             state: KeyState::Approved,
             role: t.role,
@@ -265,17 +274,17 @@ impl Access {
             last_seen: Some(store::now()),
             last_addr: Some(addr.into()),
         };
-        if self
-            .store
-            .put_token(&hash, &t)
-            .and_then(|_| self.store.put_key(&rec))
-            .is_err()
-        {
-            return Err(Refusal {
-                reason: "store error",
-                message: "the hub cannot write its store; try again later".into(),
-            });
-        }
+        let (t, rec) = match self.store.spend_token(&hash, check, key) {
+            Ok(Ok(spent)) => spent,
+            Ok(Err(why)) => return refuse(why),
+            Err(e) => {
+                tracing::error!(error = %e, "store failed");
+                return Err(Refusal {
+                    reason: "store error",
+                    message: "the hub cannot write its store; try again later".into(),
+                });
+            }
+        };
         self.audit.record("token.used", json!({"token": t.id, "fingerprint": fp, "name": t.name, "role": t.role, "remote": addr}));
         self.audit.record(
             "key.approved",
@@ -633,5 +642,44 @@ mod tests {
         ] {
             assert!(events.iter().any(|x| x == e), "{e} in {events:?}");
         }
+    }
+
+    #[test]
+    fn a_token_presented_by_many_keys_at_once_approves_exactly_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = std::sync::Arc::new(Access::open(dir.path(), &[], 1 << 20, 3).expect("open"));
+        let out = a
+            .execute(
+                AdminRequest::TokensCreate {
+                    grant: grant(Role::Edge, "e1"),
+                    ttl_s: 60,
+                },
+                "test",
+            )
+            .expect("token");
+        let token = out["token"].as_str().expect("token").to_string();
+        let go = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let tries: Vec<_> = (0..16u8)
+            .map(|i| {
+                let (a, go, token) = (a.clone(), go.clone(), token.clone());
+                std::thread::spawn(move || {
+                    let claim = Claim {
+                        name: format!("n{i}"),
+                        role: Some(Role::Edge),
+                        token: Some(token),
+                    };
+                    go.wait();
+                    a.admit(&Fingerprint([100 + i; 32]), &claim, "x", "hub")
+                        .is_ok()
+                })
+            })
+            .collect();
+        let admitted = tries
+            .into_iter()
+            .map(|t| t.join().unwrap_or(false))
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(admitted, 1);
+        assert_eq!(a.store.keys().expect("keys").len(), 1);
     }
 }

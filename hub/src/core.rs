@@ -567,6 +567,19 @@ pub struct Core {
     pub max_points_per_node: usize,
 }
 
+/// Most patterns one subscriber holds at once, over all its subscribes.
+pub const MAX_PATTERNS: usize = 256;
+
+/// Points matched per hold of the table lock while a subscribe or unsubscribe scans.
+pub(crate) const SCAN_SLICE: usize = 16_384;
+
+/// Why a subscribe was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("a session may hold at most {max} patterns (this subscribe would make {total}): use fewer, wider patterns (`plant1/**`), or unsubscribe some first")]
+    TooManyPatterns { total: usize, max: usize },
+}
+
 /// Why a birth was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum BirthError {
@@ -897,45 +910,110 @@ impl Core {
         }
     }
 
-    /// Adds patterns to a subscription and queues a snapshot of every point they newly cover.
-    pub fn subscribe(&self, sub: &Arc<Subscriber>, patterns: Vec<pointhub_schemas::Pattern>) {
-        let table = &mut *self.table_write();
-        let Ok(mut st) = sub.state.lock() else { return };
-        st.patterns.extend(patterns);
-        let mut snapshot = Vec::new();
-        let mut changes = SetChanges::default();
-        let Table { points, names, .. } = table;
-        for (gid, p) in points.iter_mut().enumerate() {
-            let gid = gid as u32;
-            if sub.wants(&st, name_in(names, p)) {
-                if st.member.insert(gid) {
-                    p.subs = changes.with(&p.subs, sub);
+    /// Adds patterns to a subscription and queues a snapshot of every point they cover.
+    ///
+    /// A subscriber holds at most [`MAX_PATTERNS`] patterns over all its subscribes (a pattern
+    /// it holds already is not added twice). The table is scanned against the new patterns
+    /// only, [`SCAN_SLICE`] points per hold of its lock, so a subscribe on a big table never
+    /// holds up the authorities' batches for more than a slice. Points defined meanwhile are
+    /// matched by [`Core::define`], which sees the patterns from the first slice on.
+    pub fn subscribe(
+        &self,
+        sub: &Arc<Subscriber>,
+        patterns: Vec<pointhub_schemas::Pattern>,
+    ) -> Result<(), SubscribeError> {
+        {
+            // The patterns go in under the table lock, as `define` reads them under it.
+            let _table = self.table_write();
+            let Ok(mut st) = sub.state.lock() else {
+                return Ok(());
+            };
+            let fresh: Vec<&pointhub_schemas::Pattern> = patterns
+                .iter()
+                .filter(|p| !st.patterns.iter().any(|q| q.as_str() == p.as_str()))
+                .collect();
+            let total = st.patterns.len() + fresh.len();
+            if total > MAX_PATTERNS {
+                return Err(SubscribeError::TooManyPatterns {
+                    total,
+                    max: MAX_PATTERNS,
+                });
+            }
+            let fresh: Vec<pointhub_schemas::Pattern> = fresh.into_iter().cloned().collect();
+            st.patterns.extend(fresh);
+        }
+        let covers = |name: &str| {
+            sub.grant.iter().any(|g| g.matches(name)) && patterns.iter().any(|p| p.matches(name))
+        };
+        let mut from = 0usize;
+        let mut total = 0u32;
+        loop {
+            let mut snapshot = Vec::new();
+            {
+                let table = &mut *self.table_write();
+                let Ok(mut st) = sub.state.lock() else {
+                    return Ok(());
+                };
+                let Table { points, names, .. } = table;
+                let to = points.len().min(from + SCAN_SLICE);
+                let mut changes = SetChanges::default();
+                for (gid, p) in points.iter_mut().enumerate().take(to).skip(from) {
+                    let gid = gid as u32;
+                    if covers(name_in(names, p)) {
+                        if st.member.insert(gid) {
+                            p.subs = changes.with(&p.subs, sub);
+                        }
+                        snapshot.push(p.entry(gid));
+                    }
                 }
-                snapshot.push(p.entry(gid));
+                from = to;
+                if to >= points.len() {
+                    from = usize::MAX;
+                }
+            }
+            total += snapshot.len() as u32;
+            sub.push_many(snapshot);
+            if from == usize::MAX {
+                break;
             }
         }
-        drop(st);
-        let n = snapshot.len() as u32;
-        sub.push_many(snapshot);
-        sub.push_done(n);
+        sub.push_done(total);
+        Ok(())
     }
 
-    /// Removes patterns; points no longer covered stop flowing.
+    /// Removes patterns; points no longer covered stop flowing. Only points a removed pattern
+    /// matched can leave, so only those are checked against the rest, a slice at a time.
     pub fn unsubscribe(&self, sub: &Arc<Subscriber>, patterns: &[String]) {
-        let table = &mut *self.table_write();
-        let Ok(mut st) = sub.state.lock() else { return };
-        st.patterns
-            .retain(|p| !patterns.iter().any(|x| x == p.as_str()));
-        let members: Vec<u32> = st.member.iter().collect();
-        let mut changes = SetChanges::default();
-        let Table { points, names, .. } = table;
-        for gid in members {
-            let Some(p) = points.get_mut(gid as usize) else {
-                continue;
-            };
-            if !sub.wants(&st, name_in(names, p)) {
-                st.member.remove(gid);
-                p.subs = changes.without(&p.subs, sub.id);
+        let (removed, members) = {
+            let _table = self.table_write();
+            let Ok(mut st) = sub.state.lock() else { return };
+            let removed: Vec<pointhub_schemas::Pattern> = st
+                .patterns
+                .iter()
+                .filter(|p| patterns.iter().any(|x| x == p.as_str()))
+                .cloned()
+                .collect();
+            if removed.is_empty() {
+                return;
+            }
+            st.patterns
+                .retain(|p| !patterns.iter().any(|x| x == p.as_str()));
+            (removed, st.member.iter().collect::<Vec<u32>>())
+        };
+        for slice in members.chunks(SCAN_SLICE) {
+            let table = &mut *self.table_write();
+            let Ok(mut st) = sub.state.lock() else { return };
+            let mut changes = SetChanges::default();
+            let Table { points, names, .. } = table;
+            for &gid in slice {
+                let Some(p) = points.get_mut(gid as usize) else {
+                    continue;
+                };
+                let name = name_in(names, p);
+                if removed.iter().any(|r| r.matches(name)) && !sub.wants(&st, name) {
+                    st.member.remove(gid);
+                    p.subs = changes.without(&p.subs, sub.id);
+                }
             }
         }
     }
@@ -1029,7 +1107,8 @@ mod tests {
             limit,
         ));
         core.add_subscriber(sub.clone());
-        core.subscribe(&sub, vec![Pattern::parse(pattern).expect("p")]);
+        core.subscribe(&sub, vec![Pattern::parse(pattern).expect("p")])
+            .expect("subscribe");
         sub
     }
 
@@ -1252,8 +1331,10 @@ mod tests {
             s
         };
         let (a, b) = (sub(7), sub(8));
-        core.subscribe(&a, vec![Pattern::parse("e/**").expect("p")]);
-        core.subscribe(&b, vec![Pattern::parse("e/a/**").expect("p")]);
+        core.subscribe(&a, vec![Pattern::parse("e/**").expect("p")])
+            .expect("subscribe");
+        core.subscribe(&b, vec![Pattern::parse("e/a/**").expect("p")])
+            .expect("subscribe");
         assert_eq!(a.state.lock().expect("lock").member.len(), 1000);
         assert_eq!(b.state.lock().expect("lock").member.len(), 100);
         {
@@ -1275,6 +1356,52 @@ mod tests {
         assert_eq!(a.drain().entries.len(), 0, "removed");
         assert_eq!(b.drain().entries.len(), 0, "unsubscribed");
         assert!(core.table_read().points.iter().all(|p| p.subs.is_empty()));
+    }
+
+    #[test]
+    fn subscribes_scan_in_slices_cap_their_patterns_and_unsubscribe_keeps_what_others_cover() {
+        let core = Core::new(100_000);
+        let owner: Arc<str> = "e".into();
+        let n = 2 * SCAN_SLICE + 100;
+        let defs: Vec<PointDef> = (0..n).map(|i| def(&format!("e/{}/p{i}", i % 2))).collect();
+        core.define(&owner, 1, &defs, 0, |_| true, "e")
+            .expect("defined");
+        let sub = Arc::new(Subscriber::new(
+            5,
+            false,
+            vec![Pattern::parse("**").expect("p")],
+            1_000_000,
+        ));
+        core.add_subscriber(sub.clone());
+        let pat = |p: &str| Pattern::parse(p).expect("p");
+        core.subscribe(&sub, vec![pat("e/0/*")]).expect("subscribe");
+        let first = sub.drain();
+        assert_eq!(first.entries.len(), n / 2, "every slice scanned");
+        assert_eq!(first.snapshots_done, vec![(n / 2) as u32]);
+        // A second pattern: its own points in the snapshot, not the first pattern's again.
+        core.subscribe(&sub, vec![pat("e/1/*"), pat("e/0/*")])
+            .expect("subscribe");
+        assert_eq!(
+            sub.state.lock().expect("lock").patterns.len(),
+            2,
+            "no duplicate"
+        );
+        assert_eq!(sub.drain().entries.len(), n, "both patterns' points");
+        // Overlapping patterns: removing one keeps what the other still covers.
+        core.subscribe(&sub, vec![pat("e/**")]).expect("subscribe");
+        core.unsubscribe(&sub, &["e/0/*".to_string(), "e/1/*".to_string()]);
+        assert_eq!(sub.state.lock().expect("lock").member.len(), n);
+        core.unsubscribe(&sub, &["e/**".to_string()]);
+        assert_eq!(sub.state.lock().expect("lock").member.len(), 0);
+        // The cap counts every pattern the subscriber holds.
+        let many: Vec<Pattern> = (0..MAX_PATTERNS).map(|i| pat(&format!("x/{i}"))).collect();
+        core.subscribe(&sub, many).expect("up to the cap");
+        assert!(matches!(
+            core.subscribe(&sub, vec![pat("y/1")]),
+            Err(SubscribeError::TooManyPatterns { .. })
+        ));
+        core.subscribe(&sub, vec![pat("x/1")])
+            .expect("a pattern it holds already adds nothing");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod saver;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod upstream;
 pub mod web;
 

@@ -71,8 +71,16 @@ pub struct Hub {
     pub live: DashMap<u64, LiveNode>,
     /// The hubs below each child-hub session (their `Chain`), to refuse loops.
     pub below: DashMap<u64, Vec<String>>,
-    /// Writes on their way to an edge: hub request id → where the answer goes.
-    pub writes: DashMap<u64, oneshot::Sender<WriteResult>>,
+    /// The hubs above this one, per upstream link: its parent and the parent's own ancestors
+    /// (the parent's `Chain`). A child that claims one of them below it is refused: that is a
+    /// loop, or a forged chain that would get this hub refused by its parent.
+    pub above: DashMap<usize, Vec<String>>,
+    /// Writes on their way to an edge: hub request id → the edge session asked and where the
+    /// answer goes. Only that session may answer.
+    pub writes: DashMap<u64, PendingWrite>,
+    /// Every upgraded node connection, from before its hello to its end: (key, its token).
+    /// A revocation cancels them all, so no connection admitted before it outlives it.
+    pub conns: DashMap<u64, (Fingerprint, CancellationToken)>,
     pub limits: Limits,
     /// Fires when the hub shuts down; every session is a child of it.
     pub shutdown: CancellationToken,
@@ -81,6 +89,13 @@ pub struct Hub {
     pub stats: HubStats,
     /// Console sessions (cookie → operator).
     pub web: crate::web::WebState,
+}
+
+/// A write sent to an edge, waiting for its answer.
+pub struct PendingWrite {
+    /// The edge session the request went to: a result from any other session is refused.
+    pub session: u64,
+    pub reply: oneshot::Sender<WriteResult>,
 }
 
 /// Counters the hub keeps for `/metrics`.
@@ -125,7 +140,56 @@ impl Hub {
         out
     }
 
-    /// Ends every live session of a key at once (after a revocation).
+    /// Every hub above this one, over all its upstream links.
+    pub fn ancestors(&self) -> Vec<String> {
+        let mut above: Vec<String> = self.above.iter().flat_map(|e| e.value().clone()).collect();
+        above.sort();
+        above.dedup();
+        above
+    }
+
+    /// What this hub tells a child hub: itself and every hub above it.
+    pub fn chain_down(&self) -> Vec<String> {
+        let mut out = vec![self.name.to_string()];
+        out.extend(self.ancestors());
+        out
+    }
+
+    /// The ancestors changed: tells every child hub, and ends a child that claims an ancestor
+    /// below it (a loop, or a forged chain).
+    pub async fn ancestors_changed(&self) {
+        let ancestors = self.ancestors();
+        let down = self.chain_down();
+        let children: Vec<LiveNode> = self
+            .live
+            .iter()
+            .filter(|e| e.role == pointhub_schemas::Role::Hub)
+            .map(|e| e.value().clone())
+            .collect();
+        for c in children {
+            let clash = self
+                .below
+                .get(&c.session)
+                .and_then(|b| b.iter().find(|h| ancestors.contains(h)).cloned());
+            match clash {
+                Some(h) => {
+                    warn!(child = %c.name, hub = %h, "a child hub claims a hub above this one: ended");
+                    c.tx.fail(ErrorCode::Conflict, loop_message(&self.name, &c.name, &h))
+                        .await;
+                }
+                None => {
+                    c.tx.send(pointhub_schemas::Msg::Chain(pointhub_schemas::Chain {
+                        hubs: down.clone(),
+                    }))
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Ends every session of a key at once (after a revocation): live ones are told why, and
+    /// every connection of the key, also one upgraded but still before its hello, is cancelled
+    /// a moment later (the moment lets the reason reach the live ones).
     pub async fn end_sessions_of_key(&self, fp: &Fingerprint, why: &str) -> usize {
         let victims: Vec<LiveNode> = self
             .live
@@ -136,7 +200,20 @@ impl Hub {
         for v in &victims {
             v.tx.fail(ErrorCode::AccessDenied, why.to_string()).await;
         }
-        victims.len()
+        let conns: Vec<CancellationToken> = self
+            .conns
+            .iter()
+            .filter(|e| e.value().0 == *fp)
+            .map(|e| e.value().1.clone())
+            .collect();
+        let n = conns.len().max(victims.len());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for c in conns {
+                c.cancel();
+            }
+        });
+        n
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -150,6 +227,18 @@ impl Hub {
     /// Sets one of the hub's own `$sys/…` points.
     pub fn set_sys(&self, path: &str, dtype: DataType, value: Value) {
         self.core.set_local(&self.name, path, dtype, value);
+    }
+}
+
+/// Why a child hub is refused: it claims a hub below it that is this hub or above it.
+pub fn loop_message(hub: &str, child: &str, clash: &str) -> String {
+    if clash == hub {
+        format!("loop in the hub chain: hub {hub} is already below {child}; remove one of the upstream links")
+    } else {
+        format!(
+            "loop in the hub chain: hub {child} reports hub {clash} below it, but {clash} is above hub {hub}; \
+             remove one of the upstream links (a child that forges its chain is refused, not its parents)"
+        )
     }
 }
 
@@ -264,7 +353,9 @@ pub async fn run(
         fingerprint: identity.fingerprint,
         live: DashMap::new(),
         writes: DashMap::new(),
+        conns: DashMap::new(),
         below: DashMap::new(),
+        above: DashMap::new(),
         limits,
         shutdown: shutdown.clone(),
         started: std::time::Instant::now(),

@@ -8,6 +8,7 @@
 use crate::config::NodeEntry;
 use crate::core::Subscriber;
 use crate::server::{Hub, LiveNode, Peer};
+use crate::throttle::Throttle;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -26,6 +27,13 @@ use tracing::{info, warn, Instrument};
 
 /// Updates per frame from the hub to a client.
 const BATCH: usize = 4096;
+/// Subscribes and unsubscribes of one session per second (each scans the table); past it,
+/// the session waits.
+const SCANS_PER_SEC: u32 = 10;
+/// A client's requests for a fresh snapshot (each sends every point it covers): one per this.
+const REBIRTH_EVERY: Duration = Duration::from_secs(2);
+/// Writes one client session may have waiting on devices at once.
+const MAX_WRITES_IN_FLIGHT: usize = 64;
 
 struct AxumMsg(Message);
 
@@ -62,7 +70,25 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         limits: hub.limits.clone(),
         max_frames_per_sec: hub.config.limits.max_frames_per_sec,
     };
-    let mut session = spawn_session(ws, opts, &hub.shutdown);
+    // The connection is the key's from here on: registered before its hello, so a revocation
+    // from now on ends it; and a revocation that came since it was admitted is seen now.
+    let conn = hub.shutdown.child_token();
+    let conn_id = hub.core.next_id();
+    hub.conns.insert(conn_id, (entry.fingerprint, conn.clone()));
+    let _registered = Registered(&hub, conn_id);
+    let mut session = spawn_session(ws, opts, &conn);
+    if hub.access.is_revoked(&entry.fingerprint) {
+        warn!("refused: the key was revoked while it connected");
+        session
+            .tx
+            .fail(
+                ErrorCode::AccessDenied,
+                "this node's key was revoked by the operator",
+            )
+            .await;
+        session.finish().await;
+        return;
+    }
     let handshake = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
     let hello = match tokio::time::timeout(handshake, session.rx.recv()).await {
         Ok(Some(Msg::Hello(h))) => h,
@@ -220,6 +246,8 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     }
     session.finish().await;
     hub.live.remove(&id);
+    // A write routed here in the moment before the session left the list: answer it now.
+    hub.writes.retain(|_, w| w.session != id);
     if hub.sessions_of(&name).is_empty() {
         hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(false));
     }
@@ -229,6 +257,15 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         "connection.closed",
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "reason": reason}),
     );
+}
+
+/// Removes a connection from the hub's list when its session ends, however it ends.
+struct Registered<'a>(&'a Hub, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.conns.remove(&self.1);
+    }
 }
 
 async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, session: &mut Session) {
@@ -252,11 +289,22 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
     let mut owned = crate::core::GidSet::default();
     let mut last_seq: Option<u64> = None;
     let mut unknown_ids = 0u64;
+    let mut foreign_results = 0u64;
     let max_rate = hub.config.limits.max_updates_per_sec;
     let mut window_start = tokio::time::Instant::now();
     let mut window_updates = 0u64;
     let mut last_ack = tokio::time::Instant::now();
     let mut since_yield = 0u64;
+    if child_hub {
+        // A child hub learns which hubs are above it, so it refuses a child of its own that
+        // claims one of them (rather than pass the claim up and be refused itself).
+        session
+            .tx
+            .send(Msg::Chain(pointhub_schemas::Chain {
+                hubs: hub.chain_down(),
+            }))
+            .await;
+    }
     while let Some(msg) = session.rx.recv().await {
         match msg {
             Msg::Birth(b) => {
@@ -373,27 +421,46 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                 }
             }
             Msg::WriteResult(r) => {
-                if let Some((_, reply)) = hub.writes.remove(&r.req) {
-                    let _ = reply.send(r);
+                // Only the session the request went to may answer it.
+                match hub.writes.remove_if(&r.req, |_, w| w.session == id) {
+                    Some((_, w)) => {
+                        let _ = w.reply.send(r);
+                    }
+                    None if hub.writes.contains_key(&r.req) => {
+                        foreign_results += 1;
+                        warn!(
+                            req = r.req,
+                            count = foreign_results,
+                            "refused a write result for a request sent to another node"
+                        );
+                        if foreign_results == 1 {
+                            hub.access.audit.record(
+                                "write.result_refused",
+                                json!({"fingerprint": entry.fingerprint, "name": entry.name, "req": r.req, "reason": "the request went to another node"}),
+                            );
+                        }
+                    }
+                    None => {} // answered after its timeout, or never asked
                 }
             }
             Msg::Chain(c) if child_hub => {
-                if c.hubs.iter().any(|h| h == hub.name.as_ref()) {
-                    warn!(chain = ?c.hubs, "refused: a loop in the hub chain");
+                let ancestors = hub.ancestors();
+                let clash = c
+                    .hubs
+                    .iter()
+                    .find(|h| *h == hub.name.as_ref() || ancestors.contains(h))
+                    .cloned();
+                if let Some(clash) = clash {
+                    warn!(chain = ?c.hubs, clash = %clash, "refused: a loop in the hub chain");
                     hub.access.audit.record(
                         "chain.refused",
-                        json!({"fingerprint": entry.fingerprint, "name": entry.name, "chain": c.hubs, "reason": "loop"}),
+                        json!({"fingerprint": entry.fingerprint, "name": entry.name, "chain": c.hubs, "reason": "loop", "hub": clash}),
                     );
                     session
                         .tx
                         .fail(
                             ErrorCode::Conflict,
-                            format!(
-                                "loop in the hub chain: hub {} is already below {} ({}); remove one of the upstream links",
-                                hub.name,
-                                entry.name,
-                                c.hubs.join(" > ")
-                            ),
+                            crate::server::loop_message(&hub.name, &entry.name, &clash),
                         )
                         .await;
                     break;
@@ -419,7 +486,9 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
     hub.below.remove(&id);
     let owned: Vec<u32> = owned.iter().collect();
     hub.core.authority_lost(id, &owned);
-    // Writes still waiting on this edge will time out; answer them now instead.
+    // Writes still waiting on this edge are answered now (BadNoCommunication), not at their
+    // timeout: dropping their reply channel tells the writer the authority went away.
+    hub.writes.retain(|_, w| w.session != id);
     info!(points = owned.len(), "authority lost: points marked stale");
 }
 
@@ -455,6 +524,9 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
         session.closed.clone(),
     ));
     let write = Arc::new(write);
+    let mut scans = Throttle::new(SCANS_PER_SEC, Duration::from_secs(1));
+    let mut rebirths = Throttle::new(1, REBIRTH_EVERY);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
     while let Some(msg) = session.rx.recv().await {
         match msg {
             Msg::Subscribe(s) => match parse_patterns(&s.patterns) {
@@ -463,7 +535,18 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
                         sub.history.store(true, Ordering::Relaxed);
                     }
                     info!(patterns = ?s.patterns, "subscribe");
-                    hub.core.subscribe(&sub, p);
+                    if scans.wait().await {
+                        warn!("subscribing faster than {SCANS_PER_SEC}/s: slowed down");
+                    }
+                    let (h, sb) = (hub.clone(), sub.clone());
+                    let done = tokio::task::spawn_blocking(move || h.core.subscribe(&sb, p)).await;
+                    if let Ok(Err(e)) = done {
+                        session
+                            .tx
+                            .fail(ErrorCode::LimitExceeded, format!("subscribe: {e}"))
+                            .await;
+                        break;
+                    }
                 }
                 Err(e) => {
                     session
@@ -473,18 +556,38 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
                     break;
                 }
             },
-            Msg::Unsubscribe(u) => hub.core.unsubscribe(&sub, &u.patterns),
+            Msg::Unsubscribe(u) => {
+                scans.wait().await;
+                let (h, sb) = (hub.clone(), sub.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || h.core.unsubscribe(&sb, &u.patterns)).await;
+            }
             Msg::Rebirth(r) => {
+                if rebirths.wait().await {
+                    warn!("asking for fresh snapshots faster than one per {REBIRTH_EVERY:?}: slowed down");
+                }
                 info!(reason = %r.reason, "client asks for a fresh snapshot");
                 hub.core.resnapshot(&sub);
             }
             Msg::Write(w) => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    session
+                        .tx
+                        .send(Msg::WriteResult(WriteResult {
+                            req: w.req,
+                            status: Quality::BadTooManyOperations,
+                            message: format!("{MAX_WRITES_IN_FLIGHT} writes of this session are still waiting for their devices: wait for their results"),
+                        }))
+                        .await;
+                    continue;
+                };
                 let hub = hub.clone();
                 let tx = session.tx.clone();
                 let write = write.clone();
                 let who = entry.name.clone();
                 let fp = entry.fingerprint;
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let req = w.req;
                     let point = w.point.clone();
                     let new = w.value.to_json();
@@ -714,7 +817,22 @@ pub(crate) async fn route_write(
     };
     let req = hub.core.next_id();
     let (reply_tx, reply_rx) = oneshot::channel();
-    hub.writes.insert(req, reply_tx);
+    hub.writes.insert(
+        req,
+        crate::server::PendingWrite {
+            session: owner_session,
+            reply: reply_tx,
+        },
+    );
+    // The authority may have gone between the look-up and the insert: then nobody would
+    // answer, so check again.
+    if !hub.live.contains_key(&owner_session) {
+        hub.writes.remove(&req);
+        return (
+            Quality::BadNoCommunication,
+            format!("the point's authority {owner:?} is not connected"),
+        );
+    }
     if !edge_tx
         .send(Msg::Write(WriteRequest {
             req,

@@ -21,6 +21,12 @@ const MAX_PENDING: usize = 1000;
 pub enum StoreError {
     #[error("the hub's store {path} is in use by another process (is the hub running? its admin socket did not answer)")]
     InUse { path: String },
+    #[error("the hub's store {path} is empty (0 bytes): it was truncated. Restore it from a backup; to start afresh on purpose, move the whole data folder aside (every approval, revocation, user and token in the store is then lost, and the keys listed in hub.toml are admitted again)")]
+    Empty { path: String },
+    #[error("the hub's store {path} is damaged ({detail}). Restore it from a backup; to start afresh on purpose, move the whole data folder aside (every approval, revocation, user and token in the store is then lost, and the keys listed in hub.toml are admitted again)")]
+    Damaged { path: String, detail: String },
+    #[error("the hub's store {path} is missing, but this data folder was used by a hub before (it holds {seen}): restore the store from a backup; to start afresh on purpose, move the whole data folder aside")]
+    Missing { path: String, seen: String },
     #[error("store: {0}")]
     Db(String),
     #[error("store record: {0}")]
@@ -149,28 +155,73 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(db)?;
         let path = dir.join("hub.redb");
+        let shown = path.display().to_string();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => return Err(StoreError::Empty { path: shown }),
+            Ok(_) => {}
+            Err(_) => {
+                // A store that vanished from a used folder would start a fresh hub that has
+                // forgotten every revocation: refuse, the operator decides.
+                if let Some(seen) = ["audit.jsonl"].into_iter().find(|f| dir.join(f).exists()) {
+                    return Err(StoreError::Missing {
+                        path: shown,
+                        seen: seen.into(),
+                    });
+                }
+            }
+        }
+        // redb panics on some damaged pages rather than returning an error: that is a damaged
+        // store with advice, not a crash.
+        std::panic::catch_unwind(|| Store::open_file(&path)).unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the database library gave up reading it".into());
+            Err(StoreError::Damaged {
+                path: shown,
+                detail,
+            })
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<Store, StoreError> {
+        let damaged = |e: &dyn std::fmt::Display| StoreError::Damaged {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
         // redb caches up to 1 GiB by default; the store is small and read at start, so its
         // cache is kept to a size that does not count against the point table.
         let db = redb::Builder::new()
             .set_cache_size(STORE_CACHE)
-            .create(&path)
+            .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                     path: path.display().to_string(),
                 },
-                other => StoreError::Db(format!("{}: {other}", path.display())),
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+                    StoreError::Db(format!("{}: {io}", path.display()))
+                }
+                other => damaged(&other),
             })?;
-        let tx = db.begin_write().map_err(db_err)?;
+        let tx = db.begin_write().map_err(|e| damaged(&e))?;
         {
-            tx.open_table(KEYS).map_err(db_err)?;
-            tx.open_table(PENDING).map_err(db_err)?;
-            tx.open_table(TOKENS).map_err(db_err)?;
-            tx.open_table(POINTS).map_err(db_err)?;
-            tx.open_table(USERS).map_err(db_err)?;
-            tx.open_table(API_TOKENS).map_err(db_err)?;
+            tx.open_table(KEYS).map_err(|e| damaged(&e))?;
+            tx.open_table(PENDING).map_err(|e| damaged(&e))?;
+            tx.open_table(TOKENS).map_err(|e| damaged(&e))?;
+            tx.open_table(POINTS).map_err(|e| damaged(&e))?;
+            tx.open_table(USERS).map_err(|e| damaged(&e))?;
+            tx.open_table(API_TOKENS).map_err(|e| damaged(&e))?;
         }
-        tx.commit().map_err(db_err)?;
-        Ok(Store { db })
+        tx.commit().map_err(|e| damaged(&e))?;
+        let store = Store { db };
+        // Read every record once: a damaged page shows now, at start, not at the first node.
+        store.keys()?;
+        store.pending()?;
+        store.tokens()?;
+        store.users()?;
+        store.api_tokens()?;
+        Ok(store)
     }
 
     fn get<T: for<'de> Deserialize<'de>>(
@@ -320,6 +371,50 @@ impl Store {
         self.put(TOKENS, hash, rec)
     }
 
+    /// Spends a one-time token in one write transaction: reads it, lets `check` refuse it
+    /// (used, expired, another role), marks it used by `rec`'s key and approves that key. redb
+    /// runs one write transaction at a time, so a token is spent once however many nodes present
+    /// it at the same moment.
+    pub fn spend_token(
+        &self,
+        hash: &str,
+        check: impl FnOnce(&TokenRecord) -> Result<(), &'static str>,
+        key: impl FnOnce(&TokenRecord) -> KeyRecord,
+    ) -> Result<Result<(TokenRecord, KeyRecord), &'static str>, StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        let spent = {
+            let mut tokens = tx.open_table(TOKENS).map_err(db)?;
+            let token: Option<TokenRecord> = match tokens.get(hash).map_err(db)? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            let Some(mut token) = token else {
+                return Ok(Err("unknown enrollment token"));
+            };
+            if let Err(why) = check(&token) {
+                return Ok(Err(why));
+            }
+            let rec = key(&token);
+            token.used_by = Some(rec.fingerprint);
+            token.used_at = Some(now());
+            let bytes = serde_json::to_vec(&token)?;
+            tokens.insert(hash, bytes.as_slice()).map_err(db)?;
+            let k = rec.fingerprint.to_string();
+            let bytes = serde_json::to_vec(&rec)?;
+            tx.open_table(KEYS)
+                .map_err(db)?
+                .insert(k.as_str(), bytes.as_slice())
+                .map_err(db)?;
+            tx.open_table(PENDING)
+                .map_err(db)?
+                .remove(k.as_str())
+                .map_err(db)?;
+            (token, rec)
+        };
+        tx.commit().map_err(db)?;
+        Ok(Ok(spent))
+    }
+
     pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.get(TOKENS, hash)
     }
@@ -391,10 +486,6 @@ impl Store {
     }
 }
 
-fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Db(e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +526,44 @@ mod tests {
         s.put_key(&rec).expect("approve");
         assert!(s.pending().expect("list").is_empty());
         assert_eq!(s.key(&fp).expect("get"), Some(rec));
+    }
+
+    #[test]
+    fn an_empty_a_damaged_or_a_vanished_store_is_refused_with_advice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.redb");
+        std::fs::write(&path, b"").expect("truncate");
+        let e = Store::open(dir.path()).err().expect("empty refused");
+        assert!(matches!(e, StoreError::Empty { .. }), "{e}");
+        assert!(e.to_string().contains("backup"), "{e}");
+
+        std::fs::remove_file(&path).expect("rm");
+        {
+            let s = Store::open(dir.path()).expect("fresh");
+            for i in 0..200u8 {
+                s.note_pending(&Fingerprint([i; 32]), "n", None, "a")
+                    .expect("pending");
+            }
+        }
+        // Garbage over the whole file past its header: every page damaged.
+        let mut bytes = std::fs::read(&path).expect("read");
+        let mut x = 0x9e37_79b9u32;
+        for b in bytes.iter_mut().skip(64) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let e = Store::open(dir.path()).err().expect("damaged refused");
+        assert!(
+            matches!(e, StoreError::Damaged { .. } | StoreError::Json(_)),
+            "{e}"
+        );
+
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::write(dir.path().join("audit.jsonl"), b"{}\n").expect("audit");
+        let e = Store::open(dir.path()).err().expect("vanished refused");
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
     }
 }

@@ -22,6 +22,9 @@ use tracing::{info, warn};
 
 const BATCH: usize = 4096;
 
+/// A link up at least this long counts as held: its next retry starts from the shortest wait.
+const STABLE: Duration = Duration::from_secs(10);
+
 pub async fn run(
     hub: Arc<Hub>,
     index: usize,
@@ -44,8 +47,11 @@ pub async fn run(
     hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
     let mut backoff = Backoff::new(link_cfg.backoff_min, link_cfg.backoff_max);
     while let Some(mut link) = link::dial_any(&link_cfg, &mut backoff, &shutdown).await {
-        backoff.reset();
+        let connected_at = tokio::time::Instant::now();
         info!(parent = %link.welcome.hub, url = %link.hub, "connected upstream");
+        // The parent is above this hub; its own `Chain` names the hubs above it.
+        hub.above.insert(index, vec![link.welcome.hub.clone()]);
+        hub.ancestors_changed().await;
         hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(true));
         hub.set_sys(
             &status("hub"),
@@ -66,7 +72,9 @@ pub async fn run(
             hub.config.limits.subscriber_queue,
         ));
         hub.core.add_subscriber(sub.clone());
-        hub.core.subscribe(&sub, forward.clone());
+        if let Err(e) = hub.core.subscribe(&sub, forward.clone()) {
+            warn!(error = %e, "upstream {index}: forward patterns refused");
+        }
         let mut seq = 0u64;
         let mut part = 0u32;
         let mut defined = crate::core::GidSet::default();
@@ -134,6 +142,16 @@ pub async fn run(
                         part = 0;
                         hub.core.resnapshot(&sub);
                     }
+                    Some(Msg::Chain(c)) => {
+                        if c.hubs.iter().any(|h| h == hub.name.as_ref()) {
+                            break format!(
+                                "loop in the hub chain: this hub {} is already above its parent {} ({}); remove one of the upstream links",
+                                hub.name, link.welcome.hub, c.hubs.join(" > ")
+                            );
+                        }
+                        hub.above.insert(index, c.hubs);
+                        hub.ancestors_changed().await;
+                    }
                     Some(Msg::Error(e)) => warn!(code = ?e.code, message = %e.message, "parent reports an error"),
                     Some(_) => {}
                 },
@@ -141,10 +159,22 @@ pub async fn run(
         };
         hub.core.remove_subscriber(&sub);
         link.session.finish().await;
+        hub.above.remove(&index);
+        hub.ancestors_changed().await;
         hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
         warn!(reason = %reason, "upstream link lost; reconnecting");
         if shutdown.is_cancelled() {
             return;
+        }
+        // A link that held a while starts its retries afresh; one the parent ended at once (a
+        // refusal, a loop) waits a growing time first, so a refused hub does not hammer it.
+        if connected_at.elapsed() >= STABLE {
+            backoff.reset();
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::access::{AdminRequest, Grant};
 use crate::core::{Subscriber, CONFLATED_TOTAL};
 use crate::server::Hub;
 use crate::store::{ApiTokenRecord, UserRecord, UserRole};
+use crate::throttle::Throttle;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -39,9 +40,42 @@ const COOKIE: &str = "ph_session";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// Console sessions.
-#[derive(Default)]
 pub struct WebState {
-    sessions: DashMap<String, (String, Instant)>,
+    sessions: DashMap<String, ConsoleSession>,
+    /// Open JSON WebSocket sessions per principal.
+    ws_sessions: DashMap<String, usize>,
+    /// Password checks that may run at once.
+    login_checks: tokio::sync::Semaphore,
+    /// Logins waiting for or in a password check.
+    login_queue: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for WebState {
+    fn default() -> Self {
+        WebState {
+            sessions: DashMap::new(),
+            ws_sessions: DashMap::new(),
+            login_checks: tokio::sync::Semaphore::new(LOGIN_CHECKS),
+            login_queue: Default::default(),
+        }
+    }
+}
+
+impl WebState {
+    /// Ends every console session of a user (a password reset, a removal).
+    pub fn end_user_sessions(&self, user: &str) -> usize {
+        let before = self.sessions.len();
+        self.sessions.retain(|_, s| s.user != user);
+        before - self.sessions.len()
+    }
+}
+
+/// A logged-in console session (its id is the cookie).
+struct ConsoleSession {
+    user: String,
+    expires: Instant,
+    /// Sent back by the console's script on every change request (`x-csrf-token`).
+    csrf: String,
 }
 
 /// Who is asking.
@@ -114,23 +148,22 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// The console session of a request's cookie, if it is live: (user, CSRF token).
+fn console_session(hub: &Hub, headers: &HeaderMap) -> Option<(String, String)> {
+    let sid = cookie(headers)?;
+    let s = hub.web.sessions.get(&sid)?;
+    (s.expires > Instant::now()).then(|| (s.user.clone(), s.csrf.clone()))
+}
+
 /// Finds who is asking: a console session cookie, a bearer token, or `?token=`.
 async fn principal(
     hub: &Arc<Hub>,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Principal, ApiError> {
-    if let Some(sid) = cookie(headers) {
-        let user = hub
-            .web
-            .sessions
-            .get(&sid)
-            .filter(|s| s.1 > Instant::now())
-            .map(|s| s.0.clone());
-        if let Some(user) = user {
-            if let Ok(Some(u)) = hub.access.store.user(&user) {
-                return Ok(Principal::User(u));
-            }
+    if let Some((user, _)) = console_session(hub, headers) {
+        if let Ok(Some(u)) = hub.access.store.user(&user) {
+            return Ok(Principal::User(u));
         }
     }
     let bearer = headers
@@ -146,6 +179,58 @@ async fn principal(
         }
     }
     Err(unauthorized())
+}
+
+/// A browser names the page that makes a request in `Origin`; a request that changes something
+/// (or opens the JSON WebSocket) from a page of any other origin — another site, or another
+/// port of this host — is refused. Scripts and nodes send no `Origin` and are not affected.
+fn same_origin(_hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let ok = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("https://"))
+        .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: use the console on this hub's own address".into(),
+        ))
+    }
+}
+
+/// Who asks for a change: the origin must be this hub's, and a console session must send its
+/// CSRF token in `x-csrf-token` (an API token in `Authorization` needs none: a browser never
+/// adds it by itself).
+async fn changer(hub: &Arc<Hub>, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    same_origin(hub, headers)?;
+    if let Some((_, csrf)) = console_session(hub, headers) {
+        let sent = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "missing or wrong CSRF token (x-csrf-token): reload the console".into(),
+            ));
+        }
+    }
+    principal(hub, headers, None).await
+}
+
+/// Compares secrets by their digests, so the time taken tells nothing of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let d = |x: &[u8]| ring::digest::digest(&ring::digest::SHA256, x);
+    d(a).as_ref() == d(b).as_ref()
 }
 
 pub fn routes() -> Router<Arc<Hub>> {
@@ -200,33 +285,75 @@ struct LoginForm {
     password: String,
 }
 
+/// Password checks (argon2, ≈ 19 MiB and tens of ms each) running at once; more wait.
+const LOGIN_CHECKS: usize = 2;
+/// Logins waiting for a check at once; more are refused at once (429), so a flood of wrong
+/// passwords costs the hub a bounded amount of memory and CPU.
+const LOGIN_QUEUE: usize = 16;
+
+/// An argon2 hash of a random password, checked for names that have no account, so a login
+/// takes as long whether or not the user exists.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        crate::access::new_secret(16)
+            .and_then(|pw| crate::access::hash_password(&pw))
+            .unwrap_or_default()
+    })
+}
+
 async fn login(
     State(hub): State<Arc<Hub>>,
     Extension(peer): axum::Extension<crate::server::Peer>,
+    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    if let Err(e) = same_origin(&hub, &headers) {
+        return e.into_response();
+    }
+    let queued = hub.web.login_queue.fetch_add(1, Ordering::Relaxed);
+    let _queued = Decrement(&hub.web.login_queue);
+    if queued >= LOGIN_QUEUE {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "2")],
+            "too many logins at once: try again in a moment\n",
+        )
+            .into_response();
+    }
     let user = hub.access.store.user(&f.name).ok().flatten();
-    let ok = match &user {
-        Some(u) => {
-            let (pw, hash) = (f.password.clone(), u.hash.clone());
-            tokio::task::spawn_blocking(move || crate::access::verify_password(&pw, &hash))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
+    let ok = {
+        let Ok(_check) = hub.web.login_checks.acquire().await else {
+            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+        };
+        let exists = user.is_some();
+        let hash = user
+            .as_ref()
+            .map(|u| u.hash.clone())
+            .unwrap_or_else(|| decoy_hash().to_string());
+        let pw = f.password.clone();
+        tokio::task::spawn_blocking(move || crate::access::verify_password(&pw, &hash))
+            .await
+            .unwrap_or(false)
+            && exists
     };
     if !ok {
         hub.access.audit.record("login.failed", json!({"user": f.name.chars().take(64).collect::<String>(), "remote": peer.addr.to_string()}));
         tokio::time::sleep(Duration::from_millis(500)).await;
         return Redirect::to("/login?failed=1").into_response();
     }
-    let Ok(sid) = crate::access::new_secret(32) else {
+    let (Ok(sid), Ok(csrf)) = (crate::access::new_secret(32), crate::access::new_secret(32)) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     };
-    hub.web.sessions.retain(|_, s| s.1 > Instant::now());
-    hub.web
-        .sessions
-        .insert(sid.clone(), (f.name.clone(), Instant::now() + SESSION_TTL));
+    hub.web.sessions.retain(|_, s| s.expires > Instant::now());
+    hub.web.sessions.insert(
+        sid.clone(),
+        ConsoleSession {
+            user: f.name.clone(),
+            expires: Instant::now() + SESSION_TTL,
+            csrf,
+        },
+    );
     hub.access.audit.record(
         "login",
         json!({"user": f.name, "remote": peer.addr.to_string()}),
@@ -239,9 +366,21 @@ async fn login(
     ([(header::SET_COOKIE, c)], Redirect::to("/")).into_response()
 }
 
+/// Takes one off a counter when dropped.
+struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 use axum::Extension;
 
 async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    if let Err(e) = same_origin(&hub, &headers) {
+        return e.into_response();
+    }
     if let Some(sid) = cookie(&headers) {
         hub.web.sessions.remove(&sid);
     }
@@ -254,9 +393,10 @@ async fn api_me(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = principal(&hub, &headers, None).await?;
+    let csrf = console_session(&hub, &headers).map(|(_, c)| c);
     Ok(Json(match &p {
         Principal::User(u) => {
-            json!({"kind": "user", "name": u.name, "role": u.role, "admin": p.is_admin(), "hub": hub.name.as_ref()})
+            json!({"kind": "user", "name": u.name, "role": u.role, "admin": p.is_admin(), "hub": hub.name.as_ref(), "csrf": csrf})
         }
         Principal::Token(t) => {
             json!({"kind": "api-token", "name": t.name, "role": "viewer", "admin": false, "hub": hub.name.as_ref()})
@@ -422,7 +562,7 @@ async fn api_approve(
     Path(fp): Path<String>,
     Json(grant): Json<Grant>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = principal(&hub, &headers, None).await?;
+    let p = changer(&hub, &headers).await?;
     admin(&p)?;
     Ok(Json(
         run_admin(
@@ -446,13 +586,14 @@ async fn api_revoke(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(fp): Path<String>,
-    body: Option<Json<RevokeBody>>,
+    Json(body): Json<RevokeBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = principal(&hub, &headers, None).await?;
+    let p = changer(&hub, &headers).await?;
     admin(&p)?;
     let fp = fingerprint(&fp)?;
     let reason = body
-        .and_then(|b| b.0.reason)
+        .reason
+        .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| format!("revoked in the console by {}", p.name()));
     let rec = run_admin(
         &hub,
@@ -485,7 +626,7 @@ async fn api_tokens(
     headers: HeaderMap,
     Json(b): Json<TokenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = principal(&hub, &headers, None).await?;
+    let p = changer(&hub, &headers).await?;
     admin(&p)?;
     let grant = b.grant;
     Ok(Json(
@@ -560,22 +701,97 @@ struct WsQuery {
     token: Option<String>,
 }
 
+/// Updates per JSON message, rendered one message at a time so a big snapshot never exists
+/// as JSON all at once.
+const JSON_CHUNK: usize = 1000;
+/// A message the peer does not take within this is a peer that stopped reading: cut off.
+const JSON_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Invalid requests a session may send in [`BAD_WINDOW`] before it is closed.
+const MAX_BAD: u32 = 20;
+const BAD_WINDOW: Duration = Duration::from_secs(10);
+/// Writes one JSON session may have waiting on devices at once.
+const MAX_WRITES_IN_FLIGHT: usize = 16;
+
 async fn api_ws(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match principal(&hub, &headers, q.token.as_deref()).await {
-        Ok(p) => ws
-            .max_message_size(1 << 20)
-            .on_upgrade(move |socket| json_session(hub, p, socket)),
-        Err(e) => e.into_response(),
+    if let Err(e) = same_origin(&hub, &headers) {
+        return e.into_response();
+    }
+    let p = match principal(&hub, &headers, q.token.as_deref()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let limit = hub.config.limits.max_sessions_per_key;
+    let Some(slot) = WsSlot::take(&hub, p.name(), limit) else {
+        return ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} already has {limit} JSON WebSocket sessions open: close one first",
+                p.name()
+            ),
+        )
+        .into_response();
+    };
+    ws.max_message_size(1 << 20)
+        .on_upgrade(move |socket| json_session(hub, p, socket, slot))
+}
+
+/// One of a principal's JSON WebSocket sessions, counted while it lives.
+struct WsSlot {
+    hub: Arc<Hub>,
+    who: String,
+}
+
+impl WsSlot {
+    fn take(hub: &Arc<Hub>, who: String, limit: usize) -> Option<WsSlot> {
+        let mut n = hub.web.ws_sessions.entry(who.clone()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(WsSlot {
+            hub: hub.clone(),
+            who,
+        })
     }
 }
 
+impl Drop for WsSlot {
+    fn drop(&mut self) {
+        self.hub.web.ws_sessions.remove_if_mut(&self.who, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// Removes a subscriber from the table when its session ends, however it ends.
+struct Subscribed(Arc<Hub>, Arc<Subscriber>);
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.core.remove_subscriber(&self.1);
+    }
+}
+
+async fn send_json(socket: &mut WebSocket, v: &serde_json::Value) -> bool {
+    send_text(socket, v.to_string()).await
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
+    matches!(
+        tokio::time::timeout(JSON_SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
 /// One JSON WebSocket session: subscribe, snapshot then changes, writes.
-async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket) {
+async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket, _slot: WsSlot) {
     let id = hub.core.next_id();
     let sub = Arc::new(Subscriber::new(
         id,
@@ -584,44 +800,74 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket) {
         hub.config.limits.subscriber_queue,
     ));
     hub.core.add_subscriber(sub.clone());
+    let _subscribed = Subscribed(hub.clone(), sub.clone());
     let write = Arc::new(p.write());
     let who = p.name();
     let hello = json!({"type": "hello", "hub": hub.name.as_ref(), "as": who, "protocol": 1});
+    if !send_json(&mut socket, &hello).await {
+        return;
+    }
+    // Write results come back from tasks of their own; everything else this loop sends itself,
+    // so a peer that floods requests slows only its own session.
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(64);
-    let _ = out_tx.send(hello).await;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
+    let mut bad = Throttle::new(MAX_BAD, BAD_WINDOW);
+    let mut scans = Throttle::new(SCANS_PER_SEC, Duration::from_secs(1));
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     loop {
+        let mut error: Option<String> = None;
         tokio::select! {
             _ = hub.shutdown.cancelled() => break,
             m = out_rx.recv() => {
                 let Some(m) = m else { break };
-                if socket.send(Message::Text(m.to_string().into())).await.is_err() {
+                if !send_json(&mut socket, &m).await {
                     break;
                 }
             }
             _ = sub.notify.notified() => {
                 let pending = sub.drain();
                 if pending.overflow {
-                    let _ = socket.send(Message::Text(json!({"type": "error", "message": "too slow: cut off; reconnect for a fresh snapshot"}).to_string().into())).await;
+                    let _ = send_json(&mut socket, &json!({"type": "error", "message": "too slow: cut off; reconnect for a fresh snapshot"})).await;
                     break;
                 }
-                let updates: Vec<serde_json::Value> = {
-                    let table = hub.core.table_read();
-                    pending
-                        .entries
-                        .iter()
-                        .filter_map(|e| table.points.get(e.id as usize).map(|pt| record::record(table.name(pt), &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0)))
-                        .collect()
-                };
-                for chunk in updates.chunks(1000) {
-                    let msg = json!({"type": "updates", "updates": chunk});
-                    if socket.send(Message::Text(msg.to_string().into())).await.is_err() {
+                let mut ok = true;
+                for chunk in pending.entries.chunks(JSON_CHUNK) {
+                    let (text, n) = {
+                        let table = hub.core.table_read();
+                        let updates: Vec<serde_json::Value> = chunk
+                            .iter()
+                            .filter_map(|e| {
+                                let pt = table.points.get(e.id as usize)?;
+                                // A user limited to some nodes sees only their points.
+                                if !p.sees_node(table.owner(pt)) {
+                                    return None;
+                                }
+                                let mut r = record::record(table.name(pt), &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0);
+                                if let (Some(m), Some(unit)) = (r.as_object_mut(), pt.unit()) {
+                                    m.insert("unit".into(), json!(unit));
+                                }
+                                Some(r)
+                            })
+                            .collect();
+                        let n = updates.len();
+                        (json!({"type": "updates", "updates": updates}).to_string(), n)
+                    };
+                    if n == 0 {
+                        continue;
+                    }
+                    if !send_text(&mut socket, text).await {
+                        ok = false;
                         break;
                     }
-                    hub.stats.updates_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    hub.stats.updates_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                if !ok {
+                    break;
                 }
                 for n in pending.snapshots_done {
-                    let _ = socket.send(Message::Text(json!({"type": "snapshot_done", "points": n}).to_string().into())).await;
+                    if !send_json(&mut socket, &json!({"type": "snapshot_done", "points": n})).await {
+                        break;
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -633,51 +879,116 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket) {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Binary(_))) => {
+                        error = Some("binary messages are for node sessions (/node): send JSON text".into());
+                        String::new()
+                    }
                     Some(Ok(_)) => continue,
                 };
-                let req: serde_json::Value = match serde_json::from_str(&text) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let _ = out_tx.send(json!({"type": "error", "message": format!("not JSON: {e}")})).await;
-                        continue;
-                    }
-                };
-                match req["op"].as_str() {
-                    Some("subscribe") | Some("unsubscribe") => {
-                        let pats: Vec<String> = req["patterns"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
-                        let parsed: Result<Vec<Pattern>, _> = pats.iter().map(|s| Pattern::parse(s)).collect();
-                        match parsed {
-                            Err(e) => { let _ = out_tx.send(json!({"type": "error", "message": format!("pattern: {e}")})).await; }
-                            Ok(_) if pats.len() > 256 => { let _ = out_tx.send(json!({"type": "error", "message": "at most 256 patterns"})).await; }
-                            Ok(parsed) if req["op"] == "subscribe" => hub.core.subscribe(&sub, parsed),
-                            Ok(_) => hub.core.unsubscribe(&sub, &pats),
+                if error.is_none() {
+                    match serde_json::from_str::<serde_json::Value>(&text) {
+                        Err(e) => error = Some(format!("not JSON: {e}")),
+                        Ok(req) => {
+                            error = json_request(&hub, &p, &sub, &write, &who, &out_tx, &in_flight, &mut scans, req).await;
                         }
-                    }
-                    Some("write") => {
-                        let (Some(point), Some(value)) = (req["point"].as_str(), Value::from_json(&req["value"])) else {
-                            let _ = out_tx.send(json!({"type": "error", "message": "write needs point and value"})).await;
-                            continue;
-                        };
-                        let id = req["id"].clone();
-                        let (hub, write, who, tx) = (hub.clone(), write.clone(), who.clone(), out_tx.clone());
-                        let w = WriteRequest { req: 0, point: point.to_string(), value };
-                        tokio::spawn(async move {
-                            let point = w.point.clone();
-                            let new = w.value.to_json();
-                            let (status, message) = crate::session::route_write(&hub, &who, &write, w).await;
-                            hub.stats.count_write(&status.to_string());
-                            hub.access.audit.record("write", json!({"name": who, "point": point, "new": new, "status": status.to_string(), "message": message}));
-                            let _ = tx.send(json!({"type": "write_result", "id": id, "point": point, "status": status.to_string(), "status_code": status.0, "message": message})).await;
-                        });
-                    }
-                    _ => {
-                        let _ = out_tx.send(json!({"type": "error", "message": "unknown op: use subscribe, unsubscribe or write"})).await;
                     }
                 }
             }
         }
+        if let Some(message) = error {
+            if bad.over() {
+                let _ = send_json(&mut socket, &json!({"type": "error", "message": format!("more than {MAX_BAD} invalid requests in {} s: closed; fix the client and reconnect", BAD_WINDOW.as_secs())})).await;
+                warn!(who = %who, "JSON session closed: too many invalid requests");
+                break;
+            }
+            if !send_json(&mut socket, &json!({"type": "error", "message": message})).await {
+                break;
+            }
+        }
     }
-    hub.core.remove_subscriber(&sub);
+}
+
+/// Subscribes and unsubscribes of one session per second; past it, the session waits.
+const SCANS_PER_SEC: u32 = 10;
+
+/// Carries out one request of a JSON session; `Some(message)` if it was invalid.
+#[allow(clippy::too_many_arguments)]
+async fn json_request(
+    hub: &Arc<Hub>,
+    p: &Principal,
+    sub: &Arc<Subscriber>,
+    write: &Arc<Vec<Pattern>>,
+    who: &str,
+    out_tx: &tokio::sync::mpsc::Sender<serde_json::Value>,
+    in_flight: &Arc<tokio::sync::Semaphore>,
+    scans: &mut Throttle,
+    req: serde_json::Value,
+) -> Option<String> {
+    let _ = p;
+    match req["op"].as_str() {
+        Some(op @ ("subscribe" | "unsubscribe")) => {
+            let pats: Vec<String> = req["patterns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            if pats.len() > 256 {
+                return Some("at most 256 patterns".into());
+            }
+            let parsed: Vec<Pattern> = match pats.iter().map(|s| Pattern::parse(s)).collect() {
+                Ok(p) => p,
+                Err(e) => return Some(format!("pattern: {e}")),
+            };
+            scans.wait().await;
+            let (h, s) = (hub.clone(), sub.clone());
+            let done = if op == "subscribe" {
+                tokio::task::spawn_blocking(move || h.core.subscribe(&s, parsed)).await
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    h.core.unsubscribe(&s, &pats);
+                    Ok(())
+                })
+                .await
+            };
+            match done {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("internal error".into()),
+            }
+        }
+        Some("write") => {
+            let (Some(point), Some(value)) =
+                (req["point"].as_str(), Value::from_json(&req["value"]))
+            else {
+                return Some("write needs point and value".into());
+            };
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                return Some(format!(
+                    "{MAX_WRITES_IN_FLIGHT} writes of this session are still waiting for their devices: wait for their results"
+                ));
+            };
+            let id = req["id"].clone();
+            let (hub, write, who, tx) =
+                (hub.clone(), write.clone(), who.to_string(), out_tx.clone());
+            let w = WriteRequest {
+                req: 0,
+                point: point.to_string(),
+                value,
+            };
+            tokio::spawn(async move {
+                let _permit = permit;
+                let point = w.point.clone();
+                let new = w.value.to_json();
+                let (status, message) = crate::session::route_write(&hub, &who, &write, w).await;
+                hub.stats.count_write(&status.to_string());
+                hub.access.audit.record("write", json!({"name": who, "point": point, "new": new, "status": status.to_string(), "message": message}));
+                let _ = tx.send(json!({"type": "write_result", "id": id, "point": point, "status": status.to_string(), "status_code": status.0, "message": message})).await;
+            });
+            None
+        }
+        _ => Some("unknown op: use subscribe, unsubscribe or write".into()),
+    }
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -56,6 +56,8 @@ pub enum DecodeError {
     },
     #[error("invalid point name: {0}")]
     Name(#[from] crate::NameError),
+    #[error("{what} {micros} µs after 1970 lies past the year 9999: check the clock of the device or node that made it")]
+    Timestamp { what: &'static str, micros: u64 },
     #[error("peer speaks protocol {major}.x; this node speaks {ours}.x: upgrade the older side")]
     Version { major: u16, ours: u16 },
 }
@@ -176,6 +178,15 @@ fn value(v: &Value, limits: &Limits) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn times(u: &crate::Update) -> Result<(), DecodeError> {
+    for (what, t) in [("source time", u.source_ts), ("hub time", u.hub_ts)] {
+        if !t.is_valid() {
+            return Err(DecodeError::Timestamp { what, micros: t.0 });
+        }
+    }
+    Ok(())
+}
+
 fn check(msg: &Msg, l: &Limits) -> Result<(), DecodeError> {
     let defs = |points: &[crate::PointDef]| -> Result<(), DecodeError> {
         for p in points {
@@ -205,12 +216,14 @@ fn check(msg: &Msg, l: &Limits) -> Result<(), DecodeError> {
             defs(&b.points)?;
             for u in &b.states {
                 value(&u.value, l)?;
+                times(u)?;
             }
         }
         Msg::Data(d) => {
             count("data updates", d.updates.len(), l.max_batch)?;
             for u in &d.updates {
                 value(&u.value, l)?;
+                times(u)?;
             }
         }
         Msg::Define(d) => {
@@ -407,5 +420,42 @@ mod tests {
             decode(&encode(&m), &Limits::default()),
             Err(DecodeError::Name(_))
         ));
+    }
+
+    #[test]
+    fn a_source_time_past_the_year_9999_is_refused_with_advice() {
+        let far = Update {
+            id: 1,
+            value: Value::Float(1.0),
+            quality: Quality::Good,
+            source_ts: Timestamp(Timestamp::MAX.0 + 1),
+            hub_ts: Timestamp::NEVER,
+            flags: 0,
+        };
+        for m in [
+            Msg::Data(Data {
+                seq: 1,
+                updates: vec![far.clone()],
+            }),
+            Msg::Birth(Birth {
+                seq: 1,
+                part: 0,
+                last: true,
+                points: vec![],
+                states: vec![far.clone()],
+            }),
+        ] {
+            let err = decode(&encode(&m), &Limits::default()).expect_err("refused");
+            assert!(matches!(err, DecodeError::Timestamp { .. }), "{err}");
+            assert!(err.to_string().contains("check the clock"), "{err}");
+        }
+        let ok = Msg::Data(Data {
+            seq: 1,
+            updates: vec![Update {
+                source_ts: Timestamp::MAX,
+                ..far
+            }],
+        });
+        assert!(decode(&encode(&ok), &Limits::default()).is_ok());
     }
 }

@@ -67,6 +67,8 @@ mod consts {
         BadTypeMismatch = 0x8074_0000;
         /// Something failed inside the node.
         BadInternalError = 0x8002_0000;
+        /// A write refused because the session already has its limit of writes waiting.
+        BadTooManyOperations = 0x8010_0000;
     }
 }
 

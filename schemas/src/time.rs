@@ -13,6 +13,11 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     pub const NEVER: Timestamp = Timestamp(0);
 
+    /// The last instant RFC 3339 can write: 9999-12-31T23:59:59.999999Z. A source time past it
+    /// is refused when a frame is decoded (a device clock gone wild), so every timestamp the
+    /// hub holds prints.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
     pub fn now() -> Timestamp {
         Timestamp::from(SystemTime::now())
     }
@@ -21,9 +26,15 @@ impl Timestamp {
         self.0 == 0
     }
 
-    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-22T14:33:37.123456Z`.
+    /// Whether RFC 3339 can write this instant (it lies before the year 10000).
+    pub fn is_valid(self) -> bool {
+        self <= Timestamp::MAX
+    }
+
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-22T14:33:37.123456Z`. Never panics: an
+    /// instant past [`Timestamp::MAX`] prints as `MAX`.
     pub fn to_rfc3339(self) -> String {
-        humantime::format_rfc3339_micros(SystemTime::from(self)).to_string()
+        humantime::format_rfc3339_micros(SystemTime::from(self.min(Timestamp::MAX))).to_string()
     }
 
     /// Microseconds from `earlier` to `self`, zero if `earlier` is later.
@@ -56,5 +67,15 @@ mod tests {
     fn rfc3339_has_fraction_and_zulu() {
         let t = Timestamp(1_700_000_000_123_456);
         assert_eq!(t.to_rfc3339(), "2023-11-14T22:13:20.123456Z");
+    }
+
+    #[test]
+    fn instants_past_the_year_9999_print_as_the_last_one_without_panicking() {
+        assert_eq!(Timestamp::MAX.to_rfc3339(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(
+            Timestamp(u64::MAX).to_rfc3339(),
+            "9999-12-31T23:59:59.999999Z"
+        );
+        assert!(!Timestamp(Timestamp::MAX.0 + 1).is_valid());
     }
 }

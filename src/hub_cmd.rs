@@ -74,6 +74,14 @@ pub enum ApiTokensCmd {
         #[command(flatten)]
         cfg: Cfg,
     },
+    /// Revoke an API token by its id (from `list`): it is refused from now on, and its open
+    /// JSON WebSocket sessions end at once.
+    Revoke {
+        #[command(flatten)]
+        cfg: Cfg,
+        /// The token's id (the first 8 hex digits `list` shows).
+        id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -185,6 +193,10 @@ pub struct AuditArgs {
     /// Only entries at or after this time (RFC 3339).
     #[arg(long)]
     since: Option<String>,
+    /// Check the log's hash chain instead of printing it: exits 1 if an entry was edited,
+    /// removed or inserted since it was written.
+    #[arg(long)]
+    verify: bool,
     /// Only the last N matching entries.
     #[arg(long)]
     last: Option<usize>,
@@ -326,7 +338,24 @@ pub fn run(cmd: HubCmd) -> Result<()> {
                 eprintln!("shown once: send it as Authorization: Bearer <token>, or ?token= on /api/v1/ws");
             }
             ApiTokensCmd::List { cfg } => lines(&call(&cfg, AdminRequest::ApiTokensList)?),
+            ApiTokensCmd::Revoke { cfg, id } => {
+                println!("{}", call(&cfg, AdminRequest::ApiTokensRevoke { id })?)
+            }
         },
+        HubCmd::Audit(a) if a.verify => {
+            let hub = load(&a.cfg)?;
+            let v = pointhub_hub::audit::verify(&hub.data_dir).context("reading the audit log")?;
+            match &v.broken {
+                None => println!(
+                    "audit log intact: {} entries, {} chained, {} from before the chain; head {} (keep it elsewhere: it covers the newest entry too)",
+                    v.entries, v.chained, v.unchained, v.head
+                ),
+                Some((file, line, why)) => {
+                    println!("audit log BROKEN at {file} line {line}: {why}");
+                    std::process::exit(1);
+                }
+            }
+        }
         HubCmd::Audit(a) => {
             let hub = load(&a.cfg)?;
             let all =

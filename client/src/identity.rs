@@ -252,6 +252,20 @@ pub fn load_or_create(
     Ok((load(&crt, &key)?, created))
 }
 
+/// Makes `path` readable and writable by its owner alone (a folder: also listable by its owner
+/// alone): stores, buffers and logs hold what the node knows, and only its user may read them.
+pub fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

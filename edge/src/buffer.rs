@@ -33,6 +33,10 @@ impl Buffer {
             .set_cache_size(16 << 20)
             .create(&path)
             .map_err(|e| format!("buffer {}: {e}", path.display()))?;
+        for p in [dir, path.as_path()] {
+            pointhub_client::identity::owner_only(p)
+                .map_err(|e| format!("buffer {}: {e}", p.display()))?;
+        }
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(HISTORY).map_err(err)?;
         tx.commit().map_err(err)?;

@@ -73,6 +73,10 @@ pub enum AdminRequest {
         write: Vec<String>,
     },
     ApiTokensList,
+    /// Removes a JSON API token by its id.
+    ApiTokensRevoke {
+        id: String,
+    },
 }
 
 /// What an approval or a token grants.
@@ -479,6 +483,20 @@ impl Access {
                 Ok(json!({"token": token, "id": rec.id}))
             }
             AdminRequest::ApiTokensList => Ok(json!(self.store.api_tokens().map_err(e)?)),
+            AdminRequest::ApiTokensRevoke { id } => {
+                match self.store.remove_api_token(&id).map_err(e)? {
+                    Some(rec) => {
+                        self.audit.record(
+                            "api_token.revoked",
+                            json!({"token": rec.id, "name": rec.name, "by": by}),
+                        );
+                        Ok(json!({"revoked": rec.id, "name": rec.name}))
+                    }
+                    None => Err(format!(
+                    "no API token has id {id:?}: `pointhub hub api-tokens list` shows their ids"
+                )),
+                }
+            }
         }
     }
 }

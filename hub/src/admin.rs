@@ -61,12 +61,27 @@ async fn answer(hub: &Arc<Hub>, req: AdminRequest) -> serde_json::Value {
         AdminRequest::KeysRevoke { fingerprint, .. } => Some(*fingerprint),
         _ => None,
     };
+    // Whose console and JSON sessions end once the request is carried out: a user whose
+    // password was reset or who was removed, a revoked API token.
+    let ends = match &req {
+        AdminRequest::UsersAdd { name, .. } | AdminRequest::UsersRemove { name } => {
+            Some(crate::web::PrincipalKey::user(name))
+        }
+        AdminRequest::ApiTokensRevoke { id } => Some(crate::web::PrincipalKey::token(id)),
+        _ => None,
+    };
     let result = {
         let hub = hub.clone();
         tokio::task::spawn_blocking(move || hub.access.execute(req, "admin-socket")).await
     };
     match result {
         Ok(Ok(data)) => {
+            if let Some(who) = ends {
+                let n = hub.web.end_sessions_of(&who);
+                if n > 0 {
+                    tracing::info!(who = %who.0, sessions = n, "console and JSON sessions ended");
+                }
+            }
             if let Some(fp) = revoked {
                 let n = hub
                     .end_sessions_of_key(&fp, "this node's key was revoked by the operator")

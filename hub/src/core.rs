@@ -570,8 +570,11 @@ pub struct Core {
 /// Most patterns one subscriber holds at once, over all its subscribes.
 pub const MAX_PATTERNS: usize = 256;
 
-/// Points matched per hold of the table lock while a subscribe or unsubscribe scans.
+/// Points matched per hold of the table lock while an unsubscribe scans.
 pub(crate) const SCAN_SLICE: usize = 16_384;
+/// Name-against-pattern matches per hold of the table lock while a subscribe scans: a slice
+/// holds the lock for well under a millisecond however many patterns a subscribe brings.
+const SCAN_WORK: usize = 65_536;
 
 /// Why a subscribe was refused.
 #[derive(Debug, thiserror::Error)]
@@ -914,7 +917,7 @@ impl Core {
     ///
     /// A subscriber holds at most [`MAX_PATTERNS`] patterns over all its subscribes (a pattern
     /// it holds already is not added twice). The table is scanned against the new patterns
-    /// only, [`SCAN_SLICE`] points per hold of its lock, so a subscribe on a big table never
+    /// only, [`SCAN_WORK`] matches per hold of its lock, so a subscribe on a big table never
     /// holds up the authorities' batches for more than a slice. Points defined meanwhile are
     /// matched by [`Core::define`], which sees the patterns from the first slice on.
     pub fn subscribe(
@@ -945,6 +948,7 @@ impl Core {
         let covers = |name: &str| {
             sub.grant.iter().any(|g| g.matches(name)) && patterns.iter().any(|p| p.matches(name))
         };
+        let slice = (SCAN_WORK / (patterns.len() + sub.grant.len()).max(1)).max(64);
         let mut from = 0usize;
         let mut total = 0u32;
         loop {
@@ -955,7 +959,7 @@ impl Core {
                     return Ok(());
                 };
                 let Table { points, names, .. } = table;
-                let to = points.len().min(from + SCAN_SLICE);
+                let to = points.len().min(from + slice);
                 let mut changes = SetChanges::default();
                 for (gid, p) in points.iter_mut().enumerate().take(to).skip(from) {
                     let gid = gid as u32;
@@ -976,6 +980,9 @@ impl Core {
             if from == usize::MAX {
                 break;
             }
+            // Let the authorities' batches that waited for the lock take it before the next
+            // slice (a released lock is not handed over by itself).
+            std::thread::yield_now();
         }
         sub.push_done(total);
         Ok(())

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+mod audit_limit;
 pub mod config;
 pub mod core;
 mod saver;

@@ -18,7 +18,7 @@ use pointhub_schemas::ErrorCode;
 use pointhub_schemas::{DataType, Limits, Value, WriteResult};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -402,17 +402,30 @@ pub async fn run(
             nodes: vec![],
         };
         match hub.access.execute(req, "first-start") {
-            Ok(v) => warn!(
-                user = "admin",
-                password = v["password"].as_str().unwrap_or(""),
-                "first start: console login made; this password is shown once (reset: pointhub hub users add admin)"
-            ),
+            // The password goes to a file only its owner reads, never into the log (logs are
+            // kept, shipped and read by more people than the operator).
+            Ok(v) => {
+                let file = hub.config.data_dir.join("admin-password.txt");
+                let text = format!("{}\n", v["password"].as_str().unwrap_or_default());
+                let written = std::fs::write(&file, text)
+                    .and_then(|_| pointhub_client::identity::owner_only(&file));
+                match written {
+                    Ok(()) => warn!(
+                        user = "admin",
+                        file = %file.display(),
+                        "first start: console login made; its password is in this file (owner only): read it, then delete it (reset: pointhub hub users add admin --role admin)"
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, file = %file.display(), "first start: console login made, but its password could not be written: reset it with `pointhub hub users add admin --role admin`")
+                    }
+                }
+            }
             Err(e) => warn!(error = %e, "cannot make the console's admin user"),
         }
     }
     let app = router(hub.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let unauthenticated = Arc::new(AtomicUsize::new(0));
+    let unauthenticated = Arc::new(Handshakes::default());
     let tracker = TaskTracker::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -462,12 +475,56 @@ pub async fn run(
     Ok(())
 }
 
+/// Connections in their TLS handshake, oldest first, each with the token that closes it.
+#[derive(Default)]
+struct Handshakes {
+    pending: std::sync::Mutex<(u64, std::collections::BTreeMap<u64, CancellationToken>)>,
+}
+
+impl Handshakes {
+    /// Adds a connection; past `max`, takes out the oldest one to be closed. Returns the new
+    /// connection's number, the token of the one to close, and how many are pending.
+    fn admit(&self, max: usize) -> (u64, Option<CancellationToken>, usize) {
+        let Ok(mut g) = self.pending.lock() else {
+            return (0, None, 0);
+        };
+        let (next, map) = &mut *g;
+        *next += 1;
+        let seq = *next;
+        let evicted = if map.len() >= max.max(1) {
+            map.pop_first().map(|(_, t)| t)
+        } else {
+            None
+        };
+        map.insert(seq, CancellationToken::new());
+        (seq, evicted, map.len())
+    }
+
+    fn token(&self, seq: u64) -> CancellationToken {
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|g| g.1.get(&seq).cloned())
+            .unwrap_or_else(|| {
+                let t = CancellationToken::new();
+                t.cancel();
+                t
+            })
+    }
+
+    fn done(&self, seq: u64) {
+        if let Ok(mut g) = self.pending.lock() {
+            g.1.remove(&seq);
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
     hub: Arc<Hub>,
-    unauthenticated: Arc<AtomicUsize>,
+    unauthenticated: Arc<Handshakes>,
     shutdown: CancellationToken,
 ) {
     let handshake_timeout = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
@@ -486,12 +543,14 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let in_handshake = unauthenticated.fetch_add(1, Ordering::Relaxed);
-        if in_handshake >= hub.config.limits.max_unauthenticated {
-            unauthenticated.fetch_sub(1, Ordering::Relaxed);
-            debug!(remote = %addr, "too many connections in their TLS handshake: closed");
-            drop(tcp);
-            continue;
+        // A full pool of connections in their TLS handshake makes room by closing its oldest:
+        // a legitimate handshake takes milliseconds, so the oldest are the idle ones, and a
+        // flood of idle connections cycles itself out instead of locking everyone else out.
+        let (seq, evicted, pending_now) =
+            unauthenticated.admit(hub.config.limits.max_unauthenticated);
+        if let Some(old) = evicted {
+            debug!(remote = %addr, pending = pending_now, "connections in their TLS handshake at the limit: the oldest closed");
+            old.cancel();
         }
         let unauthenticated = unauthenticated.clone();
         let header_timeout = handshake_timeout;
@@ -499,16 +558,24 @@ async fn accept_loop(
         let span = tracing::info_span!("conn", remote = %addr);
         tokio::spawn(
             async move {
-                let tls = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
-                unauthenticated.fetch_sub(1, Ordering::Relaxed);
+                let evict = unauthenticated.token(seq);
+                let tls = tokio::select! {
+                    r = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)) => Some(r),
+                    _ = evict.cancelled() => None,
+                };
+                unauthenticated.done(seq);
                 let tls = match tls {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
+                    Some(Ok(Ok(t))) => t,
+                    Some(Ok(Err(e))) => {
                         info!(error = %e, "TLS handshake failed");
                         return;
                     }
-                    Err(_) => {
+                    Some(Err(_)) => {
                         info!("TLS handshake timed out");
+                        return;
+                    }
+                    None => {
+                        debug!("closed to make room for newer connections");
                         return;
                     }
                 };
@@ -549,6 +616,7 @@ async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        hub.access.audit.flush_suppressed();
         let n = &hub.name;
         hub.set_sys(
             &format!("$sys/{n}/uptime_s"),

@@ -182,6 +182,21 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         software: hello.software.clone(),
     };
     hub.live.insert(id, live);
+    // A revocation committed before this point is seen here; one after it finds this session
+    // in `live` and ends it. Either way no revoked key is welcomed.
+    if hub.access.is_revoked(&entry.fingerprint) {
+        hub.live.remove(&id);
+        warn!("refused: the key was revoked while it connected");
+        session
+            .tx
+            .fail(
+                ErrorCode::AccessDenied,
+                "this node's key was revoked by the operator",
+            )
+            .await;
+        session.finish().await;
+        return;
+    }
     if entry.role != Role::Client {
         // An authority has one session: the newest wins (the old one may be half-open).
         for old in others {
@@ -539,7 +554,11 @@ async fn client(hub: &Arc<Hub>, entry: &NodeEntry, sub: Arc<Subscriber>, session
                         warn!("subscribing faster than {SCANS_PER_SEC}/s: slowed down");
                     }
                     let (h, sb) = (hub.clone(), sub.clone());
+                    let t0 = tokio::time::Instant::now();
                     let done = tokio::task::spawn_blocking(move || h.core.subscribe(&sb, p)).await;
+                    // A session spends at most a fifth of a core scanning: after a scan it
+                    // waits four times as long as the scan took.
+                    tokio::time::sleep(t0.elapsed() * 4).await;
                     if let Ok(Err(e)) = done {
                         session
                             .tx

@@ -16,6 +16,8 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 /// Most pending keys kept; the oldest is dropped past it, so unknown keys cannot fill the disk.
 const MAX_PENDING: usize = 1000;
+/// Most pending keys from one address (IP, any port).
+const MAX_PENDING_PER_ADDR: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -214,6 +216,10 @@ impl Store {
             tx.open_table(API_TOKENS).map_err(|e| damaged(&e))?;
         }
         tx.commit().map_err(|e| damaged(&e))?;
+        for p in [path.parent().unwrap_or(path), path] {
+            pointhub_client::identity::owner_only(p)
+                .map_err(|e| StoreError::Db(format!("{}: {e}", p.display())))?;
+        }
         let store = Store { db };
         // Read every record once: a damaged page shows now, at start, not at the first node.
         store.keys()?;
@@ -348,8 +354,25 @@ impl Store {
             }
             None => {
                 let all = self.pending()?;
+                // One address may hold only a few places on the list, and a full list makes
+                // room at the address that holds the most: a flood of unknown keys from a few
+                // addresses cannot push the keys of real nodes off it.
+                let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
+                let mut per_host: std::collections::HashMap<String, usize> = Default::default();
+                for r in &all {
+                    *per_host.entry(host(&r.addr)).or_default() += 1;
+                }
+                if per_host.get(&host(addr)).copied().unwrap_or(0) >= MAX_PENDING_PER_ADDR {
+                    return Ok(());
+                }
                 if all.len() >= MAX_PENDING {
-                    if let Some(oldest) = all.last() {
+                    let busiest = per_host
+                        .iter()
+                        .max_by_key(|(_, n)| **n)
+                        .map(|(h, _)| h.clone())
+                        .unwrap_or_default();
+                    // `all` is newest first: the last of the busiest address is its oldest.
+                    if let Some(oldest) = all.iter().rev().find(|r| host(&r.addr) == busiest) {
                         self.remove(PENDING, &oldest.fingerprint.to_string())?;
                     }
                 }
@@ -445,6 +468,29 @@ impl Store {
 
     pub fn put_api_token(&self, hash: &str, t: &ApiTokenRecord) -> Result<(), StoreError> {
         self.put(API_TOKENS, hash, t)
+    }
+
+    /// Removes the API token with id `id`; returns it, or `None` if no token has that id.
+    pub fn remove_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        let found = {
+            let mut t = tx.open_table(API_TOKENS).map_err(db)?;
+            let mut found = None;
+            for item in t.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let rec: ApiTokenRecord = serde_json::from_slice(v.value())?;
+                if rec.id == id {
+                    found = Some((k.value().to_string(), rec));
+                    break;
+                }
+            }
+            if let Some((hash, _)) = &found {
+                t.remove(hash.as_str()).map_err(db)?;
+            }
+            found.map(|(_, rec)| rec)
+        };
+        tx.commit().map_err(db)?;
+        Ok(found)
     }
 
     pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
@@ -565,5 +611,25 @@ mod tests {
         std::fs::write(dir.path().join("audit.jsonl"), b"{}\n").expect("audit");
         let e = Store::open(dir.path()).err().expect("vanished refused");
         assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+    }
+
+    #[test]
+    fn one_address_holds_few_places_on_the_pending_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        for i in 0..40u8 {
+            s.note_pending(&Fingerprint([i; 32]), "flood", None, "127.0.0.2:999")
+                .expect("pending");
+        }
+        s.note_pending(&Fingerprint([200; 32]), "plant7", None, "127.0.0.1:5")
+            .expect("pending");
+        let all = s.pending().expect("list");
+        assert_eq!(
+            all.iter()
+                .filter(|r| r.addr.starts_with("127.0.0.2"))
+                .count(),
+            MAX_PENDING_PER_ADDR
+        );
+        assert!(all.iter().any(|r| r.name == "plant7"));
     }
 }

@@ -44,6 +44,8 @@ pub struct WebState {
     sessions: DashMap<String, ConsoleSession>,
     /// Open JSON WebSocket sessions per principal.
     ws_sessions: DashMap<String, usize>,
+    /// Every open JSON WebSocket session: whose it is, and what ends it.
+    json: DashMap<u64, (PrincipalKey, tokio_util::sync::CancellationToken)>,
     /// Password checks that may run at once.
     login_checks: tokio::sync::Semaphore,
     /// Logins waiting for or in a password check.
@@ -55,18 +57,40 @@ impl Default for WebState {
         WebState {
             sessions: DashMap::new(),
             ws_sessions: DashMap::new(),
+            json: DashMap::new(),
             login_checks: tokio::sync::Semaphore::new(LOGIN_CHECKS),
             login_queue: Default::default(),
         }
     }
 }
 
+/// Names one principal for ending its sessions: `user:<name>` or `api-token:<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PrincipalKey(pub String);
+
+impl PrincipalKey {
+    pub fn user(name: &str) -> PrincipalKey {
+        PrincipalKey(format!("user:{name}"))
+    }
+    pub fn token(id: &str) -> PrincipalKey {
+        PrincipalKey(format!("api-token:{id}"))
+    }
+}
+
 impl WebState {
-    /// Ends every console session of a user (a password reset, a removal).
-    pub fn end_user_sessions(&self, user: &str) -> usize {
+    /// Ends every session of a principal at once: a user's console logins (a password reset,
+    /// a removal) and the JSON WebSocket sessions of a user or an API token. Returns how many.
+    pub fn end_sessions_of(&self, who: &PrincipalKey) -> usize {
         let before = self.sessions.len();
-        self.sessions.retain(|_, s| s.user != user);
-        before - self.sessions.len()
+        if let Some(user) = who.0.strip_prefix("user:") {
+            self.sessions.retain(|_, s| s.user != user);
+        }
+        let mut n = before - self.sessions.len();
+        for e in self.json.iter().filter(|e| e.value().0 == *who) {
+            e.value().1.cancel();
+            n += 1;
+        }
+        n
     }
 }
 
@@ -103,11 +127,31 @@ impl Principal {
                 .collect(),
         }
     }
-    fn sees_node(&self, name: &str) -> bool {
+    /// Whether the points a node is the authority for may be shown (a user limited to some
+    /// nodes sees theirs only); the read patterns still decide point by point.
+    fn sees_owner(&self, name: &str) -> bool {
         match self {
             Principal::User(u) => u.nodes.is_empty() || u.nodes.iter().any(|n| n == name),
             Principal::Token(_) => true,
         }
+    }
+
+    /// Whether a node itself (in the node list, in the audit log) may be shown: its owner
+    /// is visible, and the read patterns reach into its namespace (`plant2/**` shows node
+    /// `plant2`, not `plant1`; `**` or a pattern starting with a wildcard shows every node).
+    fn sees_node(&self, name: &str) -> bool {
+        self.sees_owner(name)
+            && self.read().iter().any(|p| {
+                let mut segs = p.as_str().split('/');
+                match segs.next() {
+                    Some("*" | "**") => true,
+                    Some("$sys") => {
+                        matches!(segs.next(), Some(s) if s == name || s == "*" || s == "**")
+                    }
+                    Some(first) => first == name,
+                    None => false,
+                }
+            })
     }
     fn is_admin(&self) -> bool {
         matches!(self, Principal::User(u) if u.role == UserRole::Admin && u.unrestricted())
@@ -116,6 +160,12 @@ impl Principal {
         match self {
             Principal::User(u) => format!("user:{}", u.name),
             Principal::Token(t) => format!("api-token:{}", t.name),
+        }
+    }
+    fn key(&self) -> PrincipalKey {
+        match self {
+            Principal::User(u) => PrincipalKey::user(&u.name),
+            Principal::Token(t) => PrincipalKey::token(&t.id),
         }
     }
 }
@@ -243,6 +293,10 @@ pub fn routes() -> Router<Arc<Hub>> {
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }),
         )
         .route(
+            "/assets/login.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], LOGIN_JS) }),
+        )
+        .route(
             "/assets/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE_CSS) }),
         )
@@ -260,11 +314,36 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/api/v1/audit", get(api_audit))
         .route("/api/v1/ws", get(api_ws))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Headers on every answer of the HTTP side: the console's pages load only their own scripts
+/// and styles, are never framed, and are only ever spoken to over TLS.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(
+            axum::http::HeaderName::from_static(k),
+            axum::http::HeaderValue::from_static(v),
+        );
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    );
+    set(h, "x-frame-options", "DENY");
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "same-origin");
+    set(h, "strict-transport-security", "max-age=31536000");
+    set(h, "cache-control", "no-store");
+    res
 }
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const LOGIN_HTML: &str = include_str!("../assets/login.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const LOGIN_JS: &str = include_str!("../assets/login.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 const OPENAPI: &str = include_str!("../assets/openapi.json");
 
@@ -317,7 +396,7 @@ async fn login(
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "2")],
-            "too many logins at once: try again in a moment\n",
+            "too many logins at once: go back and try again in a moment\n",
         )
             .into_response();
     }
@@ -444,7 +523,7 @@ async fn api_points(
             let name = table.name(pt);
             pattern.matches(name)
                 && read.iter().any(|r| r.matches(name))
-                && p.sees_node(table.owner(pt))
+                && p.sees_owner(table.owner(pt))
         })
         .map(|pt| point_json(&table, pt))
         .collect();
@@ -770,6 +849,29 @@ impl Drop for WsSlot {
     }
 }
 
+/// Takes a JSON session off the hub's list when it ends.
+struct JsonRegistered(Arc<Hub>, u64);
+
+impl Drop for JsonRegistered {
+    fn drop(&mut self) {
+        self.0.web.json.remove(&self.1);
+    }
+}
+
+/// Whether a principal's token or user is still in the store.
+fn principal_still_valid(hub: &Hub, p: &Principal) -> bool {
+    match p {
+        Principal::User(u) => {
+            matches!(hub.access.store.user(&u.name), Ok(Some(now)) if now.hash == u.hash)
+        }
+        Principal::Token(t) => hub
+            .access
+            .store
+            .api_tokens()
+            .is_ok_and(|all| all.iter().any(|x| x.id == t.id)),
+    }
+}
+
 /// Removes a subscriber from the table when its session ends, however it ends.
 struct Subscribed(Arc<Hub>, Arc<Subscriber>);
 
@@ -801,6 +903,14 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket, _slot:
     ));
     hub.core.add_subscriber(sub.clone());
     let _subscribed = Subscribed(hub.clone(), sub.clone());
+    // Registered so that revoking its token (or resetting its user) ends it at once; and
+    // checked again now, for a revocation between the upgrade and here.
+    let ended = hub.shutdown.child_token();
+    hub.web.json.insert(id, (p.key(), ended.clone()));
+    let _registered = JsonRegistered(hub.clone(), id);
+    if !principal_still_valid(&hub, &p) {
+        return;
+    }
     let write = Arc::new(p.write());
     let who = p.name();
     let hello = json!({"type": "hello", "hub": hub.name.as_ref(), "as": who, "protocol": 1});
@@ -817,7 +927,15 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket, _slot:
     loop {
         let mut error: Option<String> = None;
         tokio::select! {
-            _ = hub.shutdown.cancelled() => break,
+            _ = ended.cancelled() => {
+                let why = if hub.shutdown.is_cancelled() {
+                    "the hub is shutting down: reconnect in a moment"
+                } else {
+                    "this session's API token was revoked, or its user reset or removed"
+                };
+                let _ = send_json(&mut socket, &json!({"type": "error", "message": why})).await;
+                break;
+            }
             m = out_rx.recv() => {
                 let Some(m) = m else { break };
                 if !send_json(&mut socket, &m).await {
@@ -839,7 +957,7 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket, _slot:
                             .filter_map(|e| {
                                 let pt = table.points.get(e.id as usize)?;
                                 // A user limited to some nodes sees only their points.
-                                if !p.sees_node(table.owner(pt)) {
+                                if !p.sees_owner(table.owner(pt)) {
                                     return None;
                                 }
                                 let mut r = record::record(table.name(pt), &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0);
@@ -899,6 +1017,12 @@ async fn json_session(hub: Arc<Hub>, p: Principal, mut socket: WebSocket, _slot:
             if bad.over() {
                 let _ = send_json(&mut socket, &json!({"type": "error", "message": format!("more than {MAX_BAD} invalid requests in {} s: closed; fix the client and reconnect", BAD_WINDOW.as_secs())})).await;
                 warn!(who = %who, "JSON session closed: too many invalid requests");
+                let _ = socket
+                    .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: axum::extract::ws::close_code::POLICY,
+                        reason: "too many invalid requests".into(),
+                    })))
+                    .await;
                 break;
             }
             if !send_json(&mut socket, &json!({"type": "error", "message": message})).await {
@@ -942,6 +1066,7 @@ async fn json_request(
             };
             scans.wait().await;
             let (h, s) = (hub.clone(), sub.clone());
+            let t0 = tokio::time::Instant::now();
             let done = if op == "subscribe" {
                 tokio::task::spawn_blocking(move || h.core.subscribe(&s, parsed)).await
             } else {
@@ -951,6 +1076,8 @@ async fn json_request(
                 })
                 .await
             };
+            // A session spends at most a fifth of a core scanning.
+            tokio::time::sleep(t0.elapsed() * 4).await;
             match done {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),

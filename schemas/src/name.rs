@@ -115,35 +115,56 @@ impl Pattern {
         &self.text
     }
 
-    /// Whether `name` matches. Runs in O(segments of name × segments of pattern).
+    /// Whether `name` matches. Allocates nothing and runs in O(segments of name × segments of
+    /// pattern) at worst (a pattern has at most one `**` in a row, and a mismatch after a `**`
+    /// moves that `**` on by one segment): the hub matches every point's name against new
+    /// patterns on each subscribe.
     pub fn matches(&self, name: &str) -> bool {
-        let parts: Vec<&str> = name.split('/').collect();
-        let n = parts.len();
-        // reach[j]: the first i pattern segments can match the first j name segments.
-        let mut reach = vec![false; n + 1];
-        reach[0] = true;
-        for seg in &self.segs {
-            let mut next = vec![false; n + 1];
-            match seg {
-                Seg::Any => {
-                    let mut any = false;
-                    for j in 0..=n {
-                        any |= reach[j];
-                        next[j] = any;
+        let end = name.len() + 1;
+        // The name segment starting at byte `at`, and where the next one starts.
+        let seg = |at: usize| -> (&str, usize) {
+            let rest = &name[at..];
+            let len = rest.find('/').unwrap_or(rest.len());
+            (&rest[..len], at + len + 1)
+        };
+        let (mut p, mut at) = (0usize, 0usize);
+        // The last `**` seen, and the name position it is tried against.
+        let mut star: Option<(usize, usize)> = None;
+        loop {
+            if p == self.segs.len() && at >= end {
+                return true;
+            }
+            if let Some(s) = self.segs.get(p) {
+                match s {
+                    Seg::Any => {
+                        star = Some((p, at));
+                        p += 1;
+                        continue;
                     }
-                }
-                Seg::One => {
-                    next[1..=n].copy_from_slice(&reach[..n]);
-                }
-                Seg::Lit(l) => {
-                    for j in 0..n {
-                        next[j + 1] = reach[j] && parts[j] == l;
+                    Seg::One if at < end => {
+                        p += 1;
+                        at = seg(at).1;
+                        continue;
                     }
+                    Seg::Lit(l) if at < end && seg(at).0 == l => {
+                        p += 1;
+                        at = seg(at).1;
+                        continue;
+                    }
+                    _ => {}
                 }
             }
-            reach = next;
+            // A mismatch: let the last `**` take one more segment, if there is one left.
+            match star {
+                Some((sp, sat)) if sat < end => {
+                    let next = seg(sat).1;
+                    star = Some((sp, next));
+                    p = sp + 1;
+                    at = next;
+                }
+                _ => return false,
+            }
         }
-        reach[n]
     }
 
     /// The literal prefix before the first wildcard (`plant1/line2` for `plant1/line2/**`).
@@ -190,6 +211,68 @@ mod tests {
 
     fn m(p: &str, n: &str) -> bool {
         Pattern::parse(p).expect("valid pattern").matches(n)
+    }
+
+    /// The plain dynamic-programming matcher, as a reference for the fast one.
+    fn reference(p: &Pattern, name: &str) -> bool {
+        let parts: Vec<&str> = name.split('/').collect();
+        let n = parts.len();
+        let mut reach = vec![false; n + 1];
+        reach[0] = true;
+        for seg in &p.segs {
+            let mut next = vec![false; n + 1];
+            match seg {
+                Seg::Any => {
+                    let mut any = false;
+                    for j in 0..=n {
+                        any |= reach[j];
+                        next[j] = any;
+                    }
+                }
+                Seg::One => next[1..=n].copy_from_slice(&reach[..n]),
+                Seg::Lit(l) => {
+                    for j in 0..n {
+                        next[j + 1] = reach[j] && parts[j] == l;
+                    }
+                }
+            }
+            reach = next;
+        }
+        reach[n]
+    }
+
+    #[test]
+    fn the_fast_matcher_agrees_with_the_reference_on_every_small_case() {
+        let segs = ["a", "b", "*", "**"];
+        let names = [
+            "a", "b", "a/b", "b/a", "a/a/b", "a/b/a/b", "b/b/b/a", "a/b/c",
+        ];
+        // Every pattern of up to four segments over {a, b, *, **}.
+        let mut patterns = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = patterns
+                .iter()
+                .flat_map(|p| {
+                    segs.iter().map(move |s| {
+                        if p.is_empty() {
+                            s.to_string()
+                        } else {
+                            format!("{p}/{s}")
+                        }
+                    })
+                })
+                .collect();
+            patterns.extend(longer);
+        }
+        let mut checked = 0;
+        for text in patterns.iter().filter(|p| !p.is_empty()) {
+            let p = Pattern::parse(text).expect("valid");
+            for n in names {
+                assert_eq!(p.matches(n), reference(&p, n), "{text} vs {n}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 2000);
     }
 
     #[test]

@@ -7,3 +7,4 @@ mod foundation;
 mod harness;
 mod hostile;
 mod modbus;
+mod probe;

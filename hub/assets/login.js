@@ -1,0 +1,1 @@
+if (location.search.includes("failed")) document.getElementById("failed").hidden = false;

@@ -143,9 +143,18 @@ async function refreshKeys() {
 document.addEventListener("click", async (e) => {
   const b = e.target;
   if (b.classList.contains("approve")) {
+    // The role is the operator's choice: what the key asked for is only shown, never taken.
+    const role = prompt(`Role (edge, client or hub) — the key asked to be ${b.dataset.role}:`, "edge");
+    if (!role) return;
     const name = prompt("Approve as name:", b.dataset.name || "");
     if (!name) return;
-    await api(`/api/v1/keys/${encodeURIComponent(b.dataset.fp)}/approve`, { method: "POST", body: JSON.stringify({ role: b.dataset.role, name }) }).catch((x) => alert(x.message));
+    const grant = { role: role.trim(), name };
+    if (grant.role === "hub") {
+      const ns = prompt("Namespace the child hub may publish under (* for any):", name);
+      if (!ns) return;
+      grant.namespace = ns;
+    }
+    await api(`/api/v1/keys/${encodeURIComponent(b.dataset.fp)}/approve`, { method: "POST", body: JSON.stringify(grant) }).catch((x) => alert(x.message));
     refreshKeys();
   } else if (b.classList.contains("revoke")) {
     if (!confirm("Revoke this key? Its sessions end at once.")) return;

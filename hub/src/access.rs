@@ -97,9 +97,17 @@ impl Grant {
         if self.name.contains('/') {
             return Err("name: a node name is one segment, without '/'".into());
         }
-        if let Some(ns) = &self.namespace {
-            pointhub_schemas::name::validate_name(ns, 256)
-                .map_err(|e| format!("namespace: {e}"))?;
+        match (self.role, self.namespace.as_deref()) {
+            (Role::Hub, None) => {
+                return Err("a child hub needs a namespace: the one it forwards (e.g. --namespace plant1), or \"*\" to let it publish under any namespace".into())
+            }
+            (Role::Hub, Some(crate::config::ANY_NAMESPACE)) => {}
+            (_, Some(crate::config::ANY_NAMESPACE)) => {
+                return Err("namespace \"*\" (anywhere) is for child hubs only".into())
+            }
+            (_, Some(ns)) => pointhub_schemas::name::validate_name(ns, 256)
+                .map_err(|e| format!("namespace: {e}"))?,
+            (_, None) => {}
         }
         for p in self.read.iter().chain(&self.write) {
             Pattern::parse(p).map_err(|e| format!("pattern {p:?}: {e}"))?;
@@ -699,5 +707,31 @@ mod tests {
             .count();
         assert_eq!(admitted, 1);
         assert_eq!(a.store.keys().expect("keys").len(), 1);
+    }
+
+    #[test]
+    fn a_child_hub_is_approved_only_with_a_namespace_said_out_loud() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Access::open(dir.path(), &[], 1 << 20, 3).expect("open");
+        let approve = |role, ns: Option<&str>| {
+            a.execute(
+                AdminRequest::KeysApprove {
+                    fingerprint: Fingerprint([9; 32]),
+                    grant: Grant {
+                        namespace: ns.map(str::to_string),
+                        ..grant(role, "dmz")
+                    },
+                },
+                "test",
+            )
+        };
+        let e = approve(Role::Hub, None).expect_err("no namespace");
+        assert!(e.contains("needs a namespace"), "{e}");
+        assert!(
+            approve(Role::Edge, Some("*")).is_err(),
+            "anywhere is for hubs"
+        );
+        approve(Role::Hub, Some("*")).expect("anywhere, said explicitly");
+        approve(Role::Hub, Some("plant1")).expect("a namespace");
     }
 }

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 /// A commented default configuration; `pointhub hub --print-config` prints it.
 pub const DEFAULT_TOML: &str = include_str!("../../examples/hub.toml");
 
+/// The namespace of a child hub that may publish anywhere (said explicitly).
+pub const ANY_NAMESPACE: &str = "*";
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
@@ -334,6 +337,14 @@ impl HubConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        for n in &self.nodes {
+            if n.role == pointhub_schemas::Role::Hub && n.namespace.is_none() {
+                tracing::warn!(
+                    node = %n.name,
+                    "child hub without a namespace may publish under any namespace: write namespace = \"*\" to say so, or the namespace it forwards (e.g. plant1)"
+                );
+            }
+        }
         pointhub_schemas::name::validate_name(&self.name, 64).map_err(|e| format!("name: {e}"))?;
         if self.name.contains('/') {
             return Err("name: a hub name is one segment, without '/'".into());
@@ -392,9 +403,18 @@ impl HubConfig {
                     n.fingerprint
                 ));
             }
-            if let Some(ns) = &n.namespace {
-                pointhub_schemas::name::validate_name(ns, 256)
-                    .map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?;
+            match n.namespace.as_deref() {
+                Some(ANY_NAMESPACE) if n.role == pointhub_schemas::Role::Hub => {}
+                Some(ANY_NAMESPACE) => {
+                    return Err(format!(
+                        "nodes: {}: namespace \"*\" (anywhere) is for child hubs only: give this {} a namespace of its own",
+                        n.name,
+                        n.role.as_str()
+                    ))
+                }
+                Some(ns) => pointhub_schemas::name::validate_name(ns, 256)
+                    .map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?,
+                None => {}
             }
             for p in n.read.iter().chain(&n.write) {
                 pointhub_schemas::Pattern::parse(p)

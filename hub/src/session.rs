@@ -293,7 +293,10 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
     let allowed = |n: &str| {
         if child_hub {
             !in_namespace(n, &own_sys)
-                && (entry.namespace.is_none()
+                && (entry
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| ns == crate::config::ANY_NAMESPACE)
                     || in_namespace(n, namespace)
                     || n.starts_with("$sys/"))
         } else {

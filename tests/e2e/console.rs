@@ -99,6 +99,9 @@ fn the_console_shows_live_values_staleness_and_approves_a_key_in_chromium() {
     hub.wait_stderr(T, &newbie_fp);
     let password = add_user(&p, "op", &[]);
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console.png");
+    if let Some(dir) = shot.parent() {
+        std::fs::create_dir_all(dir).expect("screenshot folder");
+    }
     let base = format!("https://{}", p.hub_addr);
     let pid = edge.pid().to_string();
     run_peer(

@@ -177,4 +177,16 @@ mod tests {
         );
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_buffer_is_readable_by_its_owner_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = dir.path().join("buf");
+        let _b = Buffer::open(&sub, 1 << 20).expect("open");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join("buffer.redb")), 0o600);
+    }
 }

@@ -319,8 +319,19 @@ impl Store {
     /// Approves (or re-approves) a key, and forgets it as pending.
     pub fn put_key(&self, rec: &KeyRecord) -> Result<(), StoreError> {
         let k = rec.fingerprint.to_string();
-        self.put(KEYS, &k, rec)?;
-        self.remove(PENDING, &k)
+        let bytes = serde_json::to_vec(rec)?;
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            tx.open_table(KEYS)
+                .map_err(db)?
+                .insert(k.as_str(), bytes.as_slice())
+                .map_err(db)?;
+            tx.open_table(PENDING)
+                .map_err(db)?
+                .remove(k.as_str())
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)
     }
 
     pub fn pending(&self) -> Result<Vec<PendingRecord>, StoreError> {
@@ -333,7 +344,8 @@ impl Store {
         self.get(PENDING, &fp.to_string())
     }
 
-    /// Records an attempt of an unknown key.
+    /// Records an attempt of an unknown key, in one write transaction: a key approved or
+    /// revoked meanwhile (its record is in the keys table by now) is not made pending again.
     pub fn note_pending(
         &self,
         fp: &Fingerprint,
@@ -343,51 +355,78 @@ impl Store {
     ) -> Result<(), StoreError> {
         let k = fp.to_string();
         let now = now();
-        let rec = match self.get::<PendingRecord>(PENDING, &k)? {
-            Some(mut r) => {
-                r.last_attempt = now;
-                r.attempts += 1;
-                r.addr = addr.into();
-                r.name = name.into();
-                r.role = role;
-                r
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            if tx
+                .open_table(KEYS)
+                .map_err(db)?
+                .get(k.as_str())
+                .map_err(db)?
+                .is_some()
+            {
+                return Ok(());
             }
-            None => {
-                let all = self.pending()?;
-                // One address may hold only a few places on the list, and a full list makes
-                // room at the address that holds the most: a flood of unknown keys from a few
-                // addresses cannot push the keys of real nodes off it.
-                let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
-                let mut per_host: std::collections::HashMap<String, usize> = Default::default();
-                for r in &all {
-                    *per_host.entry(host(&r.addr)).or_default() += 1;
+            let mut t = tx.open_table(PENDING).map_err(db)?;
+            let existing: Option<PendingRecord> = match t.get(k.as_str()).map_err(db)? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            let rec = match existing {
+                Some(mut r) => {
+                    r.last_attempt = now;
+                    r.attempts += 1;
+                    r.addr = addr.into();
+                    r.name = name.into();
+                    r.role = role;
+                    r
                 }
-                if per_host.get(&host(addr)).copied().unwrap_or(0) >= MAX_PENDING_PER_ADDR {
-                    return Ok(());
-                }
-                if all.len() >= MAX_PENDING {
-                    let busiest = per_host
-                        .iter()
-                        .max_by_key(|(_, n)| **n)
-                        .map(|(h, _)| h.clone())
-                        .unwrap_or_default();
-                    // `all` is newest first: the last of the busiest address is its oldest.
-                    if let Some(oldest) = all.iter().rev().find(|r| host(&r.addr) == busiest) {
-                        self.remove(PENDING, &oldest.fingerprint.to_string())?;
+                None => {
+                    let mut all: Vec<PendingRecord> = Vec::new();
+                    for item in t.iter().map_err(db)? {
+                        let (_, v) = item.map_err(db)?;
+                        all.push(serde_json::from_slice(v.value())?);
+                    }
+                    // One address may hold only a few places on the list, and a full list
+                    // makes room at the address that holds the most: a flood of unknown keys
+                    // from a few addresses cannot push the keys of real nodes off it.
+                    let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
+                    let mut per_host: std::collections::HashMap<String, usize> = Default::default();
+                    for r in &all {
+                        *per_host.entry(host(&r.addr)).or_default() += 1;
+                    }
+                    if per_host.get(&host(addr)).copied().unwrap_or(0) >= MAX_PENDING_PER_ADDR {
+                        return Ok(());
+                    }
+                    if all.len() >= MAX_PENDING {
+                        let busiest = per_host
+                            .iter()
+                            .max_by_key(|(_, n)| **n)
+                            .map(|(h, _)| h.clone())
+                            .unwrap_or_default();
+                        let oldest = all
+                            .iter()
+                            .filter(|r| host(&r.addr) == busiest)
+                            .min_by(|a, b| a.last_attempt.cmp(&b.last_attempt))
+                            .map(|r| r.fingerprint.to_string());
+                        if let Some(oldest) = oldest {
+                            t.remove(oldest.as_str()).map_err(db)?;
+                        }
+                    }
+                    PendingRecord {
+                        fingerprint: *fp,
+                        name: name.into(),
+                        role,
+                        addr: addr.into(),
+                        first_attempt: now.clone(),
+                        last_attempt: now,
+                        attempts: 1,
                     }
                 }
-                PendingRecord {
-                    fingerprint: *fp,
-                    name: name.into(),
-                    role,
-                    addr: addr.into(),
-                    first_attempt: now.clone(),
-                    last_attempt: now,
-                    attempts: 1,
-                }
-            }
-        };
-        self.put(PENDING, &k, &rec)
+            };
+            let bytes = serde_json::to_vec(&rec)?;
+            t.insert(k.as_str(), bytes.as_slice()).map_err(db)?;
+        }
+        tx.commit().map_err(db)
     }
 
     pub fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<(), StoreError> {

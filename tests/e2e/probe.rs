@@ -508,6 +508,8 @@ async fn a_client_subscribing_in_a_loop_does_not_stall_a_watched_point() {
     let _bulk = p.start_edge("bulk");
     hub.wait_stderr(T, "birth complete points=5006");
     let meter = GapMeter::start(p.watch("hmi", "edge1/sim/sine1"), "edge1/sim/sine1");
+    let rss0 = hub.rss_kib();
+    let peak = PeakRss::start(hub.pid());
     let patterns = |round: usize| -> Vec<String> {
         (0..200).map(|i| format!("bulk/*/s{round}x{i}")).collect()
     };
@@ -546,8 +548,9 @@ async fn a_client_subscribing_in_a_loop_does_not_stall_a_watched_point() {
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (worst, lines) = meter.finish();
+    let peak_kib = peak.finish();
     println!(
-        "subscribe loop over 5,000 points, 200 patterns a subscribe: watched 10 Hz point's worst gap {worst} ms ({lines} updates in {:.1} s)",
+        "subscribe loop over 5,000 points, 200 patterns a subscribe: watched 10 Hz point's worst gap {worst} ms ({lines} updates in {:.1} s); hub RSS {rss0} KiB -> peak {peak_kib} KiB",
         started.elapsed().as_secs_f64()
     );
     let scanned = hub
@@ -789,11 +792,14 @@ async fn bursts_of_invalid_json_close_their_session_and_leave_nothing_behind() {
         "127.0.0.1:0",
         &[Node::edge("edge1"), Node::client("hmi", "[]")],
     );
-    let _hub = p.start_hub();
+    let hub = p.start_hub();
     p.write_edge("edge1", 2, 10.0);
     p.write_client("hmi");
     let _edge = p.start_edge("edge1");
     let token = api_token(&p, "script");
+    let meter = GapMeter::start(p.watch("hmi", "edge1/sim/sine1"), "edge1/sim/sine1");
+    let rss0 = hub.rss_kib();
+    let peak = PeakRss::start(hub.pid());
     // More bursts than the per-token session limit: a session left behind would use up a slot.
     for round in 0..10 {
         let mut ws = json_ws(&p, &token).await;
@@ -832,6 +838,10 @@ async fn bursts_of_invalid_json_close_their_session_and_leave_nothing_behind() {
             other => panic!("a fresh session after the bursts: {other:?}"),
         }
     }
+    let (worst, _) = meter.finish();
+    let peak_kib = peak.finish();
+    println!("invalid JSON, 10 bursts of 500: a watching client's worst gap {worst} ms; hub RSS {rss0} KiB -> peak {peak_kib} KiB");
+    assert!(worst < 2000, "{worst} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1200,10 +1210,13 @@ async fn idle_connections_from_one_address_lock_out_nobody() {
         &[Node::edge("edge1"), Node::client("hmi", "[]")],
         "[limits]\nmax_unauthenticated = 100\n",
     );
-    let _hub = p.start_hub();
+    let hub = p.start_hub();
     p.write_edge("edge1", 2, 10.0);
     p.write_client("hmi");
     let _edge = p.start_edge("edge1");
+    let meter = GapMeter::start(p.watch("hmi", "edge1/sim/sine1"), "edge1/sim/sine1");
+    let rss0 = hub.rss_kib();
+    let peak = PeakRss::start(hub.pid());
     // 150 connections from 127.0.0.2 that never start TLS: more than the hub's pool.
     let mut idle = Vec::new();
     for _ in 0..150 {
@@ -1226,5 +1239,71 @@ async fn idle_connections_from_one_address_lock_out_nobody() {
     assert!(out.contains("edge1/sim/sine1"), "{out}");
     let (status, _, _) = http(&p, "GET", "/login", &[], None).await;
     assert_eq!(status, 200, "the console's login page");
+    let (worst, _) = meter.finish();
+    let peak_kib = peak.finish();
+    println!("  a watching client's worst gap meanwhile {worst} ms; hub RSS {rss0} KiB -> peak {peak_kib} KiB");
+    assert!(worst < 2000, "{worst} ms");
     drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_rebirth_requests_gets_a_snapshot_every_two_seconds_at_most() {
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[Node::edge("edge1"), Node::client("viewer", "[]")],
+    );
+    let hub = p.start_hub();
+    p.write_edge("edge1", 50, 1.0);
+    p.write_client("viewer");
+    let _edge = p.start_edge("edge1");
+    hub.wait_stderr(T, "birth complete");
+    let mut viewer = dial(&p, "viewer", Role::Client).await;
+    viewer
+        .session
+        .tx
+        .send(Msg::Subscribe(Subscribe {
+            patterns: vec!["edge1/**".into()],
+            history: false,
+        }))
+        .await;
+    loop {
+        match tokio::time::timeout(T, viewer.session.rx.recv())
+            .await
+            .expect("snapshot")
+        {
+            Some(Msg::SnapshotDone(_)) => break,
+            Some(_) => {}
+            None => panic!("session ended"),
+        }
+    }
+    // 20 requests for a fresh snapshot at once (3 bytes each on the wire).
+    let started = Instant::now();
+    for i in 0..20 {
+        viewer
+            .session
+            .tx
+            .send(Msg::Rebirth(pointhub_schemas::Rebirth {
+                reason: format!("probe {i}"),
+            }))
+            .await;
+    }
+    let mut snapshots = 0;
+    let window = Duration::from_secs(3);
+    while started.elapsed() < window {
+        match tokio::time::timeout(
+            window.saturating_sub(started.elapsed()),
+            viewer.session.rx.recv(),
+        )
+        .await
+        {
+            Ok(Some(Msg::SnapshotDone(_))) => snapshots += 1,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("session ended"),
+            Err(_) => break,
+        }
+    }
+    println!("20 rebirth requests at once: {snapshots} snapshots in 3 s");
+    assert!((1..=3).contains(&snapshots), "{snapshots}");
+    hub.wait_stderr(T, "asking for fresh snapshots faster than");
 }

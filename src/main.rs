@@ -148,9 +148,11 @@ async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::SUCCESS);
             }
             init_tracing("info");
-            let listeners = bind_all(&cfg.listen).await?;
-            let shutdown = shutdown_on_signals();
-            pointhub_hub::run(cfg, listeners, shutdown).await?;
+            // Everything that can fail is loaded and checked before a port is bound.
+            let listen = cfg.listen.clone();
+            let built = pointhub_hub::Hub::build(cfg)?;
+            let listeners = bind_all(&listen).await?;
+            built.serve(listeners, shutdown_on_signals()).await?;
         }
         Cmd::Edge(a) => {
             if a.print_config {

@@ -270,6 +270,7 @@ async fn run(
                                 let _ = reply.send(WriteOutcome { status: r.status, message: r.message });
                             }
                         }
+                        Msg::Error(e) if e.code == pointhub_schemas::ErrorCode::ShuttingDown => info!(message = %e.message, "the hub is shutting down: reconnecting"),
                         Msg::Error(e) => warn!(code = ?e.code, message = %e.message, "hub reports an error"),
                         other => debug!(kind = other.kind(), "ignored message from hub"),
                     }

@@ -312,6 +312,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Str
                             send_birth(l, &states, seq).await;
                         }
                     }
+                    Some(Msg::Error(e)) if e.code == pointhub_schemas::ErrorCode::ShuttingDown => info!(message = %e.message, "the hub is shutting down: reconnecting"),
                     Some(Msg::Error(e)) => warn!(code = ?e.code, message = %e.message, "hub reports an error"),
                     Some(_) => {}
                 }

@@ -213,6 +213,10 @@ pub struct LimitsConfig {
     /// Time a write may take from the hub to the device and back.
     #[serde(default = "default_write_ms")]
     pub write_timeout_ms: u64,
+    /// On shutdown, how long the hub waits for its nodes' sessions to end after telling them
+    /// `ShuttingDown`, and for its own tasks to stop.
+    #[serde(default = "default_grace_ms")]
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -229,6 +233,7 @@ impl Default for LimitsConfig {
             handshake_timeout_ms: default_handshake_ms(),
             write_timeout_ms: default_write_ms(),
             max_sessions_per_key: default_sessions_per_key(),
+            shutdown_grace_ms: default_grace_ms(),
         }
     }
 }
@@ -292,6 +297,10 @@ fn default_handshake_ms() -> u64 {
 fn default_write_ms() -> u64 {
     10_000
 }
+fn default_grace_ms() -> u64 {
+    3000
+}
+
 fn default_sessions_per_key() -> usize {
     8
 }

@@ -24,15 +24,25 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+/// Why a hub could not be built or served. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    #[error("hub configuration: {0}")]
+    Config(String),
     #[error("hub identity: {0}")]
     Identity(#[from] identity::IdentityError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Store(String),
+    #[error("upstream {index} ({url}): {message}")]
+    Upstream {
+        index: usize,
+        url: String,
+        message: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -307,177 +317,9 @@ async fn node_endpoint(
         .on_upgrade(move |socket| crate::session::run(hub, entry, peer, socket))
 }
 
-/// Runs a hub on bound listeners until `shutdown` fires.
-pub async fn run(
-    config: HubConfig,
-    listeners: Vec<TcpListener>,
-    shutdown: CancellationToken,
-) -> Result<(), HubError> {
-    let mut sans: Vec<String> = vec![
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "::1".into(),
-        config.name.clone(),
-    ];
-    sans.extend(config.tls.names.iter().cloned());
-    let identity = match (&config.tls.cert, &config.tls.key) {
-        (Some(c), Some(k)) => identity::load(c, k)?,
-        _ => {
-            let (id, created) =
-                identity::load_or_create(&config.data_dir, "hub", &config.name, &sans)?;
-            if created {
-                info!(dir = %config.data_dir.display(), "made the hub's key and certificate");
-            }
-            id
-        }
-    };
-    let tls_config = tls::server_config(&identity, config.tls.allow_tls12)?;
-    let access = crate::access::Access::open(
-        &config.data_dir,
-        &config.nodes,
-        config.audit.max_bytes,
-        config.audit.keep,
-    )
-    .map_err(|e| HubError::Io(std::io::Error::other(e)))?;
-    info!(fingerprint = %identity.fingerprint, "hub identity: nodes pin this fingerprint");
-    let limits = Limits {
-        max_frame: config.limits.max_frame,
-        max_batch: config.limits.max_batch,
-        max_name_len: config.limits.max_name_len,
-        ..Limits::default()
-    };
-    let hub = Arc::new(Hub {
-        name: config.name.as_str().into(),
-        access,
-        core: Core::new(config.limits.max_points_per_node),
-        fingerprint: identity.fingerprint,
-        live: DashMap::new(),
-        writes: DashMap::new(),
-        conns: DashMap::new(),
-        below: DashMap::new(),
-        above: DashMap::new(),
-        limits,
-        shutdown: shutdown.clone(),
-        started: std::time::Instant::now(),
-        stats: HubStats::default(),
-        web: crate::web::WebState::default(),
-        config,
-    });
-    match hub.access.store.points() {
-        Ok(saved) => {
-            if !saved.is_empty() {
-                info!(
-                    points = saved.len(),
-                    "restored last values (stale until their edges return)"
-                );
-            }
-            hub.core.restore(saved);
-        }
-        Err(e) => warn!(error = %e, "cannot restore last values"),
-    }
-    hub.set_sys(
-        &format!("$sys/{}/version", hub.name),
-        DataType::String,
-        Value::String(pointhub_client::link::SOFTWARE.into()),
-    );
-    hub.set_sys(
-        &format!("$sys/{}/connected", hub.name),
-        DataType::Bool,
-        Value::Bool(true),
-    );
-
-    // No default passwords: the first start makes the console's admin with a random password
-    // and shows it once.
-    if hub
-        .access
-        .store
-        .users()
-        .map(|u| u.is_empty())
-        .unwrap_or(false)
-    {
-        let req = crate::access::AdminRequest::UsersAdd {
-            name: "admin".into(),
-            role: crate::store::UserRole::Admin,
-            namespaces: vec![],
-            nodes: vec![],
-        };
-        match hub.access.execute(req, "first-start") {
-            // The password goes to a file only its owner reads, never into the log (logs are
-            // kept, shipped and read by more people than the operator).
-            Ok(v) => {
-                let file = hub.config.data_dir.join("admin-password.txt");
-                let text = format!("{}\n", v["password"].as_str().unwrap_or_default());
-                let written = std::fs::write(&file, text)
-                    .and_then(|_| pointhub_client::identity::owner_only(&file));
-                match written {
-                    Ok(()) => warn!(
-                        user = "admin",
-                        file = %file.display(),
-                        "first start: console login made; its password is in this file (owner only): read it, then delete it (reset: pointhub hub users add admin --role admin)"
-                    ),
-                    Err(e) => {
-                        warn!(error = %e, file = %file.display(), "first start: console login made, but its password could not be written: reset it with `pointhub hub users add admin --role admin`")
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot make the console's admin user"),
-        }
-    }
-    let app = router(hub.clone());
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let unauthenticated = Arc::new(Handshakes::default());
-    let tracker = TaskTracker::new();
-    for listener in listeners {
-        let addr = listener.local_addr()?;
-        info!(addr = %addr, "listening on wss://{addr}/node");
-        tracker.spawn(accept_loop(
-            listener,
-            acceptor.clone(),
-            app.clone(),
-            hub.clone(),
-            unauthenticated.clone(),
-            shutdown.clone(),
-        ));
-    }
-    tracker.spawn(sys_ticker(hub.clone(), shutdown.clone()));
-    tracker.spawn(crate::saver::run(hub.clone(), shutdown.clone()));
-    for (i, up) in hub.config.upstream.iter().enumerate() {
-        match up.link_config(&identity, &hub.name) {
-            Ok(link) => {
-                tracker.spawn(crate::upstream::run(
-                    hub.clone(),
-                    i,
-                    up.clone(),
-                    link,
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) => warn!(error = %e, "upstream {i}: not started"),
-        }
-    }
-    #[cfg(unix)]
-    {
-        let sock = hub.config.data_dir.join("admin.sock");
-        match crate::admin::bind(&sock) {
-            Ok(l) => {
-                info!(path = %sock.display(), "admin socket (owner only): pointhub hub keys|tokens use it");
-                tracker.spawn(crate::admin::serve(hub.clone(), l, shutdown.clone()));
-            }
-            Err(e) => {
-                warn!(error = %e, path = %sock.display(), "no admin socket: key approvals need the hub stopped")
-            }
-        }
-    }
-    tracker.close();
-    shutdown.cancelled().await;
-    info!("hub shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
-    Ok(())
-}
-
 /// Connections in their TLS handshake, oldest first, each with the token that closes it.
 #[derive(Default)]
-struct Handshakes {
+pub(crate) struct Handshakes {
     pending: std::sync::Mutex<(u64, std::collections::BTreeMap<u64, CancellationToken>)>,
 }
 
@@ -519,7 +361,7 @@ impl Handshakes {
     }
 }
 
-async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
@@ -609,7 +451,7 @@ async fn accept_loop(
 }
 
 /// Publishes the hub's own status and each live node's round trip every heartbeat interval.
-async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
+pub(crate) async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(hub.heartbeat());
     loop {
         tokio::select! {

@@ -340,6 +340,32 @@ async fn edge(hub: &Arc<Hub>, entry: &NodeEntry, namespace: &str, id: u64, sessi
                         }
                     }
                     Err(e) => {
+                        // A child hub that sends back `$sys` points of this hub (or of a hub
+                        // above it) has them from above: the chain is a loop, whatever the
+                        // `Chain` messages have said so far.
+                        let looped = match &e {
+                            crate::core::BirthError::Namespace { name, .. } if child_hub => {
+                                std::iter::once(hub.name.to_string())
+                                    .chain(hub.ancestors())
+                                    .find(|h| in_namespace(name, &format!("$sys/{h}")))
+                            }
+                            _ => None,
+                        };
+                        if let Some(h) = looped {
+                            warn!(hub = %h, "refused: a loop in the hub chain (a child sends back points from above)");
+                            hub.access.audit.record(
+                                "chain.refused",
+                                json!({"fingerprint": entry.fingerprint, "name": entry.name, "reason": "loop", "hub": h}),
+                            );
+                            session
+                                .tx
+                                .fail(
+                                    ErrorCode::Conflict,
+                                    crate::server::loop_message(&hub.name, &entry.name, &h),
+                                )
+                                .await;
+                            break;
+                        }
                         warn!(error = %e, "birth refused");
                         hub.access.audit.record(
                             "publish.refused",

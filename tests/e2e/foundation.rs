@@ -351,3 +351,47 @@ fn the_demo_prints_a_watch_command_that_works_as_printed() {
         demo.stderr_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_stopped_with_ctrl_c_tells_its_nodes_it_is_shutting_down() {
+    let mut p = Plant::new();
+    p.write_hub("127.0.0.1:0", &[Node::client("hmi", "[]")]);
+    let mut hub = p.start_hub();
+    p.write_client("hmi");
+    let cfg = pointhub_client::config::ClientConfig::load(&p.path("hmi.toml")).expect("config");
+    let link_cfg = cfg
+        .hub
+        .link_config(pointhub_schemas::Role::Client, "hmi")
+        .expect("link config");
+    let mut link = pointhub_client::link::dial(
+        &link_cfg,
+        &link_cfg.hubs[0],
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("admitted");
+    let started = Instant::now();
+    hub.signal("INT");
+    let mut told = None;
+    loop {
+        match tokio::time::timeout(T, link.session.rx.recv())
+            .await
+            .expect("the session ends")
+        {
+            Some(pointhub_schemas::Msg::Error(e)) => told = Some(e),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let told = told.expect("an error message before the end");
+    println!(
+        "Ctrl-C: the node was told {:?} ({}) in {} ms",
+        told.code,
+        told.message,
+        started.elapsed().as_millis()
+    );
+    assert_eq!(told.code, pointhub_schemas::ErrorCode::ShuttingDown);
+    let status = hub.child.wait().expect("the hub exits");
+    assert!(status.success(), "{status:?}");
+    hub.wait_stderr(T, "hub stopped");
+}

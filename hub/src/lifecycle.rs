@@ -1,0 +1,333 @@
+//! A hub's life: [`Hub::build`] loads and checks everything that can fail (the configuration,
+//! the hub's key and certificate, its TLS set-up, the store and audit log, every upstream
+//! link's CA file) before a single port is bound; [`Built::serve`] then runs it on bound
+//! listeners until shutdown, and on shutdown tells every node `ShuttingDown`, waits for their
+//! sessions to end within the configured grace period, and stops every task it started.
+
+use crate::config::HubConfig;
+use crate::core::Core;
+use crate::server::{Handshakes, Hub, HubError, HubStats};
+use dashmap::DashMap;
+use pointhub_client::identity;
+use pointhub_client::{tls, LinkConfig};
+use pointhub_schemas::{DataType, ErrorCode, Limits, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// A hub that has loaded and checked everything, and bound nothing yet.
+pub struct Built {
+    hub: Arc<Hub>,
+    tls: Arc<rustls::ServerConfig>,
+    upstream: Vec<LinkConfig>,
+}
+
+impl Hub {
+    /// Loads and checks everything a hub needs; binds nothing. Every failure names what to fix.
+    pub fn build(config: HubConfig) -> Result<Built, HubError> {
+        config.validate().map_err(HubError::Config)?;
+        let mut sans: Vec<String> = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            config.name.clone(),
+        ];
+        sans.extend(config.tls.names.iter().cloned());
+        let identity = match (&config.tls.cert, &config.tls.key) {
+            (Some(c), Some(k)) => identity::load(c, k)?,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(HubError::Config(
+                    "[tls] needs both cert and key (or neither, for the key the hub makes itself)"
+                        .into(),
+                ))
+            }
+            (None, None) => {
+                let (id, created) =
+                    identity::load_or_create(&config.data_dir, "hub", &config.name, &sans)?;
+                if created {
+                    info!(dir = %config.data_dir.display(), "made the hub's key and certificate");
+                }
+                id
+            }
+        };
+        let tls = tls::server_config(&identity, config.tls.allow_tls12)?;
+        let upstream = config
+            .upstream
+            .iter()
+            .enumerate()
+            .map(|(index, up)| {
+                up.link_config(&identity, &config.name)
+                    .map_err(|message| HubError::Upstream {
+                        index,
+                        url: up.urls.first().map(|u| u.to_string()).unwrap_or_default(),
+                        message,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let access = crate::access::Access::open(
+            &config.data_dir,
+            &config.nodes,
+            config.audit.max_bytes,
+            config.audit.keep,
+        )
+        .map_err(HubError::Store)?;
+        info!(fingerprint = %identity.fingerprint, "hub identity: nodes pin this fingerprint");
+        let limits = Limits {
+            max_frame: config.limits.max_frame,
+            max_batch: config.limits.max_batch,
+            max_name_len: config.limits.max_name_len,
+            ..Limits::default()
+        };
+        let hub = Arc::new(Hub {
+            name: config.name.as_str().into(),
+            access,
+            core: Core::new(config.limits.max_points_per_node),
+            fingerprint: identity.fingerprint,
+            live: DashMap::new(),
+            writes: DashMap::new(),
+            conns: DashMap::new(),
+            below: DashMap::new(),
+            above: DashMap::new(),
+            limits,
+            shutdown: CancellationToken::new(),
+            started: std::time::Instant::now(),
+            stats: HubStats::default(),
+            web: crate::web::WebState::default(),
+            config,
+        });
+        match hub.access.store.points() {
+            Ok(saved) => {
+                if !saved.is_empty() {
+                    info!(
+                        points = saved.len(),
+                        "restored last values (stale until their edges return)"
+                    );
+                }
+                hub.core.restore(saved);
+            }
+            Err(e) => warn!(error = %e, "cannot restore last values"),
+        }
+        hub.set_sys(
+            &format!("$sys/{}/version", hub.name),
+            DataType::String,
+            Value::String(pointhub_client::link::SOFTWARE.into()),
+        );
+        hub.set_sys(
+            &format!("$sys/{}/connected", hub.name),
+            DataType::Bool,
+            Value::Bool(true),
+        );
+        first_admin(&hub);
+        Ok(Built { hub, tls, upstream })
+    }
+}
+
+/// No default passwords: the first start makes the console's admin with a random password,
+/// written to a file only its owner reads, never into the log (logs are kept, shipped and read
+/// by more people than the operator).
+fn first_admin(hub: &Hub) {
+    if !hub
+        .access
+        .store
+        .users()
+        .map(|u| u.is_empty())
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let req = crate::access::AdminRequest::UsersAdd {
+        name: "admin".into(),
+        role: crate::store::UserRole::Admin,
+        namespaces: vec![],
+        nodes: vec![],
+    };
+    match hub.access.execute(req, "first-start") {
+        Ok(v) => {
+            let file = hub.config.data_dir.join("admin-password.txt");
+            let text = format!("{}\n", v["password"].as_str().unwrap_or_default());
+            let written = std::fs::write(&file, text)
+                .and_then(|_| pointhub_client::identity::owner_only(&file));
+            match written {
+                Ok(()) => warn!(
+                    user = "admin",
+                    file = %file.display(),
+                    "first start: console login made; its password is in this file (owner only): read it, then delete it (reset: pointhub hub users add admin --role admin)"
+                ),
+                Err(e) => {
+                    warn!(error = %e, file = %file.display(), "first start: console login made, but its password could not be written: reset it with `pointhub hub users add admin --role admin`")
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot make the console's admin user"),
+    }
+}
+
+impl Built {
+    /// The hub's state, for tests and embedders (its HTTP router: [`crate::server::router`]).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Runs the hub on bound listeners until `shutdown` fires, then shuts down in order: stop
+    /// accepting, tell every node `ShuttingDown`, wait (up to `[limits] shutdown_grace_ms`)
+    /// for their sessions to end, stop every task.
+    pub async fn serve(
+        self,
+        listeners: Vec<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> Result<(), HubError> {
+        let Built { hub, tls, upstream } = self;
+        let app = crate::server::router(hub.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let handshakes = Arc::new(Handshakes::default());
+        let tracker = TaskTracker::new();
+        // Accepting stops first, at the outer signal; everything else at the hub's own token,
+        // once the nodes were told.
+        let accepting = shutdown.child_token();
+        for listener in listeners {
+            let addr = listener.local_addr()?;
+            info!(addr = %addr, "listening on wss://{addr}/node");
+            tracker.spawn(crate::server::accept_loop(
+                listener,
+                acceptor.clone(),
+                app.clone(),
+                hub.clone(),
+                handshakes.clone(),
+                accepting.clone(),
+            ));
+        }
+        let stop = hub.shutdown.clone();
+        tracker.spawn(crate::server::sys_ticker(hub.clone(), stop.clone()));
+        tracker.spawn(crate::saver::run(hub.clone(), stop.clone()));
+        for (i, link) in upstream.into_iter().enumerate() {
+            if let Some(up) = hub.config.upstream.get(i).cloned() {
+                tracker.spawn(crate::upstream::run(hub.clone(), i, up, link, stop.clone()));
+            }
+        }
+        #[cfg(unix)]
+        {
+            let sock = hub.config.data_dir.join("admin.sock");
+            match crate::admin::bind(&sock) {
+                Ok(l) => {
+                    info!(path = %sock.display(), "admin socket (owner only): pointhub hub keys|tokens use it");
+                    tracker.spawn(crate::admin::serve(hub.clone(), l, stop.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, path = %sock.display(), "no admin socket: key approvals need the hub stopped")
+                }
+            }
+        }
+        tracker.close();
+        shutdown.cancelled().await;
+        let grace = Duration::from_millis(hub.config.limits.shutdown_grace_ms);
+        let deadline = tokio::time::Instant::now() + grace;
+        let nodes: Vec<_> = hub.live.iter().map(|e| e.value().tx.clone()).collect();
+        info!(
+            sessions = nodes.len(),
+            grace_ms = grace.as_millis() as u64,
+            "hub shutting down: telling its nodes"
+        );
+        let why = format!(
+            "hub {} is shutting down: this node reconnects by itself (to another hub, if it has one)",
+            hub.name
+        );
+        for tx in nodes {
+            tx.fail(ErrorCode::ShuttingDown, why.clone()).await;
+        }
+        while !hub.live.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hub.shutdown.cancel();
+        if tokio::time::timeout_at(deadline + Duration::from_millis(500), tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some tasks did not stop within the grace period");
+        }
+        info!("hub stopped");
+        Ok(())
+    }
+}
+
+/// Builds a hub and runs it on bound listeners until `shutdown` fires.
+pub async fn run(
+    config: HubConfig,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    Hub::build(config)?.serve(listeners, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, extra: &str) -> HubConfig {
+        let text = format!(
+            "name = \"hub1\"\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"{}\"\n{extra}",
+            dir.join("data").display()
+        );
+        toml::from_str(&text).expect("config parses")
+    }
+
+    fn refusal(dir: &std::path::Path, extra: &str) -> String {
+        match Hub::build(config(dir, extra)) {
+            Ok(_) => panic!("built with {extra}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn build_refuses_a_bad_config_before_anything_binds_each_with_its_own_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let e = refusal(
+            d,
+            &format!(
+                "[tls]\ncert = \"{0}/none.crt\"\nkey = \"{0}/none.key\"\n",
+                d.display()
+            ),
+        );
+        assert!(e.contains("none.crt") || e.contains("none.key"), "{e}");
+        let e = refusal(
+            d,
+            &format!(
+                "[[upstream]]\nurls = [\"wss://127.0.0.1:1\"]\nca = \"{}/no-ca.pem\"\n",
+                d.display()
+            ),
+        );
+        assert!(e.contains("upstream 0") && e.contains("no-ca.pem"), "{e}");
+        let e = refusal(
+            d,
+            "[[nodes]]\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\nrole = \"client\"\nname = \"hmi\"\nread = [\"plant1/**x\"]\n",
+        );
+        assert!(e.contains("hmi") && e.contains("pattern"), "{e}");
+        // None of them bound or left anything behind but the folder it was to use.
+        assert!(!d.join("data/admin.sock").exists());
+        // A good one builds.
+        Hub::build(config(d, "")).expect("builds");
+    }
+
+    #[tokio::test]
+    async fn the_http_router_answers_without_a_socket() {
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use tower_service::Service;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = Hub::build(config(dir.path(), "")).expect("builds");
+        let mut app = crate::server::router(built.hub().clone());
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+        let res = app.call(get("/healthz")).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = app.call(get("/api/v1/points")).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(res.headers().contains_key("content-security-policy"));
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert!(String::from_utf8_lossy(&body).contains("Bearer"));
+    }
+}

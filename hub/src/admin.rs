@@ -4,7 +4,7 @@
 //! while it does not. A revocation through it ends the key's live sessions at once.
 
 use crate::access::{Access, AdminRequest};
-use crate::server::Hub;
+use crate::state::Hub;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;

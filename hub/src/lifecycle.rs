@@ -6,9 +6,12 @@
 
 use crate::config::HubConfig;
 use crate::core::Core;
-use crate::server::{Handshakes, Hub, HubError, HubStats};
+use crate::server::Handshakes;
+use crate::state::{Hub, HubStats};
 use dashmap::DashMap;
 use pointhub_client::identity;
+use pointhub_client::identity::IdentityError;
+use pointhub_client::tls::TlsError;
 use pointhub_client::{tls, LinkConfig};
 use pointhub_schemas::{DataType, ErrorCode, Limits, Value};
 use std::sync::Arc;
@@ -17,6 +20,27 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+/// Why a hub could not be built or served. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("hub configuration: {0}")]
+    Config(String),
+    #[error("hub identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Store(String),
+    #[error("upstream {index} ({url}): {message}")]
+    Upstream {
+        index: usize,
+        url: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// A hub that has loaded and checked everything, and bound nothing yet.
 pub struct Built {
@@ -95,7 +119,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             started: std::time::Instant::now(),
             stats: HubStats::default(),
-            web: crate::web::WebState::default(),
+            web: crate::web::principal::WebState::default(),
             config,
         });
         match hub.access.store.points() {

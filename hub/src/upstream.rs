@@ -10,7 +10,7 @@
 
 use crate::config::UpstreamConfig;
 use crate::core::Subscriber;
-use crate::server::Hub;
+use crate::state::Hub;
 use pointhub_client::link::{self, Backoff};
 use pointhub_client::LinkConfig;
 use pointhub_schemas::name::in_namespace;

@@ -1,0 +1,235 @@
+//! A client's session: subscribe, a snapshot then changes from its conflating queue (the pump),
+//! writes it is granted.
+
+use crate::config::NodeEntry;
+use crate::core::Subscriber;
+use crate::state::Hub;
+use crate::throttle::Throttle;
+use pointhub_client::link::{Session, SessionTx};
+use pointhub_schemas::{Data, Define, ErrorCode, Msg, Pattern, Quality, SnapshotDone, WriteResult};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Updates per frame from the hub to a client.
+pub(super) const BATCH: usize = 4096;
+/// Subscribes and unsubscribes of one session per second (each scans the table); past it,
+/// the session waits.
+pub(super) const SCANS_PER_SEC: u32 = 10;
+/// A client's requests for a fresh snapshot (each sends every point it covers): one per this.
+pub(super) const REBIRTH_EVERY: Duration = Duration::from_secs(2);
+/// Writes one client session may have waiting on devices at once.
+pub(super) const MAX_WRITES_IN_FLIGHT: usize = 64;
+
+pub(super) fn parse_patterns(list: &[String]) -> Result<Vec<Pattern>, String> {
+    list.iter()
+        .map(|p| Pattern::parse(p).map_err(|e| e.to_string()))
+        .collect()
+}
+
+pub(super) async fn client(
+    hub: &Arc<Hub>,
+    entry: &NodeEntry,
+    sub: Arc<Subscriber>,
+    session: &mut Session,
+) {
+    // The config was validated at start, so the patterns parse.
+    let write = parse_patterns(&entry.write).unwrap_or_default();
+    hub.core.add_subscriber(sub.clone());
+    let pump = tokio::spawn(pump(
+        hub.clone(),
+        sub.clone(),
+        session.tx.clone(),
+        session.closed.clone(),
+    ));
+    let write = Arc::new(write);
+    let mut scans = Throttle::new(SCANS_PER_SEC, Duration::from_secs(1));
+    let mut rebirths = Throttle::new(1, REBIRTH_EVERY);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
+    while let Some(msg) = session.rx.recv().await {
+        match msg {
+            Msg::Subscribe(s) => match parse_patterns(&s.patterns) {
+                Ok(p) => {
+                    if s.history {
+                        sub.history.store(true, Ordering::Relaxed);
+                    }
+                    info!(patterns = ?s.patterns, "subscribe");
+                    if scans.wait().await {
+                        warn!("subscribing faster than {SCANS_PER_SEC}/s: slowed down");
+                    }
+                    let (h, sb) = (hub.clone(), sub.clone());
+                    let t0 = tokio::time::Instant::now();
+                    let done = tokio::task::spawn_blocking(move || h.core.subscribe(&sb, p)).await;
+                    // A session spends at most a fifth of a core scanning: after a scan it
+                    // waits four times as long as the scan took.
+                    tokio::time::sleep(t0.elapsed() * 4).await;
+                    if let Ok(Err(e)) = done {
+                        session
+                            .tx
+                            .fail(ErrorCode::LimitExceeded, format!("subscribe: {e}"))
+                            .await;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    session
+                        .tx
+                        .fail(ErrorCode::InvalidName, format!("subscribe: {e}"))
+                        .await;
+                    break;
+                }
+            },
+            Msg::Unsubscribe(u) => {
+                scans.wait().await;
+                let (h, sb) = (hub.clone(), sub.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || h.core.unsubscribe(&sb, &u.patterns)).await;
+            }
+            Msg::Rebirth(r) => {
+                if rebirths.wait().await {
+                    warn!("asking for fresh snapshots faster than one per {REBIRTH_EVERY:?}: slowed down");
+                }
+                info!(reason = %r.reason, "client asks for a fresh snapshot");
+                hub.core.resnapshot(&sub);
+            }
+            Msg::Write(w) => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    session
+                        .tx
+                        .send(Msg::WriteResult(WriteResult {
+                            req: w.req,
+                            status: Quality::BadTooManyOperations,
+                            message: format!("{MAX_WRITES_IN_FLIGHT} writes of this session are still waiting for their devices: wait for their results"),
+                        }))
+                        .await;
+                    continue;
+                };
+                let hub = hub.clone();
+                let tx = session.tx.clone();
+                let write = write.clone();
+                let who = entry.name.clone();
+                let fp = entry.fingerprint;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let req = w.req;
+                    let point = w.point.clone();
+                    let new = w.value.to_json();
+                    let old = {
+                        let t = hub.core.table_read();
+                        t.gid(&point)
+                            .and_then(|g| t.points.get(g as usize))
+                            .map(|p| p.value.to_json())
+                    };
+                    let (status, message) = super::write::route_write(&hub, &who, &write, w).await;
+                    info!(node = %who, point = %point, status = %status, "write");
+                    hub.stats.count_write(&status.to_string());
+                    hub.access.audit.record(
+                        "write",
+                        json!({"name": who, "fingerprint": fp, "point": point, "old": old, "new": new, "status": status.to_string(), "message": message}),
+                    );
+                    tx.send(Msg::WriteResult(WriteResult {
+                        req,
+                        status,
+                        message,
+                    }))
+                    .await;
+                });
+            }
+            other => {
+                session
+                    .tx
+                    .fail(
+                        ErrorCode::AccessDenied,
+                        format!("a client session does not take {} messages: publishing needs an edge key", other.kind()),
+                    )
+                    .await;
+                break;
+            }
+        }
+    }
+    hub.core.remove_subscriber(&sub);
+    pump.abort();
+}
+
+/// Drains a subscriber's queue into its session whenever the socket can take more.
+pub(super) async fn pump(
+    hub: Arc<Hub>,
+    sub: Arc<Subscriber>,
+    tx: SessionTx,
+    closed: tokio_util::sync::CancellationToken,
+) {
+    let mut seq = 0u64;
+    // The points this session has had defined to it.
+    let mut defined = crate::core::GidSet::default();
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = sub.notify.notified() => {}
+        }
+        let p = sub.drain();
+        if p.overflow {
+            warn!(
+                limit = hub.config.limits.subscriber_queue,
+                "client too slow: cut off"
+            );
+            tx.fail(
+                ErrorCode::SlowConsumer,
+                format!(
+                    "this client fell more than {} updates behind and was cut off; it reconnects for a fresh snapshot",
+                    hub.config.limits.subscriber_queue
+                ),
+            )
+            .await;
+            return;
+        }
+        let new: Vec<u32> = p
+            .entries
+            .iter()
+            .map(|e| e.id)
+            .filter(|g| defined.insert(*g))
+            .collect();
+        // Definitions go out a frame at a time, built under a short read lock each, so a big
+        // snapshot never holds a second copy of every name.
+        for chunk in new.chunks(BATCH) {
+            let points: Vec<_> = {
+                let table = hub.core.table_read();
+                chunk
+                    .iter()
+                    .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(&table, g)))
+                    .collect()
+            };
+            if !tx.send(Msg::Define(Define { points })).await {
+                return;
+            }
+        }
+        // A small drain (the common case) goes out as the queue's own vector; a big one is
+        // moved out a frame at a time.
+        let (mut whole, mut rest) = if p.entries.len() <= BATCH {
+            (Some(p.entries), Vec::new().into_iter())
+        } else {
+            (None, p.entries.into_iter())
+        };
+        loop {
+            let updates: Vec<_> = match whole.take() {
+                Some(all) => all,
+                None => rest.by_ref().take(BATCH).collect(),
+            };
+            if updates.is_empty() {
+                break;
+            }
+            seq += 1;
+            let n = updates.len() as u64;
+            if !tx.send(Msg::Data(Data { seq, updates })).await {
+                return;
+            }
+            hub.stats.updates_out.fetch_add(n, Ordering::Relaxed);
+        }
+        for points in p.snapshots_done {
+            if !tx.send(Msg::SnapshotDone(SnapshotDone { points })).await {
+                return;
+            }
+        }
+    }
+}

@@ -190,8 +190,8 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
             }
             let pats: Vec<Pattern> = patterns
                 .iter()
-                .filter_map(|p| Pattern::parse(p).ok())
-                .collect();
+                .map(|p| Pattern::parse(p).with_context(|| format!("pattern {p:?}")))
+                .collect::<Result<_>>()?;
             let mut out = std::io::stdout().lock();
             for r in client
                 .mirror()

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use pointhub_client::Fingerprint;
 use pointhub_hub::access::{AdminRequest, Grant};
 use pointhub_hub::HubConfig;
-use pointhub_schemas::Role;
+use pointhub_schemas::{Pattern, Role};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -39,7 +39,7 @@ pub enum UsersCmd {
         role: String,
         /// A pattern of points the user sees (repeat; default everything).
         #[arg(long)]
-        namespace: Vec<String>,
+        namespace: Vec<Pattern>,
         /// A node the user sees (repeat; default all).
         #[arg(long)]
         node: Vec<String>,
@@ -65,10 +65,10 @@ pub enum ApiTokensCmd {
         name: String,
         /// Points it may read (repeat; default everything).
         #[arg(long)]
-        read: Vec<String>,
+        read: Vec<Pattern>,
         /// Writable points it may write (repeat; default nothing).
         #[arg(long)]
-        write: Vec<String>,
+        write: Vec<Pattern>,
     },
     List {
         #[command(flatten)]
@@ -104,10 +104,10 @@ pub struct GrantArgs {
     namespace: Option<String>,
     /// A pattern the node may read (repeat; clients default to everything).
     #[arg(long)]
-    read: Vec<String>,
+    read: Vec<Pattern>,
     /// A pattern of writable points the node may write (repeat; default nothing).
     #[arg(long)]
-    write: Vec<String>,
+    write: Vec<Pattern>,
 }
 
 impl GrantArgs {

@@ -59,7 +59,7 @@ pub enum AdminRequest {
     UsersAdd {
         name: String,
         role: crate::store::UserRole,
-        namespaces: Vec<String>,
+        namespaces: Vec<Pattern>,
         nodes: Vec<String>,
     },
     UsersList,
@@ -69,8 +69,8 @@ pub enum AdminRequest {
     /// Makes a JSON API token, returned once.
     ApiTokensCreate {
         name: String,
-        read: Vec<String>,
-        write: Vec<String>,
+        read: Vec<Pattern>,
+        write: Vec<Pattern>,
     },
     ApiTokensList,
     /// Removes a JSON API token by its id.
@@ -86,9 +86,9 @@ pub struct Grant {
     pub name: String,
     pub namespace: Option<String>,
     #[serde(default)]
-    pub read: Vec<String>,
+    pub read: Vec<Pattern>,
     #[serde(default)]
-    pub write: Vec<String>,
+    pub write: Vec<Pattern>,
 }
 
 impl Grant {
@@ -109,16 +109,13 @@ impl Grant {
                 .map_err(|e| format!("namespace: {e}"))?,
             (_, None) => {}
         }
-        for p in self.read.iter().chain(&self.write) {
-            Pattern::parse(p).map_err(|e| format!("pattern {p:?}: {e}"))?;
-        }
         Ok(())
     }
 
     /// Clients read everything unless told otherwise; nobody writes unless told.
-    fn read_or_default(&self) -> Vec<String> {
+    fn read_or_default(&self) -> Vec<Pattern> {
         if self.read.is_empty() && self.role == Role::Client {
-            vec!["**".into()]
+            vec![Pattern::all()]
         } else {
             self.read.clone()
         }
@@ -201,7 +198,7 @@ impl Access {
         if let Some(rec) = self.store.key(fp).map_err(internal)? {
             return match rec.state {
                 KeyState::Revoked => {
-                    self.audit.record("connection.refused", json!({"fingerprint": fp, "name": rec.name, "remote": addr, "reason": "revoked"}));
+                    self.audit.record(crate::audit::Event::ConnectionRefused, json!({"fingerprint": fp, "name": rec.name, "remote": addr, "reason": "revoked"}));
                     Err(Refusal {
                         reason: "revoked key",
                         message: format!("key {fp} was revoked on hub {hub}; make a new key and have it approved"),
@@ -223,7 +220,7 @@ impl Access {
         }
         let _ = self.store.note_pending(fp, &claim.name, claim.role, addr);
         self.audit.record(
-            "connection.refused",
+            crate::audit::Event::ConnectionRefused,
             json!({"fingerprint": fp, "name": claim.name, "role": claim.role, "remote": addr, "reason": "unknown key: pending approval"}),
         );
         Err(Refusal {
@@ -248,7 +245,7 @@ impl Access {
         let hash = store::token_hash(token);
         let refuse = |why: &'static str| {
             self.audit.record(
-                "token.refused",
+                crate::audit::Event::TokenRefused,
                 json!({"fingerprint": fp, "name": claim.name, "remote": addr, "reason": why}),
             );
             let _ = self.store.note_pending(fp, &claim.name, claim.role, addr);
@@ -297,9 +294,9 @@ impl Access {
                 });
             }
         };
-        self.audit.record("token.used", json!({"token": t.id, "fingerprint": fp, "name": t.name, "role": t.role, "remote": addr}));
+        self.audit.record(crate::audit::Event::TokenUsed, json!({"token": t.id, "fingerprint": fp, "name": t.name, "role": t.role, "remote": addr}));
         self.audit.record(
-            "key.approved",
+            crate::audit::Event::KeyApproved,
             json!({"fingerprint": fp, "name": t.name, "role": t.role, "by": rec.approved_by}),
         );
         Ok(NodeEntry::from(&rec))
@@ -352,7 +349,7 @@ impl Access {
                 };
                 self.store.put_key(&rec).map_err(e)?;
                 self.audit.record(
-                    "key.approved",
+                    crate::audit::Event::KeyApproved,
                     json!({"fingerprint": fingerprint, "name": grant.name, "role": grant.role, "namespace": grant.namespace, "read": rec.read, "write": rec.write, "by": by}),
                 );
                 Ok(json!(rec))
@@ -390,7 +387,7 @@ impl Access {
                 rec.revoked_at = Some(store::now());
                 rec.revoke_reason = Some(reason.clone());
                 self.store.put_key(&rec).map_err(e)?;
-                self.audit.record("key.revoked", json!({"fingerprint": fingerprint, "name": rec.name, "reason": reason, "by": by}));
+                self.audit.record(crate::audit::Event::KeyRevoked, json!({"fingerprint": fingerprint, "name": rec.name, "reason": reason, "by": by}));
                 Ok(json!(rec))
             }
             AdminRequest::TokensCreate { grant, ttl_s } => {
@@ -413,7 +410,7 @@ impl Access {
                     used_at: None,
                 };
                 self.store.put_token(&hash, &rec).map_err(e)?;
-                self.audit.record("token.created", json!({"token": rec.id, "name": grant.name, "role": grant.role, "ttl_s": ttl_s, "by": by}));
+                self.audit.record(crate::audit::Event::TokenCreated, json!({"token": rec.id, "name": grant.name, "role": grant.role, "ttl_s": ttl_s, "by": by}));
                 Ok(
                     json!({"token": token, "id": rec.id, "expires": Timestamp(rec.expires).to_rfc3339()}),
                 )
@@ -428,13 +425,10 @@ impl Access {
                 pointhub_schemas::name::validate_name(&name, 64)
                     .map_err(|er| format!("user name: {er}"))?;
                 let namespaces = if namespaces.is_empty() {
-                    vec!["**".to_string()]
+                    vec![Pattern::all()]
                 } else {
                     namespaces
                 };
-                for p in &namespaces {
-                    Pattern::parse(p).map_err(|er| format!("namespace {p:?}: {er}"))?;
-                }
                 let password = new_secret(12)?;
                 let rec = crate::store::UserRecord {
                     name: name.clone(),
@@ -445,8 +439,10 @@ impl Access {
                     created_at: store::now(),
                 };
                 self.store.put_user(&rec).map_err(e)?;
-                self.audit
-                    .record("user.added", json!({"user": name, "role": role, "by": by}));
+                self.audit.record(
+                    crate::audit::Event::UserAdded,
+                    json!({"user": name, "role": role, "by": by}),
+                );
                 Ok(json!({"user": name, "password": password, "role": role}))
             }
             AdminRequest::UsersList => {
@@ -461,19 +457,18 @@ impl Access {
             }
             AdminRequest::UsersRemove { name } => {
                 self.store.remove_user(&name).map_err(e)?;
-                self.audit
-                    .record("user.removed", json!({"user": name, "by": by}));
+                self.audit.record(
+                    crate::audit::Event::UserRemoved,
+                    json!({"user": name, "by": by}),
+                );
                 Ok(json!({"removed": name}))
             }
             AdminRequest::ApiTokensCreate { name, read, write } => {
                 let read = if read.is_empty() {
-                    vec!["**".to_string()]
+                    vec![Pattern::all()]
                 } else {
                     read
                 };
-                for p in read.iter().chain(&write) {
-                    Pattern::parse(p).map_err(|er| format!("pattern {p:?}: {er}"))?;
-                }
                 let token = format!("phk_{}", new_secret(24)?);
                 let hash = store::token_hash(&token);
                 let rec = crate::store::ApiTokenRecord {
@@ -485,7 +480,7 @@ impl Access {
                 };
                 self.store.put_api_token(&hash, &rec).map_err(e)?;
                 self.audit.record(
-                    "api_token.created",
+                    crate::audit::Event::ApiTokenCreated,
                     json!({"token": rec.id, "name": name, "by": by}),
                 );
                 Ok(json!({"token": token, "id": rec.id}))
@@ -495,7 +490,7 @@ impl Access {
                 match self.store.remove_api_token(&id).map_err(e)? {
                     Some(rec) => {
                         self.audit.record(
-                            "api_token.revoked",
+                            crate::audit::Event::ApiTokenRevoked,
                             json!({"token": rec.id, "name": rec.name, "by": by}),
                         );
                         Ok(json!({"revoked": rec.id, "name": rec.name}))

@@ -11,12 +11,9 @@
 //! `pointhub hub audit --verify` ([`verify`]) finds. A flood of refusals is recorded in part and
 //! counted (see `audit_limit`), so it cannot flush the log.
 //!
-//! Events: `connection.accepted`, `connection.refused`, `connection.closed`, `key.approved`,
-//! `key.revoked`, `token.created`, `token.used`, `token.refused`, `publish.refused`,
-//! `chain.refused`, `write`, `write.result_refused`, `login`, `login.failed`, `user.added`,
-//! `user.removed`, `api_token.created`, `api_token.revoked`, `audit.rotated`,
-//! `audit.suppressed`.
+//! The events are [`Event`]'s kinds; docs/security.md lists them (a test holds it).
 
+pub use crate::audit_event::Event;
 use serde_json::{json, Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -99,14 +96,14 @@ impl AuditLog {
 
     /// Appends one entry: `{"ts":…, "event":…, …fields, "prev":…}`; durable when this returns.
     /// A refusal past its source's limit is only counted (see `audit_limit`).
-    pub fn record(&self, event: &str, fields: Value) {
+    pub fn record(&self, event: Event, fields: Value) {
         let now = || pointhub_schemas::Timestamp::now().to_rfc3339();
         if let Some(key) = crate::audit_limit::refusal_key(event, &fields) {
             if !self.limiter.admit(&key, now) {
                 return;
             }
         }
-        self.write(event, fields);
+        self.write(event.as_str(), fields);
     }
 
     /// Writes one `audit.suppressed` entry for each source whose window ended with refusals
@@ -115,7 +112,7 @@ impl AuditLog {
         for s in self.limiter.due() {
             let (event, source) = s.key.split_once(' ').unwrap_or((&s.key, ""));
             self.write(
-                "audit.suppressed",
+                Event::AuditSuppressed.as_str(),
                 json!({"of": event, "source": source, "count": s.count, "since": s.since, "why": "more refusals from this source than the audit log records"}),
             );
         }
@@ -195,7 +192,7 @@ impl AuditLog {
                 "ts".into(),
                 json!(pointhub_schemas::Timestamp::now().to_rfc3339()),
             );
-            r.insert("event".into(), json!("audit.rotated"));
+            r.insert("event".into(), json!(Event::AuditRotated.as_str()));
             r.insert(
                 "previous".into(),
                 json!(format!("{}.1", self.path.display())),
@@ -321,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = AuditLog::open(dir.path(), 300, 3).expect("open");
         for i in 0..20 {
-            log.record("write", json!({ "n": i }));
+            log.record(Event::Write, json!({ "n": i }));
         }
         let all = read_all(dir.path()).expect("read");
         let ns: Vec<i64> = all.iter().filter_map(|v| v["n"].as_i64()).collect();
@@ -343,7 +340,7 @@ mod tests {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        log.record("connection.accepted", json!({ "t": t, "i": i }));
+                        log.record(Event::ConnectionAccepted, json!({ "t": t, "i": i }));
                     }
                 })
             })
@@ -369,11 +366,11 @@ mod tests {
         {
             let log = AuditLog::open(dir.path(), 400, 5).expect("open");
             for i in 0..10 {
-                log.record("key.approved", json!({ "n": i }));
+                log.record(Event::KeyApproved, json!({ "n": i }));
             }
         }
         let log = AuditLog::open(dir.path(), 400, 5).expect("reopen");
-        log.record("key.approved", json!({ "n": 10 }));
+        log.record(Event::KeyApproved, json!({ "n": 10 }));
         let v = verify(dir.path()).expect("verify");
         assert!(v.broken.is_none(), "{v:?}");
         assert!(v.chained >= 11 && v.unchained == 0, "{v:?}");
@@ -398,11 +395,11 @@ mod tests {
         let log = AuditLog::open(dir.path(), 1 << 20, 3).expect("open");
         for _ in 0..1000 {
             log.record(
-                "connection.refused",
+                Event::ConnectionRefused,
                 json!({"remote": "10.0.0.9:1234", "reason": "unknown key"}),
             );
         }
-        log.record("key.revoked", json!({"name": "e1"}));
+        log.record(Event::KeyRevoked, json!({"name": "e1"}));
         let all = read_all(dir.path()).expect("read");
         let refused = all
             .iter()

@@ -4,6 +4,7 @@
 //! `audit.suppressed` entry per source and event says how many were left out and since when.
 //! Everything that is not a refusal is always recorded.
 
+use crate::audit_event::Event;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,16 +19,9 @@ pub const GLOBAL_PER_SEC: u32 = 100;
 const MAX_KEYS: usize = 10_000;
 
 /// Whether an entry is a refusal, and if so the source it is counted under.
-pub fn refusal_key(event: &str, fields: &Value) -> Option<String> {
-    let refusal = matches!(
-        event,
-        "connection.refused"
-            | "token.refused"
-            | "login.failed"
-            | "publish.refused"
-            | "chain.refused"
-            | "write.result_refused"
-    ) || (event == "write" && fields["status"].as_str().is_some_and(|s| s != "Good"));
+pub fn refusal_key(event: Event, fields: &Value) -> Option<String> {
+    let refusal = event.is_refusal()
+        || (event == Event::Write && fields["status"].as_str().is_some_and(|s| s != "Good"));
     if !refusal {
         return None;
     }
@@ -38,7 +32,7 @@ pub fn refusal_key(event: &str, fields: &Value) -> Option<String> {
         .or_else(|| fields["name"].as_str().map(str::to_string))
         .or_else(|| fields["user"].as_str().map(str::to_string))
         .unwrap_or_default();
-    Some(format!("{event} {source}"))
+    Some(format!("{} {source}", event.as_str()))
 }
 
 struct Window {
@@ -141,17 +135,17 @@ mod tests {
     #[test]
     fn refusals_are_keyed_by_event_and_host_and_other_entries_are_not_limited() {
         let k = refusal_key(
-            "connection.refused",
+            Event::ConnectionRefused,
             &json!({"remote": "10.1.2.3:5555", "name": "x"}),
         );
         assert_eq!(k.as_deref(), Some("connection.refused 10.1.2.3"));
-        assert!(refusal_key("write", &json!({"status": "Good", "name": "op"})).is_none());
+        assert!(refusal_key(Event::Write, &json!({"status": "Good", "name": "op"})).is_none());
         assert!(refusal_key(
-            "write",
+            Event::Write,
             &json!({"status": "BadUserAccessDenied", "name": "op"})
         )
         .is_some());
-        assert!(refusal_key("key.revoked", &json!({"name": "e"})).is_none());
+        assert!(refusal_key(Event::KeyRevoked, &json!({"name": "e"})).is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use pointhub_client::Fingerprint;
 use pointhub_schemas::msg::Role;
+use pointhub_schemas::Pattern;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -75,10 +76,10 @@ pub struct UpstreamConfig {
     pub ca: Option<PathBuf>,
     /// What to forward (default everything; this hub's own `$sys` is never forwarded).
     #[serde(default = "default_forward")]
-    pub forward: Vec<String>,
+    pub forward: Vec<Pattern>,
     /// Writes from the parent allowed into these points (default none).
     #[serde(default)]
-    pub writes: Vec<String>,
+    pub writes: Vec<Pattern>,
     #[serde(default = "default_up_interval")]
     pub heartbeat_ms: u64,
     #[serde(default = "default_up_timeout")]
@@ -87,8 +88,8 @@ pub struct UpstreamConfig {
     pub backoff_max_ms: u64,
 }
 
-fn default_forward() -> Vec<String> {
-    vec!["**".into()]
+fn default_forward() -> Vec<Pattern> {
+    vec![Pattern::all()]
 }
 fn default_up_interval() -> u64 {
     1000
@@ -249,10 +250,10 @@ pub struct NodeEntry {
     pub namespace: Option<String>,
     /// Patterns a client may read; defaults to everything.
     #[serde(default = "default_read")]
-    pub read: Vec<String>,
+    pub read: Vec<Pattern>,
     /// Patterns a client may write (writable points only); defaults to nothing.
     #[serde(default)]
-    pub write: Vec<String>,
+    pub write: Vec<Pattern>,
 }
 
 fn default_listen() -> Vec<String> {
@@ -304,8 +305,8 @@ fn default_grace_ms() -> u64 {
 fn default_sessions_per_key() -> usize {
     8
 }
-fn default_read() -> Vec<String> {
-    vec!["**".into()]
+fn default_read() -> Vec<Pattern> {
+    vec![Pattern::all()]
 }
 
 impl HubConfig {
@@ -391,10 +392,6 @@ impl HubConfig {
                     "upstream {i}: timeout_ms must be larger than heartbeat_ms"
                 ));
             }
-            for p in u.forward.iter().chain(&u.writes) {
-                pointhub_schemas::Pattern::parse(p)
-                    .map_err(|e| format!("upstream {i}: pattern: {e}"))?;
-            }
         }
         let mut seen = std::collections::HashSet::new();
         for n in &self.nodes {
@@ -424,10 +421,6 @@ impl HubConfig {
                 Some(ns) => pointhub_schemas::name::validate_name(ns, 256)
                     .map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?,
                 None => {}
-            }
-            for p in n.read.iter().chain(&n.write) {
-                pointhub_schemas::Pattern::parse(p)
-                    .map_err(|e| format!("nodes: {}: pattern: {e}", n.name))?;
             }
         }
         Ok(())

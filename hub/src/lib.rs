@@ -26,6 +26,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+mod audit_event;
 mod audit_limit;
 pub mod config;
 pub mod core;

@@ -324,11 +324,17 @@ mod tests {
             ),
         );
         assert!(e.contains("upstream 0") && e.contains("no-ca.pem"), "{e}");
-        let e = refusal(
-            d,
-            "[[nodes]]\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\nrole = \"client\"\nname = \"hmi\"\nread = [\"plant1/**x\"]\n",
+        // A grant's patterns are typed: an invalid one is refused as the config is read, with
+        // the line, the key and what is wrong.
+        let text = format!(
+            "name = \"hub1\"\ndata_dir = \"{}\"\n[[nodes]]\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\nrole = \"client\"\nname = \"hmi\"\nread = [\"plant1/**x\"]\n",
+            d.display()
         );
-        assert!(e.contains("hmi") && e.contains("pattern"), "{e}");
+        let e = HubConfig::parse(&text).expect_err("refused");
+        assert!(
+            e.contains("line 7") && e.contains("read") && e.contains("must stand alone"),
+            "{e}"
+        );
         // None of them bound or left anything behind but the folder it was to use.
         assert!(!d.join("data/admin.sock").exists());
         // A good one builds.

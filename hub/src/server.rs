@@ -39,7 +39,7 @@ async fn node_endpoint(
     let Some(fp) = peer.fingerprint else {
         warn!(remote = %peer.addr, reason = "no client key", "refused node");
         hub.access.audit.record(
-            "connection.refused",
+            crate::audit::Event::ConnectionRefused,
             json!({"remote": peer.addr.to_string(), "reason": "no client key"}),
         );
         return (

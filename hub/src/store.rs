@@ -3,7 +3,7 @@
 //! crash) loses no approval and no revocation.
 
 use pointhub_client::Fingerprint;
-use pointhub_schemas::{Role, Timestamp};
+use pointhub_schemas::{Pattern, Role, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -55,8 +55,8 @@ pub struct KeyRecord {
     pub name: String,
     /// Where an edge (or child hub) may publish; defaults to its name.
     pub namespace: Option<String>,
-    pub read: Vec<String>,
-    pub write: Vec<String>,
+    pub read: Vec<Pattern>,
+    pub write: Vec<Pattern>,
     /// Who approved it: `cli`, `admin`, `token:<id>`.
     pub approved_by: String,
     pub approved_at: String,
@@ -87,8 +87,8 @@ pub struct TokenRecord {
     pub role: Role,
     pub name: String,
     pub namespace: Option<String>,
-    pub read: Vec<String>,
-    pub write: Vec<String>,
+    pub read: Vec<Pattern>,
+    pub write: Vec<Pattern>,
     pub created_at: String,
     /// Microseconds since the epoch.
     pub expires: u64,
@@ -113,7 +113,7 @@ pub struct UserRecord {
     pub hash: String,
     pub role: UserRole,
     /// Points the user may see (patterns); `**` for all.
-    pub namespaces: Vec<String>,
+    pub namespaces: Vec<Pattern>,
     /// Nodes the user may see; empty for all.
     pub nodes: Vec<String>,
     pub created_at: String,
@@ -122,7 +122,7 @@ pub struct UserRecord {
 impl UserRecord {
     /// Whether the user sees everything (and may manage keys, if an admin).
     pub fn unrestricted(&self) -> bool {
-        self.nodes.is_empty() && self.namespaces.iter().any(|n| n == "**")
+        self.nodes.is_empty() && self.namespaces.iter().any(|n| n.as_str() == "**")
     }
 }
 
@@ -131,8 +131,8 @@ impl UserRecord {
 pub struct ApiTokenRecord {
     pub id: String,
     pub name: String,
-    pub read: Vec<String>,
-    pub write: Vec<String>,
+    pub read: Vec<Pattern>,
+    pub write: Vec<Pattern>,
     pub created_at: String,
 }
 

@@ -32,16 +32,8 @@ pub async fn run(
     link_cfg: LinkConfig,
     shutdown: CancellationToken,
 ) {
-    let forward: Vec<Pattern> = cfg
-        .forward
-        .iter()
-        .filter_map(|p| Pattern::parse(p).ok())
-        .collect();
-    let writes: Vec<Pattern> = cfg
-        .writes
-        .iter()
-        .filter_map(|p| Pattern::parse(p).ok())
-        .collect();
+    let forward: Vec<Pattern> = cfg.forward.clone();
+    let writes: Vec<Pattern> = cfg.writes.clone();
     let own_sys = format!("$sys/{}", hub.name);
     let status = |k: &str| format!("$sys/{}/upstream/{index}/{k}", hub.name);
     hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
@@ -132,7 +124,7 @@ pub async fn run(
                             } else {
                                 (Quality::BadUserAccessDenied, format!("hub {} does not take writes to {point:?} from {parent}: not in its upstream writes", hub.name))
                             };
-                            hub.access.audit.record("write", serde_json::json!({"name": format!("upstream:{parent}"), "point": point, "status": status.to_string(), "message": message}));
+                            hub.access.audit.record(crate::audit::Event::Write, serde_json::json!({"name": format!("upstream:{parent}"), "point": point, "status": status.to_string(), "message": message}));
                             tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;
                         });
                     }

@@ -180,6 +180,23 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// `**`: every name.
+    pub fn all() -> Pattern {
+        Pattern {
+            text: "**".into(),
+            segs: vec![Seg::Any],
+        }
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Pattern::parse(s)
+    }
+}
+
 impl TryFrom<String> for Pattern {
     type Error = NameError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

@@ -88,7 +88,7 @@ pub(super) async fn edge(
                         if let Some(h) = looped {
                             warn!(hub = %h, "refused: a loop in the hub chain (a child sends back points from above)");
                             hub.access.audit.record(
-                                "chain.refused",
+                                crate::audit::Event::ChainRefused,
                                 json!({"fingerprint": entry.fingerprint, "name": entry.name, "reason": "loop", "hub": h}),
                             );
                             session
@@ -102,7 +102,7 @@ pub(super) async fn edge(
                         }
                         warn!(error = %e, "birth refused");
                         hub.access.audit.record(
-                            "publish.refused",
+                            crate::audit::Event::PublishRefused,
                             json!({"fingerprint": entry.fingerprint, "name": entry.name, "reason": e.to_string()}),
                         );
                         let code = match e {
@@ -213,7 +213,7 @@ pub(super) async fn edge(
                         );
                         if foreign_results == 1 {
                             hub.access.audit.record(
-                                "write.result_refused",
+                                crate::audit::Event::WriteResultRefused,
                                 json!({"fingerprint": entry.fingerprint, "name": entry.name, "req": r.req, "reason": "the request went to another node"}),
                             );
                         }
@@ -231,7 +231,7 @@ pub(super) async fn edge(
                 if let Some(clash) = clash {
                     warn!(chain = ?c.hubs, clash = %clash, "refused: a loop in the hub chain");
                     hub.access.audit.record(
-                        "chain.refused",
+                        crate::audit::Event::ChainRefused,
                         json!({"fingerprint": entry.fingerprint, "name": entry.name, "chain": c.hubs, "reason": "loop", "hub": clash}),
                     );
                     session

@@ -23,12 +23,6 @@ pub(super) const REBIRTH_EVERY: Duration = Duration::from_secs(2);
 /// Writes one client session may have waiting on devices at once.
 pub(super) const MAX_WRITES_IN_FLIGHT: usize = 64;
 
-pub(super) fn parse_patterns(list: &[String]) -> Result<Vec<Pattern>, String> {
-    list.iter()
-        .map(|p| Pattern::parse(p).map_err(|e| e.to_string()))
-        .collect()
-}
-
 pub(super) async fn client(
     hub: &Arc<Hub>,
     entry: &NodeEntry,
@@ -36,7 +30,7 @@ pub(super) async fn client(
     session: &mut Session,
 ) {
     // The config was validated at start, so the patterns parse.
-    let write = parse_patterns(&entry.write).unwrap_or_default();
+    let write = entry.write.clone();
     hub.core.add_subscriber(sub.clone());
     let pump = tokio::spawn(pump(
         hub.clone(),
@@ -50,7 +44,12 @@ pub(super) async fn client(
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
     while let Some(msg) = session.rx.recv().await {
         match msg {
-            Msg::Subscribe(s) => match parse_patterns(&s.patterns) {
+            Msg::Subscribe(s) => match s
+                .patterns
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(p) => {
                     if s.history {
                         sub.history.store(true, Ordering::Relaxed);
@@ -126,7 +125,7 @@ pub(super) async fn client(
                     info!(node = %who, point = %point, status = %status, "write");
                     hub.stats.count_write(&status.to_string());
                     hub.access.audit.record(
-                        "write",
+                        crate::audit::Event::Write,
                         json!({"name": who, "fingerprint": fp, "point": point, "old": old, "new": new, "status": status.to_string(), "message": message}),
                     );
                     tx.send(Msg::WriteResult(WriteResult {

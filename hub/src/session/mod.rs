@@ -23,7 +23,7 @@ mod client;
 mod write;
 
 use authority::edge;
-use client::{client, parse_patterns};
+use client::client;
 pub(crate) use write::route_write;
 
 struct AxumMsg(Message);
@@ -131,7 +131,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     let id = hub.core.next_id();
     let name = entry.name.clone();
     let sub = (entry.role == Role::Client).then(|| {
-        let read = parse_patterns(&entry.read).unwrap_or_default();
+        let read = entry.read.clone();
         Arc::new(Subscriber::new(
             id,
             false,
@@ -220,7 +220,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         .await;
     info!(software = %hello.software, "node connected");
     hub.access.audit.record(
-        "connection.accepted",
+        crate::audit::Event::ConnectionAccepted,
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "software": hello.software}),
     );
     let sys = |k: &str| format!("$sys/{name}/{k}");
@@ -260,7 +260,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     let reason = session.close_reason();
     info!(reason = %reason, "node disconnected");
     hub.access.audit.record(
-        "connection.closed",
+        crate::audit::Event::ConnectionClosed,
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "reason": reason}),
     );
 }

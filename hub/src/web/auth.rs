@@ -167,7 +167,7 @@ pub(super) async fn login(
             && exists
     };
     if !ok {
-        hub.access.audit.record("login.failed", json!({"user": f.name.chars().take(64).collect::<String>(), "remote": peer.addr.to_string()}));
+        hub.access.audit.record(crate::audit::Event::LoginFailed, json!({"user": f.name.chars().take(64).collect::<String>(), "remote": peer.addr.to_string()}));
         tokio::time::sleep(Duration::from_millis(500)).await;
         return Redirect::to("/login?failed=1").into_response();
     }
@@ -184,7 +184,7 @@ pub(super) async fn login(
         },
     );
     hub.access.audit.record(
-        "login",
+        crate::audit::Event::Login,
         json!({"user": f.name, "remote": peer.addr.to_string()}),
     );
     info!(user = %f.name, "console login");

@@ -91,16 +91,12 @@ impl Principal {
             Principal::User(u) => &u.namespaces,
             Principal::Token(t) => &t.read,
         };
-        pats.iter().filter_map(|p| Pattern::parse(p).ok()).collect()
+        pats.clone()
     }
     pub(super) fn write(&self) -> Vec<Pattern> {
         match self {
             Principal::User(_) => Vec::new(),
-            Principal::Token(t) => t
-                .write
-                .iter()
-                .filter_map(|p| Pattern::parse(p).ok())
-                .collect(),
+            Principal::Token(t) => t.write.clone(),
         }
     }
     /// Whether the points a node is the authority for may be shown (a user limited to some

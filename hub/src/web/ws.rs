@@ -355,7 +355,7 @@ pub(super) async fn json_request(
                 let new = w.value.to_json();
                 let (status, message) = crate::session::route_write(&hub, &who, &write, w).await;
                 hub.stats.count_write(&status.to_string());
-                hub.access.audit.record("write", json!({"name": who, "point": point, "new": new, "status": status.to_string(), "message": message}));
+                hub.access.audit.record(crate::audit::Event::Write, json!({"name": who, "point": point, "new": new, "status": status.to_string(), "message": message}));
                 let _ = tx.send(json!({"type": "write_result", "id": id, "point": point, "status": status.to_string(), "status_code": status.0, "message": message})).await;
             });
             None

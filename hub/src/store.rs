@@ -318,19 +318,8 @@ impl Store {
 
     /// Approves (or re-approves) a key, and forgets it as pending.
     pub fn put_key(&self, rec: &KeyRecord) -> Result<(), StoreError> {
-        let k = rec.fingerprint.to_string();
-        let bytes = serde_json::to_vec(rec)?;
         let tx = self.db.begin_write().map_err(db)?;
-        {
-            tx.open_table(KEYS)
-                .map_err(db)?
-                .insert(k.as_str(), bytes.as_slice())
-                .map_err(db)?;
-            tx.open_table(PENDING)
-                .map_err(db)?
-                .remove(k.as_str())
-                .map_err(db)?;
-        }
+        approve_in(&tx, rec)?;
         tx.commit().map_err(db)
     }
 
@@ -461,16 +450,7 @@ impl Store {
             token.used_at = Some(now());
             let bytes = serde_json::to_vec(&token)?;
             tokens.insert(hash, bytes.as_slice()).map_err(db)?;
-            let k = rec.fingerprint.to_string();
-            let bytes = serde_json::to_vec(&rec)?;
-            tx.open_table(KEYS)
-                .map_err(db)?
-                .insert(k.as_str(), bytes.as_slice())
-                .map_err(db)?;
-            tx.open_table(PENDING)
-                .map_err(db)?
-                .remove(k.as_str())
-                .map_err(db)?;
+            approve_in(&tx, &rec)?;
             (token, rec)
         };
         tx.commit().map_err(db)?;
@@ -569,6 +549,21 @@ impl Store {
     pub fn points(&self) -> Result<Vec<crate::core::SavedPoint>, StoreError> {
         self.all(POINTS)
     }
+}
+
+/// Within a write transaction: the key record stored, and the key no longer pending.
+fn approve_in(tx: &redb::WriteTransaction, rec: &KeyRecord) -> Result<(), StoreError> {
+    let k = rec.fingerprint.to_string();
+    let bytes = serde_json::to_vec(rec)?;
+    tx.open_table(KEYS)
+        .map_err(db)?
+        .insert(k.as_str(), bytes.as_slice())
+        .map_err(db)?;
+    tx.open_table(PENDING)
+        .map_err(db)?
+        .remove(k.as_str())
+        .map_err(db)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -564,6 +564,50 @@ async fn a_client_subscribing_in_a_loop_does_not_stall_a_watched_point() {
     assert!(scanned < 60, "subscribes were not slowed: {scanned}");
 }
 
+/// Adds a console user with `extra` limits; returns its password.
+fn add_limited_user(p: &Plant, name: &str, extra: &[&str]) -> String {
+    let cfg = p.cfg("hub");
+    let mut args = vec!["hub", "users", "add", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--config", &cfg]);
+    let (code, out, err) = p.run(&args);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("password")
+        .to_string()
+}
+
+/// Runs the independent restricted-user check (Python) as `user`; `extra` adds its flags.
+fn restricted_check(p: &Plant, user: &str, password: &str, extra: &[&str]) {
+    let base = format!("https://{}", p.hub_addr);
+    let mut args = vec![
+        "--base",
+        &base,
+        "--user",
+        user,
+        "--password",
+        password,
+        "--allowed",
+        "plant2/",
+        "--node",
+        "plant2",
+    ];
+    args.extend_from_slice(extra);
+    let out = std::process::Command::new(peers_python())
+        .arg(peer_script("restricted_check.py"))
+        .args(&args)
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{text}");
+    assert!(out.status.success(), "{text}");
+}
+
 #[test]
 fn a_user_limited_to_a_node_sees_only_its_points_over_the_websocket() {
     let mut p = Plant::new();
@@ -573,90 +617,14 @@ fn a_user_limited_to_a_node_sees_only_its_points_over_the_websocket() {
     p.write_edge("plant2", 2, 5.0);
     let _e1 = p.start_edge("plant1");
     let _e2 = p.start_edge("plant2");
-    let (code, out, err) = p.run(&[
-        "hub",
-        "users",
-        "add",
-        "ops2",
-        "--node",
-        "plant2",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let password = out
-        .lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .expect("password")
-        .to_string();
+    let password = add_limited_user(&p, "ops2", &["--node", "plant2"]);
     hub.wait_stderr(T, "node=plant1");
     hub.wait_stderr(T, "node=plant2");
     std::thread::sleep(Duration::from_millis(500));
-    let out = std::process::Command::new(peers_python())
-        .arg(peer_script("restricted_check.py"))
-        .args([
-            "--base",
-            &format!("https://{}", p.hub_addr),
-            "--user",
-            "ops2",
-            "--password",
-            &password,
-            "--allowed",
-            "plant2/",
-            "--node",
-            "plant2",
-            "--ws",
-        ])
-        .output()
-        .expect("python runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    print!("{text}");
-    assert!(out.status.success(), "{text}");
-
+    restricted_check(&p, "ops2", &password, &["--ws"]);
     // A user limited by namespace alone sees only the nodes its patterns reach.
-    let (code, out, err) = p.run(&[
-        "hub",
-        "users",
-        "add",
-        "ns2",
-        "--namespace",
-        "plant2/**",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let password = out
-        .lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .expect("password")
-        .to_string();
-    let out = std::process::Command::new(peers_python())
-        .arg(peer_script("restricted_check.py"))
-        .args([
-            "--base",
-            &format!("https://{}", p.hub_addr),
-            "--user",
-            "ns2",
-            "--password",
-            &password,
-            "--allowed",
-            "plant2/",
-            "--node",
-            "plant2",
-        ])
-        .output()
-        .expect("python runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    print!("{text}");
-    assert!(out.status.success(), "{text}");
+    let password = add_limited_user(&p, "ns2", &["--namespace", "plant2/**"]);
+    restricted_check(&p, "ns2", &password, &[]);
 }
 
 /// One login over its own TLS connection; the HTTP status.
@@ -976,21 +944,7 @@ async fn http(
 
 /// Adds a console admin; returns its password.
 fn add_admin(p: &Plant, name: &str) -> String {
-    let (code, out, err) = p.run(&[
-        "hub",
-        "users",
-        "add",
-        name,
-        "--role",
-        "admin",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out.lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .expect("password")
-        .to_string()
+    add_limited_user(p, name, &["--role", "admin"])
 }
 
 /// Logs in; returns the `Cookie` header value.

@@ -11,7 +11,7 @@ use crate::state::{Hub, LiveNode, Peer};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use pointhub_client::link::{spawn_session, FrameKind, SessionOpts, WsMessage};
+use pointhub_client::link::{spawn_session, FrameKind, Session, SessionOpts, WsMessage};
 use pointhub_schemas::{DataType, ErrorCode, Msg, Role, Value, Welcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -68,16 +68,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     hub.conns.insert(conn_id, (entry.fingerprint, conn.clone()));
     let _registered = Registered(&hub, conn_id);
     let mut session = spawn_session(ws, opts, &conn);
-    if hub.access.is_revoked(&entry.fingerprint) {
-        warn!("refused: the key was revoked while it connected");
-        session
-            .tx
-            .fail(
-                ErrorCode::AccessDenied,
-                "this node's key was revoked by the operator",
-            )
-            .await;
-        session.finish().await;
+    if refused_as_revoked(&hub, &entry, &session).await {
         return;
     }
     let handshake = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
@@ -175,17 +166,8 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     hub.live.insert(id, live);
     // A revocation committed before this point is seen here; one after it finds this session
     // in `live` and ends it. Either way no revoked key is welcomed.
-    if hub.access.is_revoked(&entry.fingerprint) {
+    if refused_as_revoked(&hub, &entry, &session).await {
         hub.live.remove(&id);
-        warn!("refused: the key was revoked while it connected");
-        session
-            .tx
-            .fail(
-                ErrorCode::AccessDenied,
-                "this node's key was revoked by the operator",
-            )
-            .await;
-        session.finish().await;
         return;
     }
     if entry.role != Role::Client {
@@ -263,6 +245,23 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         crate::audit::Event::ConnectionClosed,
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "reason": reason}),
     );
+}
+
+/// Whether the key was revoked since it was admitted; if so the session is told and ended.
+async fn refused_as_revoked(hub: &Hub, entry: &NodeEntry, session: &Session) -> bool {
+    if !hub.access.is_revoked(&entry.fingerprint) {
+        return false;
+    }
+    warn!("refused: the key was revoked while it connected");
+    session
+        .tx
+        .fail(
+            ErrorCode::AccessDenied,
+            "this node's key was revoked by the operator",
+        )
+        .await;
+    session.finish().await;
+    true
 }
 
 /// Removes a connection from the hub's list when its session ends, however it ends.

@@ -103,8 +103,7 @@ read = ["**"]
 "#
     );
     std::fs::write(data.join("hub.toml"), hub_toml)?;
-    let hub_cfg =
-        pointhub_hub::HubConfig::load(&data.join("hub.toml")).map_err(anyhow::Error::msg)?;
+    let hub_cfg = pointhub_hub::HubConfig::load(&data.join("hub.toml"))?;
     let hub_fp = crate::hub_fingerprint(&hub_cfg)?;
 
     let hub_section = |name: &str| {

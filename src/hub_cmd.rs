@@ -203,7 +203,7 @@ pub struct AuditArgs {
 }
 
 fn load(cfg: &Cfg) -> Result<HubConfig> {
-    HubConfig::load(&cfg.config).map_err(anyhow::Error::msg)
+    Ok(HubConfig::load(&cfg.config)?)
 }
 
 fn call(cfg: &Cfg, req: AdminRequest) -> Result<serde_json::Value> {

@@ -121,10 +121,24 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(real_main(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes in one line, each cause said once: many errors already carry their
+/// cause in their own message, and printing the chain as well repeated it.
+fn report(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
@@ -141,7 +155,7 @@ async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
             let path = a
                 .config
                 .context("--config is required: pointhub hub --config hub.toml")?;
-            let cfg = pointhub_hub::HubConfig::load(&path).map_err(anyhow::Error::msg)?;
+            let cfg = pointhub_hub::HubConfig::load(&path)?;
             if a.show_fingerprint {
                 let fp = hub_fingerprint(&cfg)?;
                 println!("fingerprint: {fp}");

@@ -16,6 +16,37 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Why an operator's request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The request itself is wrong (a bad name, a grant that does not fit, an unknown key):
+    /// the message says what to ask instead.
+    #[error("{0}")]
+    Invalid(String),
+    /// The hub's store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    #[error("audit log: {0}")]
+    Audit(std::io::Error),
+}
+
+impl From<String> for AccessError {
+    fn from(message: String) -> Self {
+        AccessError::Invalid(message)
+    }
+}
+
+/// Why a secret (a token, a password, its hash) could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the system gave no randomness")]
+    NoRandomness,
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
 /// What a node says about itself in its connection request (untrusted).
 #[derive(Clone, Debug, Default)]
 pub struct Claim {
@@ -92,7 +123,12 @@ pub struct Grant {
 }
 
 impl Grant {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Whether the grant fits together; if not, what to change.
+    pub fn validate(&self) -> Result<(), AccessError> {
+        self.check().map_err(AccessError::Invalid)
+    }
+
+    fn check(&self) -> Result<(), String> {
         pointhub_schemas::name::validate_name(&self.name, 64).map_err(|e| format!("name: {e}"))?;
         if self.name.contains('/') {
             return Err("name: a node name is one segment, without '/'".into());
@@ -148,10 +184,9 @@ impl Access {
         nodes: &[NodeEntry],
         audit_max_bytes: u64,
         audit_keep: usize,
-    ) -> Result<Access, String> {
-        let store = Store::open(dir).map_err(|e| e.to_string())?;
-        let audit = AuditLog::open(dir, audit_max_bytes, audit_keep)
-            .map_err(|e| format!("audit log in {}: {e}", dir.display()))?;
+    ) -> Result<Access, AccessError> {
+        let store = Store::open(dir)?;
+        let audit = AuditLog::open(dir, audit_max_bytes, audit_keep).map_err(AccessError::Audit)?;
         Ok(Access {
             store,
             audit,
@@ -303,8 +338,8 @@ impl Access {
     }
 
     /// Carries out an operator's request. `by` says who (for the audit log).
-    pub fn execute(&self, req: AdminRequest, by: &str) -> Result<serde_json::Value, String> {
-        let e = |e: StoreError| e.to_string();
+    pub fn execute(&self, req: AdminRequest, by: &str) -> Result<serde_json::Value, AccessError> {
+        let e = AccessError::Store;
         match req {
             AdminRequest::KeysPending => Ok(json!(self.store.pending().map_err(e)?)),
             AdminRequest::KeysList => {
@@ -325,7 +360,7 @@ impl Access {
                     .get(&fingerprint)
                     .map(|n| json!({"role": n.role, "name": n.name}));
                 if key.is_none() && pending.is_none() && config.is_none() {
-                    return Err(format!("the hub does not know key {fingerprint}"));
+                    return Err(format!("the hub does not know key {fingerprint}").into());
                 }
                 Ok(json!({"key": key, "pending": pending, "config": config}))
             }
@@ -393,7 +428,9 @@ impl Access {
             AdminRequest::TokensCreate { grant, ttl_s } => {
                 grant.validate()?;
                 if ttl_s == 0 || ttl_s > 30 * 24 * 3600 {
-                    return Err("ttl must be between 1 s and 30 days".into());
+                    return Err(AccessError::Invalid(
+                        "ttl must be between 1 s and 30 days".into(),
+                    ));
                 }
                 let token = new_token()?;
                 let hash = store::token_hash(&token);
@@ -495,9 +532,9 @@ impl Access {
                         );
                         Ok(json!({"revoked": rec.id, "name": rec.name}))
                     }
-                    None => Err(format!(
+                    None => Err(AccessError::Invalid(format!(
                     "no API token has id {id:?}: `pointhub hub api-tokens list` shows their ids"
-                )),
+                ))),
                 }
             }
         }
@@ -523,33 +560,34 @@ fn config_record(n: &NodeEntry) -> KeyRecord {
     }
 }
 
-fn new_token() -> Result<String, String> {
+fn new_token() -> Result<String, SecretError> {
     Ok(format!("pht_{}", new_secret(24)?))
 }
 
 /// `n` random bytes from the system, as hex.
-pub fn new_secret(n: usize) -> Result<String, String> {
+pub fn new_secret(n: usize) -> Result<String, SecretError> {
     use ring::rand::SecureRandom;
     let mut b = vec![0u8; n];
     ring::rand::SystemRandom::new()
         .fill(&mut b)
-        .map_err(|_| "no system randomness".to_string())?;
+        .map_err(|_| SecretError::NoRandomness)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// An argon2id hash of a password, in PHC string form.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, SecretError> {
     use argon2::password_hash::{PasswordHasher, SaltString};
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| "no system randomness".to_string())?;
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| format!("salt: {e}"))?;
+        .map_err(|_| SecretError::NoRandomness)?;
+    let salt =
+        SaltString::encode_b64(&bytes).map_err(|e| SecretError::Hash(format!("salt: {e}")))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+        .map_err(|e| SecretError::Hash(e.to_string()))
 }
 
 /// Checks a password against its stored hash.
@@ -721,7 +759,10 @@ mod tests {
             )
         };
         let e = approve(Role::Hub, None).expect_err("no namespace");
-        assert!(e.contains("needs a namespace"), "{e}");
+        assert!(
+            matches!(&e, AccessError::Invalid(m) if m.contains("needs a namespace")),
+            "{e}"
+        );
         assert!(
             approve(Role::Edge, Some("*")).is_err(),
             "anywhere is for hubs"

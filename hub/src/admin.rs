@@ -90,9 +90,23 @@ async fn answer(hub: &Arc<Hub>, req: AdminRequest) -> serde_json::Value {
             }
             json!({"ok": true, "data": data})
         }
-        Ok(Err(e)) => json!({"ok": false, "error": e}),
+        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
         Err(e) => json!({"ok": false, "error": format!("internal: {e}")}),
     }
+}
+
+/// Why an operator's command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The running hub could not be asked (its socket failed mid-way).
+    #[error("admin socket: {0}")]
+    Socket(String),
+    /// The running hub refused the request; its sentence says why.
+    #[error("{0}")]
+    Refused(String),
+    /// With no hub running, the store itself refused or failed.
+    #[error("{0}")]
+    Access(#[from] crate::access::AccessError),
 }
 
 /// Sends a request to the running hub of `data_dir`, or, when none runs, carries it out on the
@@ -102,32 +116,35 @@ pub fn call(
     nodes: &[crate::config::NodeEntry],
     audit: &crate::config::AuditConfig,
     req: AdminRequest,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, AdminError> {
     #[cfg(unix)]
     {
         use std::io::{BufRead, Write};
         let sock = data_dir.join("admin.sock");
         if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
-            let mut line = serde_json::to_string(&req).map_err(|e| e.to_string())?;
+            let mut line =
+                serde_json::to_string(&req).map_err(|e| AdminError::Socket(e.to_string()))?;
             line.push('\n');
             s.write_all(line.as_bytes())
-                .map_err(|e| format!("admin socket: {e}"))?;
+                .map_err(|e| AdminError::Socket(e.to_string()))?;
             let mut answer = String::new();
             std::io::BufReader::new(&s)
                 .read_line(&mut answer)
-                .map_err(|e| format!("admin socket: {e}"))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&answer).map_err(|e| format!("admin socket answer: {e}"))?;
+                .map_err(|e| AdminError::Socket(e.to_string()))?;
+            let v: serde_json::Value = serde_json::from_str(&answer)
+                .map_err(|e| AdminError::Socket(format!("its answer: {e}")))?;
             return if v["ok"] == true {
                 Ok(v["data"].clone())
             } else {
-                Err(v["error"]
-                    .as_str()
-                    .unwrap_or("the hub refused the request")
-                    .to_string())
+                Err(AdminError::Refused(
+                    v["error"]
+                        .as_str()
+                        .unwrap_or("the hub refused the request")
+                        .to_string(),
+                ))
             };
         }
     }
     let access = Access::open(data_dir, nodes, audit.max_bytes, audit.keep)?;
-    access.execute(req, "cli")
+    Ok(access.execute(req, "cli")?)
 }

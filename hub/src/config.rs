@@ -309,19 +309,58 @@ fn default_read() -> Vec<Pattern> {
     vec![Pattern::all()]
 }
 
+/// Why a hub configuration was refused; each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    // The underlying errors are part of the message (not a `source`), so a report that
+    // prints the chain says each once.
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    /// Not TOML, an unknown key, a value of the wrong type, an invalid pattern: with the line.
+    #[error("{}{error}", at(.path))]
+    Parse {
+        path: Option<String>,
+        error: toml::de::Error,
+    },
+    /// Parsed, but the values do not fit together.
+    #[error("{}{message}", at(.path))]
+    Invalid {
+        path: Option<String>,
+        message: String,
+    },
+}
+
+fn at(path: &Option<String>) -> String {
+    path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default()
+}
+
+impl ConfigError {
+    fn in_file(self, file: &Path) -> ConfigError {
+        let path = Some(file.display().to_string());
+        match self {
+            ConfigError::Parse { error, .. } => ConfigError::Parse { path, error },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path, message },
+            other => other,
+        }
+    }
+}
+
 impl HubConfig {
     /// Reads and checks a configuration file.
-    pub fn load(path: &Path) -> Result<HubConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut cfg = HubConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let mut cfg = HubConfig::parse(&text).map_err(|e| e.in_file(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
         Ok(cfg)
     }
 
-    pub fn parse(text: &str) -> Result<HubConfig, String> {
-        let cfg: HubConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<HubConfig, ConfigError> {
+        let cfg: HubConfig =
+            toml::from_str(text).map_err(|error| ConfigError::Parse { path: None, error })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -346,7 +385,14 @@ impl HubConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|message| ConfigError::Invalid {
+            path: None,
+            message,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
         for n in &self.nodes {
             if n.role == pointhub_schemas::Role::Hub && n.namespace.is_none() {
                 tracing::warn!(
@@ -454,8 +500,10 @@ mod tests {
     fn garbage_is_explained() {
         assert!(HubConfig::parse("name = 3").is_err());
         let e = HubConfig::parse("name = \"h\"\nlisten = [\"nowhere\"]").expect_err("refused");
-        assert!(e.contains("not an address"), "{e}");
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("not an address"), "{e}");
         let e = HubConfig::parse("name = \"h\"\ncolour = 1").expect_err("refused");
-        assert!(e.contains("unknown field"), "{e}");
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 }

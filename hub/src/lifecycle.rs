@@ -25,13 +25,13 @@ use tracing::{info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("hub configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
     #[error("hub identity: {0}")]
     Identity(#[from] IdentityError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("{0}")]
-    Store(String),
+    Store(#[from] crate::access::AccessError),
     #[error("upstream {index} ({url}): {message}")]
     Upstream {
         index: usize,
@@ -52,7 +52,7 @@ pub struct Built {
 impl Hub {
     /// Loads and checks everything a hub needs; binds nothing. Every failure names what to fix.
     pub fn build(config: HubConfig) -> Result<Built, HubError> {
-        config.validate().map_err(HubError::Config)?;
+        config.validate()?;
         let mut sans: Vec<String> = vec![
             "localhost".into(),
             "127.0.0.1".into(),
@@ -63,10 +63,12 @@ impl Hub {
         let identity = match (&config.tls.cert, &config.tls.key) {
             (Some(c), Some(k)) => identity::load(c, k)?,
             (Some(_), None) | (None, Some(_)) => {
-                return Err(HubError::Config(
-                    "[tls] needs both cert and key (or neither, for the key the hub makes itself)"
-                        .into(),
-                ))
+                return Err(HubError::Config(crate::config::ConfigError::Invalid {
+                    path: None,
+                    message:
+                        "[tls] needs both cert and key (or neither, for the key the hub makes itself)"
+                            .into(),
+                }))
             }
             (None, None) => {
                 let (id, created) =
@@ -96,8 +98,7 @@ impl Hub {
             &config.nodes,
             config.audit.max_bytes,
             config.audit.keep,
-        )
-        .map_err(HubError::Store)?;
+        )?;
         info!(fingerprint = %identity.fingerprint, "hub identity: nodes pin this fingerprint");
         let limits = Limits {
             max_frame: config.limits.max_frame,
@@ -330,7 +331,7 @@ mod tests {
             "name = \"hub1\"\ndata_dir = \"{}\"\n[[nodes]]\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\nrole = \"client\"\nname = \"hmi\"\nread = [\"plant1/**x\"]\n",
             d.display()
         );
-        let e = HubConfig::parse(&text).expect_err("refused");
+        let e = HubConfig::parse(&text).expect_err("refused").to_string();
         assert!(
             e.contains("line 7") && e.contains("read") && e.contains("must stand alone"),
             "{e}"

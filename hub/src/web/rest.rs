@@ -147,7 +147,13 @@ pub(super) async fn run_admin(
             warn!(error = %e, "admin task failed");
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
         })?
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+        .map_err(|e| match e {
+            crate::access::AccessError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            other => {
+                warn!(error = %other, "admin request failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            }
+        })
 }
 
 pub(super) async fn api_keys(

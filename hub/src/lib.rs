@@ -43,3 +43,6 @@ pub mod web;
 pub use config::HubConfig;
 pub use lifecycle::{run, Built, HubError};
 pub use state::Hub;
+
+#[cfg(test)]
+mod layout;

@@ -836,4 +836,68 @@ mod tests {
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
+
+    /// Both ends of one session over an in-memory stream: no socket, no TLS.
+    async fn pair(opts: SessionOpts) -> (Session, Session) {
+        use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+        use tokio_tungstenite::WebSocketStream;
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (a, b) = tokio::join!(
+            WebSocketStream::from_raw_socket(a, WsRole::Client, None),
+            WebSocketStream::from_raw_socket(b, WsRole::Server, None)
+        );
+        let token = CancellationToken::new();
+        (
+            spawn_session(a, opts.clone(), &token),
+            spawn_session(b, opts, &token),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_session_over_an_in_memory_stream_carries_messages_and_ends_on_a_bad_frame() {
+        let opts = SessionOpts {
+            heartbeat: Duration::from_millis(50),
+            timeout: Duration::from_millis(2000),
+            ..SessionOpts::default()
+        };
+        let (a, mut b) = pair(opts).await;
+        let hello = Msg::Hello(pointhub_schemas::Hello {
+            major: pointhub_schemas::PROTOCOL_MAJOR,
+            minor: pointhub_schemas::PROTOCOL_MINOR,
+            role: Role::Edge,
+            name: "e1".into(),
+            software: "test".into(),
+        });
+        assert!(a.tx.send(hello.clone()).await);
+        let got = tokio::time::timeout(Duration::from_secs(5), b.rx.recv())
+            .await
+            .expect("in time");
+        assert_eq!(got, Some(hello));
+        // Heartbeats keep an idle session alive past its timeout.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!a.closed.is_cancelled() && !b.closed.is_cancelled());
+        assert!(
+            a.stats.rtt_us.load(Ordering::Relaxed) > 0,
+            "a round trip was measured"
+        );
+        // A frame that does not decode ends the session: the receiver tells the sender why.
+        let mut a = a;
+        assert!(
+            b.tx.send_frame(Bytes::from_static(b"\xff\xffnot a message"))
+                .await
+        );
+        let mut err = None;
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(5), b.rx.recv())
+            .await
+            .expect("the session ends in time")
+        {
+            if let Msg::Error(e) = m {
+                err = Some(e);
+            }
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), a.rx.recv()).await;
+        assert!(matches!(ended, Ok(None)), "the receiving end closed too");
+        let err = err.expect("an error before the end");
+        assert_eq!(err.code, pointhub_schemas::ErrorCode::Malformed, "{err:?}");
+    }
 }

@@ -1,8 +1,27 @@
 //! Per-session rate limits on costly requests (subscribe, a fresh snapshot): past the limit the
 //! session waits, which slows that session alone; nothing is refused and nobody else waits.
+//! [`paced_scan`] is the one way a session scans the table (binary and JSON sessions alike).
 
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Subscribes and unsubscribes of one session per second (each scans the table).
+pub const SCANS_PER_SEC: u32 = 10;
+
+/// Runs a scan of the table (a subscribe or an unsubscribe) on a blocking thread, paced: at
+/// most `scans`' rate, and afterwards the session waits four times as long as the scan took, so
+/// one session spends at most a fifth of a core scanning. Returns whether the rate made it wait,
+/// and the scan's result (`None` if its thread failed).
+pub async fn paced_scan<T: Send + 'static>(
+    scans: &mut Throttle,
+    scan: impl FnOnce() -> T + Send + 'static,
+) -> (bool, Option<T>) {
+    let waited = scans.wait().await;
+    let t0 = Instant::now();
+    let done = tokio::task::spawn_blocking(scan).await.ok();
+    tokio::time::sleep(t0.elapsed() * 4).await;
+    (waited, done)
+}
 
 /// At most `max` requests per `per`; [`Throttle::wait`] sleeps past the limit.
 pub struct Throttle {
@@ -13,6 +32,11 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// The rate of a session's scans: [`SCANS_PER_SEC`].
+    pub fn scans() -> Throttle {
+        Throttle::new(SCANS_PER_SEC, Duration::from_secs(1))
+    }
+
     pub fn new(max: u32, per: Duration) -> Throttle {
         Throttle {
             max: max.max(1),

@@ -4,7 +4,7 @@
 use crate::config::NodeEntry;
 use crate::core::Subscriber;
 use crate::state::Hub;
-use crate::throttle::Throttle;
+use crate::throttle::{paced_scan, Throttle, SCANS_PER_SEC};
 use pointhub_client::link::{Session, SessionTx};
 use pointhub_schemas::{Data, Define, ErrorCode, Msg, Pattern, Quality, SnapshotDone, WriteResult};
 use serde_json::json;
@@ -15,9 +15,6 @@ use tracing::{info, warn};
 
 /// Updates per frame from the hub to a client.
 pub(super) const BATCH: usize = 4096;
-/// Subscribes and unsubscribes of one session per second (each scans the table); past it,
-/// the session waits.
-pub(super) const SCANS_PER_SEC: u32 = 10;
 /// A client's requests for a fresh snapshot (each sends every point it covers): one per this.
 pub(super) const REBIRTH_EVERY: Duration = Duration::from_secs(2);
 /// Writes one client session may have waiting on devices at once.
@@ -39,7 +36,7 @@ pub(super) async fn client(
         session.closed.clone(),
     ));
     let write = Arc::new(write);
-    let mut scans = Throttle::new(SCANS_PER_SEC, Duration::from_secs(1));
+    let mut scans = Throttle::scans();
     let mut rebirths = Throttle::new(1, REBIRTH_EVERY);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
     while let Some(msg) = session.rx.recv().await {
@@ -55,16 +52,13 @@ pub(super) async fn client(
                         sub.history.store(true, Ordering::Relaxed);
                     }
                     info!(patterns = ?s.patterns, "subscribe");
-                    if scans.wait().await {
+                    let (h, sb) = (hub.clone(), sub.clone());
+                    let (waited, done) =
+                        paced_scan(&mut scans, move || h.core.subscribe(&sb, p)).await;
+                    if waited {
                         warn!("subscribing faster than {SCANS_PER_SEC}/s: slowed down");
                     }
-                    let (h, sb) = (hub.clone(), sub.clone());
-                    let t0 = tokio::time::Instant::now();
-                    let done = tokio::task::spawn_blocking(move || h.core.subscribe(&sb, p)).await;
-                    // A session spends at most a fifth of a core scanning: after a scan it
-                    // waits four times as long as the scan took.
-                    tokio::time::sleep(t0.elapsed() * 4).await;
-                    if let Ok(Err(e)) = done {
+                    if let Some(Err(e)) = done {
                         session
                             .tx
                             .fail(ErrorCode::LimitExceeded, format!("subscribe: {e}"))
@@ -81,10 +75,8 @@ pub(super) async fn client(
                 }
             },
             Msg::Unsubscribe(u) => {
-                scans.wait().await;
                 let (h, sb) = (hub.clone(), sub.clone());
-                let _ =
-                    tokio::task::spawn_blocking(move || h.core.unsubscribe(&sb, &u.patterns)).await;
+                paced_scan(&mut scans, move || h.core.unsubscribe(&sb, &u.patterns)).await;
             }
             Msg::Rebirth(r) => {
                 if rebirths.wait().await {

@@ -4,7 +4,7 @@ use super::auth::*;
 use super::principal::*;
 use crate::core::Subscriber;
 use crate::state::Hub;
-use crate::throttle::Throttle;
+use crate::throttle::{paced_scan, Throttle};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -168,7 +168,7 @@ pub(super) async fn json_session(
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<serde_json::Value>(64);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
     let mut bad = Throttle::new(MAX_BAD, BAD_WINDOW);
-    let mut scans = Throttle::new(SCANS_PER_SEC, Duration::from_secs(1));
+    let mut scans = Throttle::scans();
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     loop {
         let mut error: Option<String> = None;
@@ -253,7 +253,7 @@ pub(super) async fn json_session(
                     match serde_json::from_str::<serde_json::Value>(&text) {
                         Err(e) => error = Some(format!("not JSON: {e}")),
                         Ok(req) => {
-                            error = json_request(&hub, &p, &sub, &write, &who, &out_tx, &in_flight, &mut scans, req).await;
+                            error = json_request(&hub, &sub, &write, &who, &out_tx, &in_flight, &mut scans, req).await;
                         }
                     }
                 }
@@ -278,14 +278,10 @@ pub(super) async fn json_session(
     }
 }
 
-/// Subscribes and unsubscribes of one session per second; past it, the session waits.
-pub(super) const SCANS_PER_SEC: u32 = 10;
-
 /// Carries out one request of a JSON session; `Some(message)` if it was invalid.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn json_request(
     hub: &Arc<Hub>,
-    p: &Principal,
     sub: &Arc<Subscriber>,
     write: &Arc<Vec<Pattern>>,
     who: &str,
@@ -294,7 +290,6 @@ pub(super) async fn json_request(
     scans: &mut Throttle,
     req: serde_json::Value,
 ) -> Option<String> {
-    let _ = p;
     match req["op"].as_str() {
         Some(op @ ("subscribe" | "unsubscribe")) => {
             let pats: Vec<String> = req["patterns"]
@@ -310,24 +305,20 @@ pub(super) async fn json_request(
                 Ok(p) => p,
                 Err(e) => return Some(format!("pattern: {e}")),
             };
-            scans.wait().await;
             let (h, s) = (hub.clone(), sub.clone());
-            let t0 = tokio::time::Instant::now();
-            let done = if op == "subscribe" {
-                tokio::task::spawn_blocking(move || h.core.subscribe(&s, parsed)).await
+            let (_, done) = if op == "subscribe" {
+                paced_scan(scans, move || h.core.subscribe(&s, parsed)).await
             } else {
-                tokio::task::spawn_blocking(move || {
+                paced_scan(scans, move || {
                     h.core.unsubscribe(&s, &pats);
                     Ok(())
                 })
                 .await
             };
-            // A session spends at most a fifth of a core scanning.
-            tokio::time::sleep(t0.elapsed() * 4).await;
             match done {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some("internal error".into()),
+                Some(Ok(())) => None,
+                Some(Err(e)) => Some(e.to_string()),
+                None => Some("internal error".into()),
             }
         }
         Some("write") => {

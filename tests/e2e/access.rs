@@ -93,25 +93,7 @@ fn an_enrollment_token_works_once_and_never_again() {
     let mut p = Plant::new();
     p.write_hub("127.0.0.1:0", &[Node::client("hmi", "[]")]);
     let _hub = p.start_hub();
-    let (code, out, err) = p.run(&[
-        "hub",
-        "tokens",
-        "create",
-        "--role",
-        "edge",
-        "--name",
-        "plant8",
-        "--ttl",
-        "10m",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let token = out
-        .trim()
-        .strip_prefix("token: ")
-        .expect("token line")
-        .to_string();
+    let token = p.enrollment_token("edge", "plant8");
     p.key("plant8");
     p.key("thief");
     p.write_client("hmi");

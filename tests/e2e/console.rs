@@ -46,23 +46,7 @@ fn the_json_websocket_and_rest_apis_match_their_schemas() {
     let _hub = p.start_hub();
     p.write_edge("edge1", 4, 10.0);
     let _edge = p.start_edge("edge1");
-    let (code, out, err) = p.run(&[
-        "hub",
-        "api-tokens",
-        "create",
-        "--name",
-        "script",
-        "--write",
-        "edge1/sim/**",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let token = out
-        .trim()
-        .strip_prefix("token: ")
-        .expect("token")
-        .to_string();
+    let token = p.api_token("script", &["--write", "edge1/sim/**"]);
     let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/json");
     let base = format!("https://{}", p.hub_addr);
     let text = run_peer(

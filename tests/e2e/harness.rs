@@ -402,6 +402,33 @@ impl Plant {
         )
     }
 
+    /// A one-time enrollment token for `role` and `name`, valid 10 minutes (`hub tokens create`).
+    pub fn enrollment_token(&self, role: &str, name: &str) -> String {
+        self.printed_token(&[
+            "hub", "tokens", "create", "--role", role, "--name", name, "--ttl", "10m",
+        ])
+    }
+
+    /// A JSON API token named `name`, with `extra` flags (`--write PATTERN` …).
+    pub fn api_token(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["hub", "api-tokens", "create", "--name", name];
+        args.extend_from_slice(extra);
+        self.printed_token(&args)
+    }
+
+    /// Runs a `hub … create` command against this plant's hub; the token it prints once.
+    fn printed_token(&self, args: &[&str]) -> String {
+        let cfg = self.cfg("hub");
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--config", &cfg]);
+        let (code, out, err) = self.run(&all);
+        assert_eq!(code, 0, "{err}");
+        out.trim()
+            .strip_prefix("token: ")
+            .expect("a token line")
+            .to_string()
+    }
+
     pub fn cfg(&self, name: &str) -> String {
         self.path(&format!("{name}.toml"))
             .to_str()

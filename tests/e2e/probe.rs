@@ -81,23 +81,6 @@ async fn json_ws(
     ws
 }
 
-fn api_token(p: &Plant, name: &str) -> String {
-    let (code, out, err) = p.run(&[
-        "hub",
-        "api-tokens",
-        "create",
-        "--name",
-        name,
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out.trim()
-        .strip_prefix("token: ")
-        .expect("token")
-        .to_string()
-}
-
 /// Watches one point on a thread: the longest time between two of its lines.
 struct GapMeter {
     worst_ms: Arc<AtomicU64>,
@@ -266,25 +249,7 @@ async fn parallel_first_connects_with_one_token_approve_one_key() {
     let mut p = Plant::new();
     p.write_hub("127.0.0.1:0", &[Node::client("hmi", "[]")]);
     let _hub = p.start_hub();
-    let (code, out, err) = p.run(&[
-        "hub",
-        "tokens",
-        "create",
-        "--role",
-        "edge",
-        "--name",
-        "plant8",
-        "--ttl",
-        "10m",
-        "--config",
-        &p.cfg("hub"),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let token = out
-        .trim()
-        .strip_prefix("token: ")
-        .expect("token line")
-        .to_string();
+    let token = p.enrollment_token("edge", "plant8");
     let mut cfgs = Vec::new();
     for i in 0..10 {
         let name = format!("n{i}");
@@ -470,7 +435,7 @@ async fn a_source_time_past_the_year_9999_is_refused_and_every_consumer_keeps_wo
         assert!(Instant::now() < deadline, "{out}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut ws = json_ws(&p, &api_token(&p, "script")).await;
+    let mut ws = json_ws(&p, &p.api_token("script", &[])).await;
     ws.send(WsMsg::Text(
         r#"{"op":"subscribe","patterns":["**"]}"#.into(),
     ))
@@ -711,7 +676,7 @@ async fn a_json_session_that_never_reads_costs_the_hub_little_memory() {
     p.write_client("hmi");
     let _bulk = p.start_edge("bulk");
     hub.wait_stderr(Duration::from_secs(60), "birth complete");
-    let token = api_token(&p, "script");
+    let token = p.api_token("script", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss0 = hub.rss_kib();
     let peak = PeakRss::start(hub.pid());
@@ -764,7 +729,7 @@ async fn bursts_of_invalid_json_close_their_session_and_leave_nothing_behind() {
     p.write_edge("edge1", 2, 10.0);
     p.write_client("hmi");
     let _edge = p.start_edge("edge1");
-    let token = api_token(&p, "script");
+    let token = p.api_token("script", &[]);
     let meter = GapMeter::start(p.watch("hmi", "edge1/sim/sine1"), "edge1/sim/sine1");
     let rss0 = hub.rss_kib();
     let peak = PeakRss::start(hub.pid());
@@ -1100,7 +1065,7 @@ async fn revoking_an_api_token_or_resetting_a_password_ends_their_sessions() {
         let m = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
         assert_eq!(m, mode, "{}", f.display());
     }
-    let token = api_token(&p, "script");
+    let token = p.api_token("script", &[]);
     let mut ws = json_ws(&p, &token).await;
     ws.send(WsMsg::Text(
         r#"{"op":"subscribe","patterns":["edge1/**"]}"#.into(),

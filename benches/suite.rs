@@ -14,8 +14,8 @@
 mod harness;
 
 use harness::*;
-use pointhub_client::config::ClientConfig;
-use pointhub_client::link::{self, Link};
+use pointhub_client::ClientConfig;
+use pointhub_link::{self as link, Link};
 use pointhub_schemas::{
     Birth, Data, DataType, Msg, PointDef, Quality, Role, Subscribe, Timestamp, Update, Value,
 };
@@ -181,7 +181,7 @@ fn pointhub_hub(clients: usize) -> Hub {
     Hub { plant: p, proc }
 }
 
-fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_client::LinkConfig {
+fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_link::LinkConfig {
     let c = ClientConfig::load(&p.path(&format!("{name}.toml"))).expect("config");
     c.hub.link_config(role, name).expect("link")
 }
@@ -281,7 +281,7 @@ where
     })
 }
 
-async fn dial_cfg(cfg: &pointhub_client::LinkConfig) -> Link {
+async fn dial_cfg(cfg: &pointhub_link::LinkConfig) -> Link {
     link::dial(cfg, &cfg.hubs[0], &CancellationToken::new())
         .await
         .expect("dial")
@@ -291,7 +291,7 @@ async fn dial_cfg(cfg: &pointhub_client::LinkConfig) -> Link {
 /// updates and, if asked, records latencies (µs × 1000) while `recording`, until `stop`.
 /// Returns the CPU seconds its thread used from `recording` on.
 fn spawn_counter(
-    cfg: pointhub_client::LinkConfig,
+    cfg: pointhub_link::LinkConfig,
     count: Arc<AtomicU64>,
     lat: Option<Arc<std::sync::Mutex<Vec<u64>>>>,
     [recording, stop]: [Arc<AtomicBool>; 2],

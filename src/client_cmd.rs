@@ -2,9 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
-use pointhub_client::client::ClientOptions;
-use pointhub_client::config::ClientConfig;
-use pointhub_client::{Client, Event, PointRecord};
+use pointhub_client::sinks::{self, lines::LineFormat, lines::Lines, modbus::ModbusSink};
+use pointhub_client::{Client, ClientConfig, ClientOptions, Event, LinkConfig};
 use pointhub_schemas::{Pattern, Role, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,39 +62,33 @@ pub enum Format {
     Table,
 }
 
-fn start(
-    config: &std::path::Path,
-    patterns: Vec<String>,
-    history: bool,
-    shutdown: CancellationToken,
-) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
+/// Patterns checked before anything dials.
+fn checked(patterns: Vec<String>) -> Result<Vec<String>> {
     for p in &patterns {
         Pattern::parse(p).with_context(|| format!("pattern {p:?}"))?;
     }
-    let cfg = ClientConfig::load(config).map_err(anyhow::Error::msg)?;
-    let link = cfg
-        .hub
-        .link_config(Role::Client, &cfg.name)
-        .map_err(anyhow::Error::msg)?;
-    Ok(Client::spawn(
-        link,
-        ClientOptions { patterns, history },
-        shutdown,
-    ))
+    Ok(patterns)
 }
 
-fn table_line(r: &PointRecord) -> String {
-    let ts = if r.source_ts.is_never() {
-        "-".to_string()
-    } else {
-        r.source_ts.to_rfc3339()
-    };
-    format!(
-        "{ts:<28} {:<40} {:>16} {}",
-        r.name,
-        r.value.to_string(),
-        r.quality
-    )
+fn link_config(config: &std::path::Path) -> Result<LinkConfig> {
+    let cfg = ClientConfig::load(config)?;
+    Ok(cfg.hub.link_config(Role::Client, &cfg.name)?)
+}
+
+fn start(
+    config: &std::path::Path,
+    patterns: Vec<String>,
+    shutdown: CancellationToken,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
+    let patterns = checked(patterns)?;
+    Ok(Client::spawn(
+        link_config(config)?,
+        ClientOptions {
+            patterns,
+            history: false,
+        },
+        shutdown,
+    ))
 }
 
 pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode> {
@@ -106,37 +99,18 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
             history,
             patterns,
         } => {
-            let (_client, mut events) = start(&config, patterns, history, shutdown.clone())?;
-            let stdout = std::io::stdout();
-            loop {
-                let ev = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    ev = events.recv() => ev,
-                };
-                let Some(ev) = ev else { break };
-                match ev {
-                    Event::Update(r) => {
-                        let line = match format {
-                            Format::Jsonl => r.to_json().to_string(),
-                            Format::Table => table_line(&r),
-                        };
-                        let mut out = stdout.lock();
-                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                            break; // stdout closed
-                        }
-                    }
-                    Event::Connected { hub, hub_name } => {
-                        eprintln!("connected to {hub_name} at {hub}")
-                    }
-                    Event::Disconnected { reason } => {
-                        eprintln!("disconnected: {reason}; every point is now stale; reconnecting")
-                    }
-                    Event::SnapshotDone { .. } => {}
-                }
-            }
+            let sink = Lines {
+                patterns: checked(patterns)?,
+                history,
+                format: match format {
+                    Format::Jsonl => LineFormat::Json,
+                    Format::Table => LineFormat::Table,
+                },
+            };
+            sinks::run(link_config(&config)?, Box::new(sink), shutdown).await?;
         }
         ClientCmd::ModbusServer { config } => {
-            let cfg = ClientConfig::load(&config).map_err(anyhow::Error::msg)?;
+            let cfg = ClientConfig::load(&config)?;
             let Some(server) = cfg.modbus_server.clone() else {
                 anyhow::bail!(
                     "{}: no [modbus_server] section: see examples/modbus/client.toml",
@@ -147,34 +121,19 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
                 .await
                 .with_context(|| format!("cannot listen on {} for Modbus", server.listen))?;
             eprintln!("modbus server listening on {}", listener.local_addr()?);
-            let link = cfg
-                .hub
-                .link_config(Role::Client, &cfg.name)
-                .map_err(anyhow::Error::msg)?;
-            let opts = ClientOptions {
-                patterns: server.patterns(),
-                history: false,
+            let link = cfg.hub.link_config(Role::Client, &cfg.name)?;
+            let sink = ModbusSink {
+                cfg: server,
+                listener,
             };
-            let (client, mut events) = Client::spawn(link, opts, shutdown.clone());
-            tokio::spawn(async move {
-                while let Some(ev) = events.recv().await {
-                    match ev {
-                        Event::Connected { hub, .. } => eprintln!("connected to {hub}"),
-                        Event::Disconnected { reason } => {
-                            eprintln!("disconnected: {reason}; Modbus reads answer 0x0B until the hub is back")
-                        }
-                        _ => {}
-                    }
-                }
-            });
-            pointhub_client::modbus::server::serve(client, server, listener, shutdown).await?;
+            sinks::run(link, Box::new(sink), shutdown).await?;
         }
         ClientCmd::Get {
             config,
             timeout,
             patterns,
         } => {
-            let (client, mut events) = start(&config, patterns.clone(), false, shutdown.clone())?;
+            let (client, mut events) = start(&config, patterns.clone(), shutdown.clone())?;
             let deadline = tokio::time::sleep(Duration::from_secs(timeout));
             tokio::pin!(deadline);
             loop {
@@ -208,7 +167,7 @@ pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode
             point,
             value,
         } => {
-            let (client, mut events) = start(&config, Vec::new(), false, shutdown.clone())?;
+            let (client, mut events) = start(&config, Vec::new(), shutdown.clone())?;
             let wait = Duration::from_secs(timeout);
             let connected = tokio::time::timeout(wait, async {
                 while let Some(ev) = events.recv().await {

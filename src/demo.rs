@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use pointhub_client::client::ClientOptions;
-use pointhub_client::identity;
 use pointhub_client::{Client, Event};
+use pointhub_link::identity;
 use pointhub_schemas::Role;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ fn default_data() -> PathBuf {
     }
 }
 
-fn key(dir: &Path, name: &str) -> Result<pointhub_client::Fingerprint> {
+fn key(dir: &Path, name: &str) -> Result<pointhub_link::Fingerprint> {
     let d = dir.join("keys").join(name);
     Ok(
         identity::load_or_create(&d, "node", name, &[name.to_string()])
@@ -134,19 +134,17 @@ read = ["**"]
             &hub_cfg.nodes,
             hub_cfg.audit.max_bytes,
             hub_cfg.audit.keep,
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let req = pointhub_hub::access::AdminRequest::UsersAdd {
             name: "demo".into(),
             role: pointhub_hub::store::UserRole::Admin,
             namespaces: vec![],
             nodes: vec![],
         };
-        let v = access.execute(req, "demo").map_err(anyhow::Error::msg)?;
+        let v = access.execute(req, "demo")?;
         v["password"].as_str().unwrap_or_default().to_string()
     };
-    let edge_cfg =
-        pointhub_edge::EdgeConfig::load(&data.join("edge.toml")).map_err(anyhow::Error::msg)?;
+    let edge_cfg = pointhub_edge::EdgeConfig::load(&data.join("edge.toml"))?;
     let hub_task = tokio::spawn(pointhub_hub::run(hub_cfg, vec![listener], shutdown.clone()));
     let edge_task = tokio::spawn(pointhub_edge::run(edge_cfg, shutdown.clone()));
 
@@ -173,12 +171,8 @@ read = ["**"]
     let _ = std::io::stdout().flush();
 
     if !args.no_view {
-        let view = pointhub_client::config::ClientConfig::load(&data.join("view.toml"))
-            .map_err(anyhow::Error::msg)?;
-        let link = view
-            .hub
-            .link_config(Role::Client, "demo-view")
-            .map_err(anyhow::Error::msg)?;
+        let view = pointhub_client::ClientConfig::load(&data.join("view.toml"))?;
+        let link = view.hub.link_config(Role::Client, "demo-view")?;
         let opts = ClientOptions {
             patterns: vec!["demo/**".into(), "$sys/demo/**".into()],
             history: false,

@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use pointhub_client::Fingerprint;
 use pointhub_hub::access::{AdminRequest, Grant};
 use pointhub_hub::HubConfig;
+use pointhub_link::Fingerprint;
 use pointhub_schemas::{Pattern, Role};
 use std::path::PathBuf;
 
@@ -208,8 +208,12 @@ fn load(cfg: &Cfg) -> Result<HubConfig> {
 
 fn call(cfg: &Cfg, req: AdminRequest) -> Result<serde_json::Value> {
     let hub = load(cfg)?;
-    pointhub_hub::admin::call(&hub.data_dir, &hub.nodes, &hub.audit, req)
-        .map_err(anyhow::Error::msg)
+    Ok(pointhub_hub::admin::call(
+        &hub.data_dir,
+        &hub.nodes,
+        &hub.audit,
+        req,
+    )?)
 }
 
 fn lines(v: &serde_json::Value) {

@@ -174,19 +174,17 @@ async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::SUCCESS);
             }
             let path = a.config.context("--config is required")?;
-            let cfg = pointhub_edge::EdgeConfig::load(&path).map_err(anyhow::Error::msg)?;
+            let cfg = pointhub_edge::EdgeConfig::load(&path)?;
             init_tracing("info");
             let shutdown = shutdown_on_signals();
-            pointhub_edge::run(cfg, shutdown)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            pointhub_edge::run(cfg, shutdown).await?;
         }
         Cmd::Client(c) => {
             init_tracing("warn");
             return client_cmd::run(c, shutdown_on_signals()).await;
         }
         Cmd::Keygen(a) => {
-            let fp = pointhub_client::identity::create(
+            let fp = pointhub_link::identity::create(
                 &a.out,
                 "node",
                 &a.name,
@@ -209,9 +207,9 @@ async fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
 }
 
 /// The hub's fingerprint, making its key first if it has none yet.
-pub fn hub_fingerprint(cfg: &pointhub_hub::HubConfig) -> Result<pointhub_client::Fingerprint> {
+pub fn hub_fingerprint(cfg: &pointhub_hub::HubConfig) -> Result<pointhub_link::Fingerprint> {
     Ok(match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(c), Some(k)) => pointhub_client::identity::load(c, k)?.fingerprint,
+        (Some(c), Some(k)) => pointhub_link::identity::load(c, k)?.fingerprint,
         _ => {
             let mut sans = vec![
                 "localhost".to_string(),
@@ -220,7 +218,7 @@ pub fn hub_fingerprint(cfg: &pointhub_hub::HubConfig) -> Result<pointhub_client:
                 cfg.name.clone(),
             ];
             sans.extend(cfg.tls.names.iter().cloned());
-            pointhub_client::identity::load_or_create(&cfg.data_dir, "hub", &cfg.name, &sans)?
+            pointhub_link::identity::load_or_create(&cfg.data_dir, "hub", &cfg.name, &sans)?
                 .0
                 .fingerprint
         }

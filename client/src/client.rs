@@ -20,8 +20,8 @@
 //! # }
 //! ```
 
-use crate::link::{self, Backoff, LinkConfig};
 use dashmap::DashMap;
+use pointhub_link::{self as link, Backoff, LinkConfig};
 use pointhub_schemas::{
     json, DataType, Msg, Quality, Rebirth, Subscribe, Timestamp, Update, Value, WriteRequest,
 };

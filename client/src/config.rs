@@ -1,111 +1,31 @@
-//! The `[hub]` section every node's configuration shares: where the hub is, how to verify it,
-//! and the node's own key.
-//!
-//! ```toml
-//! [hub]
-//! urls = ["wss://127.0.0.1:7420"]
-//! fingerprint = "sha256:…"      # the hub's key, as the hub logged it; or ca = "hub-ca.pem"
-//! cert = "keys/node.crt"
-//! key = "keys/node.key"
-//! ```
+//! A client node's configuration file (`client.toml`): its name, the `[hub]` link section, and
+//! the sinks it feeds (`[modbus_server]`).
 
-use crate::identity;
-use crate::link::{HubAddr, LinkConfig, SessionOpts};
-use crate::tls::ServerVerification;
-use crate::Fingerprint;
-use pointhub_schemas::Role;
+use crate::sinks::modbus::ServerConfig;
+use pointhub_link::config::{HubSection, SectionError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HubSection {
-    /// Hubs to dial, tried in order.
-    pub urls: Vec<HubAddr>,
-    /// The hub's key fingerprint (pinning).
-    pub fingerprint: Option<Fingerprint>,
-    /// Or: a PEM file of CA certificates the hub's certificate must chain to.
-    pub ca: Option<PathBuf>,
-    /// This node's certificate and private key (`pointhub keygen`).
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    #[serde(default = "default_interval")]
-    pub heartbeat_ms: u64,
-    #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
-    /// A one-time enrollment token from the hub's operator (`pointhub hub tokens create`), used
-    /// while this node's key is not approved yet. `POINTHUB_ENROLL_TOKEN` overrides it.
-    pub enroll_token: Option<String>,
-    /// Longest wait between reconnect attempts.
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max_ms: u64,
-}
-
-fn default_interval() -> u64 {
-    1000
-}
-fn default_timeout() -> u64 {
-    3000
-}
-fn default_backoff_max() -> u64 {
-    10_000
-}
-
-impl HubSection {
-    /// Makes relative paths relative to `base` (the config file's folder).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.cert, &mut self.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        if let Some(ca) = self.ca.as_mut() {
-            if ca.is_relative() {
-                *ca = base.join(&*ca);
-            }
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.urls.is_empty() {
-            return Err("hub.urls: give at least one hub, e.g. [\"wss://127.0.0.1:7420\"]".into());
-        }
-        match (&self.fingerprint, &self.ca) {
-            (None, None) => Err::<(), String>("hub: give fingerprint (the hub's key, as the hub logs it at start) or ca (a PEM file)".into()),
-            (Some(_), Some(_)) => Err("hub: give fingerprint or ca, not both".into()),
-            _ => Ok(()),
-        }?;
-        if self.heartbeat_ms == 0 || self.timeout_ms <= self.heartbeat_ms {
-            return Err("hub: timeout_ms must be larger than heartbeat_ms".into());
-        }
-        Ok(())
-    }
-
-    /// Loads the node's identity and builds the link configuration.
-    pub fn link_config(&self, role: Role, name: &str) -> Result<LinkConfig, String> {
-        let id = identity::load(&self.cert, &self.key).map_err(|e| format!("node key: {e}"))?;
-        let verify = match (&self.fingerprint, &self.ca) {
-            (Some(fp), _) => ServerVerification::Pin(*fp),
-            (None, Some(ca)) => ServerVerification::Ca(
-                identity::load_certs(ca).map_err(|e| format!("hub.ca: {e}"))?,
-            ),
-            (None, None) => return Err("hub: give fingerprint or ca".into()),
-        };
-        let mut cfg = LinkConfig::new(self.urls.clone(), verify, id, role, name)
-            .map_err(|e| e.to_string())?;
-        cfg.session = SessionOpts {
-            heartbeat: Duration::from_millis(self.heartbeat_ms),
-            timeout: Duration::from_millis(self.timeout_ms),
-            ..SessionOpts::default()
-        };
-        cfg.backoff_max = Duration::from_millis(self.backoff_max_ms);
-        cfg.enroll_token = std::env::var("POINTHUB_ENROLL_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .or_else(|| self.enroll_token.clone());
-        Ok(cfg)
-    }
+/// A client configuration that cannot be used, with the file and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {source}")]
+    Hub { path: PathBuf, source: SectionError },
+    #[error("{path}: {source}")]
+    ModbusServer {
+        path: PathBuf,
+        source: crate::sinks::modbus::ServerConfigError,
+    },
 }
 
 /// A client node's configuration file (`client.toml`).
@@ -114,20 +34,33 @@ impl HubSection {
 pub struct ClientConfig {
     /// The name this client calls itself (the hub's name for its key wins).
     pub name: String,
+    /// The hub to dial and how to verify it.
     pub hub: HubSection,
     /// A local Modbus TCP server for an HMI (`pointhub client modbus-server`).
-    pub modbus_server: Option<crate::modbus::server::ServerConfig>,
+    pub modbus_server: Option<ServerConfig>,
 }
 
 impl ClientConfig {
-    pub fn load(path: &Path) -> Result<ClientConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut cfg: ClientConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        cfg.hub
-            .validate()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Reads and checks a configuration file; relative paths are made relative to its folder.
+    pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: ClientConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.hub.validate().map_err(|source| ConfigError::Hub {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Some(m) = &cfg.modbus_server {
+            m.validate().map_err(|source| ConfigError::ModbusServer {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
         cfg.hub
             .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
@@ -153,5 +86,23 @@ mod tests {
                 m.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
             }
         }
+    }
+
+    #[test]
+    fn a_bad_modbus_server_section_is_refused_when_the_file_loads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("client.toml");
+        let fp = "ab".repeat(32);
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"c\"\n[hub]\nurls = [\"127.0.0.1:1\"]\nfingerprint = \"sha256:{fp}\"\ncert = \"c.crt\"\nkey = \"c.key\"\n\
+                 [modbus_server]\nlisten = \"nowhere\"\npoints = []\n"
+            ),
+        )
+        .expect("write");
+        let e = ClientConfig::load(&path).expect_err("refused");
+        assert!(matches!(e, ConfigError::ModbusServer { .. }), "{e:?}");
+        assert!(e.to_string().contains("modbus_server.listen"), "{e}");
     }
 }

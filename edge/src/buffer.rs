@@ -9,6 +9,7 @@ use std::path::Path;
 
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 
+/// The bounded on-disk buffer of updates, in order.
 pub struct Buffer {
     db: Database,
     next: u64,
@@ -19,23 +20,49 @@ pub struct Buffer {
     pub dropped: u64,
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
+/// The buffer cannot be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("buffer {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("buffer store: {0}")]
+    Store(#[from] redb::Error),
+    #[error("buffer entry: {0}")]
+    Encode(#[from] postcard::Error),
+}
+
+fn err<E: Into<redb::Error>>(e: E) -> BufferError {
+    BufferError::Store(e.into())
 }
 
 impl Buffer {
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Buffer, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("buffer folder {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Buffer, BufferError> {
+        std::fs::create_dir_all(dir).map_err(|source| BufferError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join("buffer.redb");
         // A bounded cache: the buffer is written and read in order, and the edge stays small.
         let db = redb::Builder::new()
             .set_cache_size(16 << 20)
             .create(&path)
-            .map_err(|e| format!("buffer {}: {e}", path.display()))?;
+            .map_err(|source| BufferError::Open {
+                path: path.clone(),
+                source,
+            })?;
         for p in [dir, path.as_path()] {
-            pointhub_client::identity::owner_only(p)
-                .map_err(|e| format!("buffer {}: {e}", p.display()))?;
+            pointhub_link::identity::owner_only(p).map_err(|source| BufferError::Io {
+                path: p.to_path_buf(),
+                source,
+            })?;
         }
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(HISTORY).map_err(err)?;
@@ -70,7 +97,7 @@ impl Buffer {
     }
 
     /// Appends updates in one transaction; drops the oldest past the size limit.
-    pub fn push(&mut self, updates: &[Update]) -> Result<(), String> {
+    pub fn push(&mut self, updates: &[Update]) -> Result<(), BufferError> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -78,7 +105,7 @@ impl Buffer {
         {
             let mut t = tx.open_table(HISTORY).map_err(err)?;
             for u in updates {
-                let bytes = postcard::to_stdvec(u).map_err(err)?;
+                let bytes = postcard::to_stdvec(u)?;
                 self.bytes += bytes.len() as u64;
                 t.insert(self.next, bytes.as_slice()).map_err(err)?;
                 self.next += 1;
@@ -97,7 +124,7 @@ impl Buffer {
     }
 
     /// The oldest `n` updates, without removing them.
-    pub fn peek(&self, n: usize) -> Result<Vec<(u64, Update)>, String> {
+    pub fn peek(&self, n: usize) -> Result<Vec<(u64, Update)>, BufferError> {
         let rx = self.db.begin_read().map_err(err)?;
         let t = rx.open_table(HISTORY).map_err(err)?;
         let mut out = Vec::with_capacity(n.min(self.count as usize));
@@ -112,7 +139,7 @@ impl Buffer {
     }
 
     /// Removes everything up to and including `seq`.
-    pub fn remove_through(&mut self, seq: u64) -> Result<(), String> {
+    pub fn remove_through(&mut self, seq: u64) -> Result<(), BufferError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
             let mut t = tx.open_table(HISTORY).map_err(err)?;

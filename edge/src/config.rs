@@ -1,8 +1,58 @@
 //! The edge's configuration (`edge.toml`). Paths are relative to the file's folder.
 
-use pointhub_client::config::HubSection;
+use pointhub_link::config::{HubSection, SectionError};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// An edge configuration that cannot be used: the file, and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{source}", in_file(.path))]
+    Parse {
+        path: Option<PathBuf>,
+        source: toml::de::Error,
+    },
+    #[error("{}{source}", in_file(.path))]
+    Hub {
+        path: Option<PathBuf>,
+        source: SectionError,
+    },
+    #[error("{}{message}", in_file(.path))]
+    Invalid {
+        path: Option<PathBuf>,
+        message: String,
+    },
+}
+
+fn in_file(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    fn in_file(self, file: &Path) -> ConfigError {
+        let path = Some(file.to_path_buf());
+        match self {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path, source },
+            ConfigError::Hub { source, .. } => ConfigError::Hub { path, source },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path, message },
+            other => other,
+        }
+    }
+}
+
+fn invalid(message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: None,
+        message,
+    }
+}
 
 /// A commented example; `pointhub edge --print-config` prints it.
 pub const DEFAULT_TOML: &str = include_str!("../../examples/edge.toml");
@@ -100,7 +150,7 @@ pub struct ModbusConfig {
     #[serde(default)]
     pub groups: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
-    pub points: Vec<pointhub_client::modbus::map::MapEntry>,
+    pub points: Vec<pointhub_modbus_map::MapEntry>,
 }
 
 fn default_unit() -> u8 {
@@ -152,10 +202,13 @@ fn default_rate() -> f64 {
 }
 
 impl EdgeConfig {
-    pub fn load(path: &Path) -> Result<EdgeConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut cfg = EdgeConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Reads and checks a configuration file; relative paths are made relative to its folder.
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = EdgeConfig::parse(&text).map_err(|e| e.in_file(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.hub.resolve_paths(base);
         let dir = cfg
@@ -171,16 +224,18 @@ impl EdgeConfig {
         Ok(cfg)
     }
 
-    pub fn parse(text: &str) -> Result<EdgeConfig, String> {
-        let cfg: EdgeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// Parses and checks a configuration text.
+    pub fn parse(text: &str) -> Result<EdgeConfig, ConfigError> {
+        let cfg: EdgeConfig =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })?;
         cfg.validate()?;
-        cfg.validate_modbus(text)?;
+        cfg.validate_modbus(text).map_err(invalid)?;
         Ok(cfg)
     }
 
     /// Checks every register map; errors name the line of the point.
     fn validate_modbus(&self, text: &str) -> Result<(), String> {
-        use pointhub_client::modbus::map::{check_overlaps, line_of};
+        use pointhub_modbus_map::{check_overlaps, line_of};
         // A second, lenient read of the same text finds each point's line.
         #[derive(Deserialize)]
         struct Probe {
@@ -240,7 +295,7 @@ impl EdgeConfig {
                     |why: String| format!("line {line}: modbus {dev:?} point {:?}: {why}", e.name);
                 pointhub_schemas::name::validate_name(&e.name, 128)
                     .map_err(|er| at(er.to_string()))?;
-                e.validate().map_err(at)?;
+                e.validate().map_err(|er| at(er.to_string()))?;
                 if e.quality_register.is_some() {
                     return Err(at(
                         "quality_register belongs to a client's Modbus server, not an edge".into(),
@@ -258,7 +313,7 @@ impl EdgeConfig {
                 }
                 labelled.push((format!("line {line}: point {:?}", e.name), e.mapping()));
             }
-            let refs: Vec<(String, &pointhub_client::modbus::map::Mapping)> =
+            let refs: Vec<(String, &pointhub_modbus_map::Mapping)> =
                 labelled.iter().map(|(l, m)| (l.clone(), m)).collect();
             check_overlaps(&refs).map_err(|e| format!("modbus {dev:?}: {e}"))?;
         }
@@ -269,10 +324,17 @@ impl EdgeConfig {
         self.namespace.clone().unwrap_or_else(|| self.name.clone())
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks everything but the register maps' lines (which need the text).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.hub
+            .validate()
+            .map_err(|source| ConfigError::Hub { path: None, source })?;
+        self.check().map_err(invalid)
+    }
+
+    fn check(&self) -> Result<(), String> {
         pointhub_schemas::name::validate_name(&self.namespace(), 128)
             .map_err(|e| format!("namespace: {e}"))?;
-        self.hub.validate()?;
         let mut names = std::collections::HashSet::new();
         for s in &self.sources {
             match s {
@@ -323,16 +385,19 @@ mod tests {
         let ok = format!("{HUB}[[sources]]\nkind = \"modbus\"\nname = \"plc\"\nhost = \"127.0.0.1\"\n[[sources.points]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\n");
         EdgeConfig::parse(&ok).expect("valid");
         let overlap = format!("{ok}[[sources.points]]\nname = \"b\"\ntable = \"holding\"\naddress = 1\ntype = \"u16\"\n");
-        let e = EdgeConfig::parse(&overlap).expect_err("overlap");
+        let e = EdgeConfig::parse(&overlap)
+            .expect_err("overlap")
+            .to_string();
         assert!(e.contains("overlaps") && e.contains("line 16"), "{e}");
         let badtype = ok.replace("\"f32\"", "\"f33\"");
         assert!(EdgeConfig::parse(&badtype)
             .expect_err("type")
+            .to_string()
             .contains("f33"));
         let badorder = format!("{ok}order = \"ABDC\"\n");
         assert!(EdgeConfig::parse(&badorder).is_err());
         let range = ok.replace("address = 0", "address = 65535");
-        let e = EdgeConfig::parse(&range).expect_err("range");
+        let e = EdgeConfig::parse(&range).expect_err("range").to_string();
         assert!(e.contains("line 11") && e.contains("65535"), "{e}");
         let ro = format!(
             "{}writable = true\n",
@@ -340,6 +405,7 @@ mod tests {
         );
         assert!(EdgeConfig::parse(&ro)
             .expect_err("input not writable")
+            .to_string()
             .contains("cannot be written"));
     }
 
@@ -347,16 +413,19 @@ mod tests {
     fn bad_configs_are_explained() {
         let e = EdgeConfig::parse("name = \"e\"\n[hub]\nurls = []\ncert = \"c\"\nkey = \"k\"")
             .expect_err("refused");
-        assert!(e.contains("at least one hub"), "{e}");
+        assert!(matches!(e, ConfigError::Hub { .. }), "{e:?}");
+        assert!(e.to_string().contains("at least one hub"), "{e}");
         let e = EdgeConfig::parse(
             "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\ncert = \"c\"\nkey = \"k\"",
         )
-        .expect_err("refused");
+        .expect_err("refused")
+        .to_string();
         assert!(e.contains("fingerprint"), "{e}");
         let e = EdgeConfig::parse(
             "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:00\"\ncert = \"c\"\nkey = \"k\"",
         )
-        .expect_err("refused");
+        .expect_err("refused")
+        .to_string();
         assert!(e.contains("not a fingerprint"), "{e}");
     }
 }

@@ -9,7 +9,7 @@
 use crate::audit::AuditLog;
 use crate::config::NodeEntry;
 use crate::store::{self, KeyRecord, KeyState, Store, StoreError, TokenRecord};
-use pointhub_client::Fingerprint;
+use pointhub_link::Fingerprint;
 use pointhub_schemas::{Pattern, Role, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! The hub's configuration (`hub.toml`). Paths are relative to the file's folder.
 
-use pointhub_client::Fingerprint;
+use pointhub_link::Fingerprint;
 use pointhub_schemas::msg::Role;
 use pointhub_schemas::Pattern;
 use serde::Deserialize;
@@ -70,7 +70,7 @@ pub struct WebConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The parent's addresses, tried by lowest round trip.
-    pub urls: Vec<pointhub_client::HubAddr>,
+    pub urls: Vec<pointhub_link::HubAddr>,
     /// The parent's key fingerprint, or a CA file for its certificate.
     pub fingerprint: Option<Fingerprint>,
     pub ca: Option<PathBuf>,
@@ -102,31 +102,18 @@ fn default_up_backoff() -> u64 {
 }
 
 impl UpstreamConfig {
-    pub fn link_config(
-        &self,
-        identity: &pointhub_client::Identity,
-        name: &str,
-    ) -> Result<pointhub_client::LinkConfig, String> {
-        use pointhub_client::ServerVerification;
-        let verify = match (&self.fingerprint, &self.ca) {
-            (Some(fp), _) => ServerVerification::Pin(*fp),
-            (None, Some(ca)) => ServerVerification::Ca(
-                pointhub_client::identity::load_certs(ca).map_err(|e| e.to_string())?,
-            ),
-            (None, None) => return Err("upstream: give fingerprint or ca".into()),
-        };
-        let mut cfg = pointhub_client::LinkConfig::new(
-            self.urls.clone(),
-            verify,
-            identity.clone(),
-            pointhub_schemas::Role::Hub,
-            name,
-        )
-        .map_err(|e| e.to_string())?;
-        cfg.session.heartbeat = std::time::Duration::from_millis(self.heartbeat_ms);
-        cfg.session.timeout = std::time::Duration::from_millis(self.timeout_ms);
-        cfg.backoff_max = std::time::Duration::from_millis(self.backoff_max_ms);
-        Ok(cfg)
+    /// The link settings of this parent, named `section` in messages (`upstream 0`).
+    pub fn settings(&self, section: String) -> pointhub_link::LinkSettings {
+        pointhub_link::LinkSettings {
+            section,
+            urls: self.urls.clone(),
+            fingerprint: self.fingerprint,
+            ca: self.ca.clone(),
+            heartbeat_ms: self.heartbeat_ms,
+            timeout_ms: self.timeout_ms,
+            backoff_max_ms: self.backoff_max_ms,
+            enroll_token: None,
+        }
     }
 }
 
@@ -425,19 +412,9 @@ impl HubConfig {
             return Err("tls: give both cert and key, or neither".into());
         }
         for (i, u) in self.upstream.iter().enumerate() {
-            if u.urls.is_empty() {
-                return Err(format!("upstream {i}: give at least one url"));
-            }
-            if u.fingerprint.is_some() == u.ca.is_some() {
-                return Err(format!(
-                    "upstream {i}: give fingerprint (the parent hub's key) or ca, one of them"
-                ));
-            }
-            if u.timeout_ms <= u.heartbeat_ms {
-                return Err(format!(
-                    "upstream {i}: timeout_ms must be larger than heartbeat_ms"
-                ));
-            }
+            u.settings(format!("upstream {i}"))
+                .validate()
+                .map_err(|e| e.to_string())?;
         }
         let mut seen = std::collections::HashSet::new();
         for n in &self.nodes {

@@ -43,6 +43,3 @@ pub mod web;
 pub use config::HubConfig;
 pub use lifecycle::{run, Built, HubError};
 pub use state::Hub;
-
-#[cfg(test)]
-mod layout;

@@ -9,11 +9,11 @@ use crate::core::Core;
 use crate::server::Handshakes;
 use crate::state::{Hub, HubStats};
 use dashmap::DashMap;
-use pointhub_client::identity;
-use pointhub_client::identity::IdentityError;
-use pointhub_client::tls::TlsError;
-use pointhub_client::{tls, LinkConfig};
-use pointhub_schemas::{DataType, ErrorCode, Limits, Value};
+use pointhub_link::identity;
+use pointhub_link::identity::IdentityError;
+use pointhub_link::tls::TlsError;
+use pointhub_link::{tls, LinkConfig};
+use pointhub_schemas::{DataType, ErrorCode, Limits, Role, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -32,11 +32,10 @@ pub enum HubError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Store(#[from] crate::access::AccessError),
-    #[error("upstream {index} ({url}): {message}")]
+    #[error("{source} (the parent at {url})")]
     Upstream {
-        index: usize,
         url: String,
-        message: String,
+        source: pointhub_link::SectionError,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -85,11 +84,11 @@ impl Hub {
             .iter()
             .enumerate()
             .map(|(index, up)| {
-                up.link_config(&identity, &config.name)
-                    .map_err(|message| HubError::Upstream {
-                        index,
+                up.settings(format!("upstream {index}"))
+                    .build(identity.clone(), Role::Hub, &config.name)
+                    .map_err(|source| HubError::Upstream {
                         url: up.urls.first().map(|u| u.to_string()).unwrap_or_default(),
-                        message,
+                        source,
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -110,7 +109,6 @@ impl Hub {
             name: config.name.as_str().into(),
             access,
             core: Core::new(config.limits.max_points_per_node),
-            fingerprint: identity.fingerprint,
             live: DashMap::new(),
             writes: DashMap::new(),
             conns: DashMap::new(),
@@ -138,7 +136,7 @@ impl Hub {
         hub.set_sys(
             &format!("$sys/{}/version", hub.name),
             DataType::String,
-            Value::String(pointhub_client::link::SOFTWARE.into()),
+            Value::String(pointhub_link::SOFTWARE.into()),
         );
         hub.set_sys(
             &format!("$sys/{}/connected", hub.name),
@@ -174,7 +172,7 @@ fn first_admin(hub: &Hub) {
             let file = hub.config.data_dir.join("admin-password.txt");
             let text = format!("{}\n", v["password"].as_str().unwrap_or_default());
             let written = std::fs::write(&file, text)
-                .and_then(|_| pointhub_client::identity::owner_only(&file));
+                .and_then(|_| pointhub_link::identity::owner_only(&file));
             match written {
                 Ok(()) => warn!(
                     user = "admin",

@@ -4,8 +4,8 @@
 use crate::config::HubConfig;
 use crate::core::Core;
 use dashmap::DashMap;
-use pointhub_client::identity::Fingerprint;
-use pointhub_client::link::SessionTx;
+use pointhub_link::identity::Fingerprint;
+use pointhub_link::SessionTx;
 use pointhub_schemas::ErrorCode;
 use pointhub_schemas::{DataType, Limits, Value, WriteResult};
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ pub struct LiveNode {
     pub role: pointhub_schemas::Role,
     pub tx: SessionTx,
     pub remote: SocketAddr,
-    pub stats: Arc<pointhub_client::link::SessionStats>,
+    pub stats: Arc<pointhub_link::SessionStats>,
     pub software: String,
     /// A client's subscription, for its queue figures.
     pub sub: Option<Arc<crate::core::Subscriber>>,
@@ -39,49 +39,48 @@ pub struct LiveNode {
 
 /// The running hub.
 pub struct Hub {
-    pub name: Arc<str>,
-    pub config: HubConfig,
-    pub core: Core,
-    pub fingerprint: Fingerprint,
+    pub(crate) name: Arc<str>,
+    pub(crate) config: HubConfig,
+    pub(crate) core: Core,
     /// Keys, tokens, pending keys and the audit log.
-    pub access: crate::access::Access,
+    pub(crate) access: crate::access::Access,
     /// Live sessions by session id.
-    pub live: DashMap<u64, LiveNode>,
+    pub(crate) live: DashMap<u64, LiveNode>,
     /// The hubs below each child-hub session (their `Chain`), to refuse loops.
-    pub below: DashMap<u64, Vec<String>>,
+    pub(crate) below: DashMap<u64, Vec<String>>,
     /// The hubs above this one, per upstream link: its parent and the parent's own ancestors
     /// (the parent's `Chain`). A child that claims one of them below it is refused: that is a
     /// loop, or a forged chain that would get this hub refused by its parent.
-    pub above: DashMap<usize, Vec<String>>,
+    pub(crate) above: DashMap<usize, Vec<String>>,
     /// Writes on their way to an edge: hub request id → the edge session asked and where the
     /// answer goes. Only that session may answer.
-    pub writes: DashMap<u64, PendingWrite>,
+    pub(crate) writes: DashMap<u64, PendingWrite>,
     /// Every upgraded node connection, from before its hello to its end: (key, its token).
     /// A revocation cancels them all, so no connection admitted before it outlives it.
-    pub conns: DashMap<u64, (Fingerprint, CancellationToken)>,
-    pub limits: Limits,
+    pub(crate) conns: DashMap<u64, (Fingerprint, CancellationToken)>,
+    pub(crate) limits: Limits,
     /// Fires when the hub shuts down; every session is a child of it.
-    pub shutdown: CancellationToken,
-    pub started: std::time::Instant,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) started: std::time::Instant,
     /// Figures for `/metrics`.
-    pub stats: HubStats,
+    pub(crate) stats: HubStats,
     /// Console sessions (cookie → operator).
-    pub web: crate::web::principal::WebState,
+    pub(crate) web: crate::web::principal::WebState,
 }
 
 /// A write sent to an edge, waiting for its answer.
 pub struct PendingWrite {
     /// The edge session the request went to: a result from any other session is refused.
-    pub session: u64,
-    pub reply: oneshot::Sender<WriteResult>,
+    pub(crate) session: u64,
+    pub(crate) reply: oneshot::Sender<WriteResult>,
 }
 
 /// Counters the hub keeps for `/metrics`.
 #[derive(Default)]
 pub struct HubStats {
-    pub updates_out: std::sync::atomic::AtomicU64,
-    pub refused: std::sync::atomic::AtomicU64,
-    pub writes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    pub(crate) updates_out: std::sync::atomic::AtomicU64,
+    pub(crate) refused: std::sync::atomic::AtomicU64,
+    pub(crate) writes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl HubStats {

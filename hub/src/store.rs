@@ -2,7 +2,7 @@
 //! pending keys, enrollment tokens. Every change is one committed transaction, so a restart (or a
 //! crash) loses no approval and no revocation.
 
-use pointhub_client::Fingerprint;
+use pointhub_link::Fingerprint;
 use pointhub_schemas::{Pattern, Role, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,7 @@ impl Store {
         }
         tx.commit().map_err(|e| damaged(&e))?;
         for p in [path.parent().unwrap_or(path), path] {
-            pointhub_client::identity::owner_only(p)
+            pointhub_link::identity::owner_only(p)
                 .map_err(|e| StoreError::Db(format!("{}: {e}", p.display())))?;
         }
         let store = Store { db };

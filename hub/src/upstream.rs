@@ -11,8 +11,8 @@
 use crate::config::UpstreamConfig;
 use crate::core::Subscriber;
 use crate::state::Hub;
-use pointhub_client::link::{self, Backoff};
-use pointhub_client::LinkConfig;
+use pointhub_link::LinkConfig;
+use pointhub_link::{self as link, Backoff};
 use pointhub_schemas::name::in_namespace;
 use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Quality, Value, WriteResult};
 use std::sync::Arc;

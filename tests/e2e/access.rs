@@ -193,7 +193,7 @@ fn writes_are_checked_and_audited_and_revocation_ends_a_live_session_within_a_se
         && e["status"] == "BadUserAccessDenied"));
 
     // Revoke the watching client's key while it is connected.
-    let viewer_fp = pointhub_client::identity::load(
+    let viewer_fp = pointhub_link::identity::load(
         &p.path("keys/viewer/node.crt"),
         &p.path("keys/viewer/node.key"),
     )

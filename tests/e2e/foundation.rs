@@ -358,12 +358,12 @@ async fn a_hub_stopped_with_ctrl_c_tells_its_nodes_it_is_shutting_down() {
     p.write_hub("127.0.0.1:0", &[Node::client("hmi", "[]")]);
     let mut hub = p.start_hub();
     p.write_client("hmi");
-    let cfg = pointhub_client::config::ClientConfig::load(&p.path("hmi.toml")).expect("config");
+    let cfg = pointhub_client::ClientConfig::load(&p.path("hmi.toml")).expect("config");
     let link_cfg = cfg
         .hub
         .link_config(pointhub_schemas::Role::Client, "hmi")
         .expect("link config");
-    let mut link = pointhub_client::link::dial(
+    let mut link = pointhub_link::dial(
         &link_cfg,
         &link_cfg.hubs[0],
         &tokio_util::sync::CancellationToken::new(),

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use pointhub_client::identity;
+use pointhub_link::identity;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

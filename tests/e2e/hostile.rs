@@ -1,8 +1,8 @@
 //! Bad input and slow peers: each ends or slows only its own session.
 
 use crate::harness::*;
-use pointhub_client::config::ClientConfig;
-use pointhub_client::link::{self, Link};
+use pointhub_client::ClientConfig;
+use pointhub_link::{self as link, Link};
 use pointhub_schemas::{ErrorCode, Msg, Role, Subscribe};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ fn plant(signals: u32, rate: f64) -> (Plant, Proc) {
     (p, hub)
 }
 
-fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_client::LinkConfig {
+fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_link::LinkConfig {
     let cfg = ClientConfig::load(&p.path(&format!("{name}.toml"))).expect("config");
     cfg.hub.link_config(role, name).expect("link config")
 }
@@ -152,7 +152,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_hub_memory_stays_bounded
         .expect("connect");
     // Below the node link: TLS, WebSocket, hello and subscribe by hand, then the socket is
     // never read again, not even by a reader task.
-    let tls_cfg = pointhub_client::tls::client_config(&cfg.identity, &cfg.verify).expect("tls");
+    let tls_cfg = pointhub_link::tls::client_config(&cfg.identity, &cfg.verify).expect("tls");
     let name = rustls::pki_types::ServerName::try_from(hub_addr.host.clone()).expect("name");
     let tls = tokio_rustls::TlsConnector::from(tls_cfg)
         .connect(name, tcp)
@@ -313,7 +313,7 @@ async fn random_frames_a_flood_and_idle_connections_leave_a_legit_client_served(
     for _ in 0..300 {
         idle_tcp.push(std::net::TcpStream::connect(&hub_addr).expect("connect"));
     }
-    let anon = pointhub_client::tls::anonymous_client_config(&cfg.verify).expect("tls config");
+    let anon = pointhub_link::tls::anonymous_client_config(&cfg.verify).expect("tls config");
     let mut idle_tls = Vec::new();
     for _ in 0..100 {
         let tcp = tokio::net::TcpStream::connect(&hub_addr)

@@ -6,5 +6,6 @@ mod console;
 mod foundation;
 mod harness;
 mod hostile;
+mod layout;
 mod modbus;
 mod probe;

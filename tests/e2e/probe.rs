@@ -3,8 +3,8 @@
 
 use crate::harness::*;
 use futures_util::{SinkExt, StreamExt};
-use pointhub_client::config::ClientConfig;
-use pointhub_client::link::{self, Link};
+use pointhub_client::ClientConfig;
+use pointhub_link::{self as link, Link};
 use pointhub_schemas::{
     Birth, DataType, ErrorCode, Msg, PointDef, Quality, Role, Subscribe, Timestamp, Update,
     WriteResult,
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(20);
 
-fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_client::LinkConfig {
+fn link_cfg(p: &Plant, name: &str, role: Role) -> pointhub_link::LinkConfig {
     let cfg = ClientConfig::load(&p.path(&format!("{name}.toml"))).expect("config");
     cfg.hub.link_config(role, name).expect("link config")
 }
@@ -45,7 +45,7 @@ async fn errors_until_end(link: &mut Link) -> Vec<pointhub_schemas::ErrorMsg> {
 }
 
 fn fingerprint(p: &Plant, name: &str) -> String {
-    pointhub_client::identity::load(
+    pointhub_link::identity::load(
         &p.path(&format!("keys/{name}/node.crt")),
         &p.path(&format!("keys/{name}/node.key")),
     )
@@ -57,7 +57,7 @@ fn fingerprint(p: &Plant, name: &str) -> String {
 /// A TLS connection to the hub's port without a client key (the web side).
 async fn web_tls(p: &Plant) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let cfg = link_cfg(p, "hmi", Role::Client);
-    let anon = pointhub_client::tls::anonymous_client_config(&cfg.verify).expect("tls config");
+    let anon = pointhub_link::tls::anonymous_client_config(&cfg.verify).expect("tls config");
     let tcp = tokio::net::TcpStream::connect(&p.hub_addr)
         .await
         .expect("connect");
@@ -189,7 +189,7 @@ async fn a_connection_upgraded_before_a_revoke_never_gets_its_welcome() {
     p.write_client("hmi");
     // TLS with edge1's key and the WebSocket upgrade, then silence: no hello yet.
     let cfg = link_cfg(&p, "edge1", Role::Edge);
-    let tls_cfg = pointhub_client::tls::client_config(&cfg.identity, &cfg.verify).expect("tls");
+    let tls_cfg = pointhub_link::tls::client_config(&cfg.identity, &cfg.verify).expect("tls");
     let tcp = tokio::net::TcpStream::connect(&p.hub_addr)
         .await
         .expect("connect");
@@ -688,7 +688,7 @@ async fn a_json_session_that_never_reads_costs_the_hub_little_memory() {
         .await
         .expect("connect");
     let cfg = link_cfg(&p, "hmi", Role::Client);
-    let anon = pointhub_client::tls::anonymous_client_config(&cfg.verify).expect("tls config");
+    let anon = pointhub_link::tls::anonymous_client_config(&cfg.verify).expect("tls config");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let tls = tokio_rustls::TlsConnector::from(anon)
         .connect(name, tcp)

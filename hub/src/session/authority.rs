@@ -3,7 +3,7 @@
 
 use crate::config::NodeEntry;
 use crate::state::Hub;
-use pointhub_client::link::Session;
+use pointhub_link::Session;
 use pointhub_schemas::name::in_namespace;
 use pointhub_schemas::{ErrorCode, Msg, Rebirth, Role};
 use serde_json::json;

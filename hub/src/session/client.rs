@@ -5,7 +5,7 @@ use crate::config::NodeEntry;
 use crate::core::Subscriber;
 use crate::state::Hub;
 use crate::throttle::{paced_scan, Throttle, SCANS_PER_SEC};
-use pointhub_client::link::{Session, SessionTx};
+use pointhub_link::{Session, SessionTx};
 use pointhub_schemas::{Data, Define, ErrorCode, Msg, Pattern, Quality, SnapshotDone, WriteResult};
 use serde_json::json;
 use std::sync::atomic::Ordering;

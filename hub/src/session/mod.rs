@@ -11,7 +11,7 @@ use crate::state::{Hub, LiveNode, Peer};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use pointhub_client::link::{spawn_session, FrameKind, Session, SessionOpts, WsMessage};
+use pointhub_link::{spawn_session, FrameKind, Session, SessionOpts, WsMessage};
 use pointhub_schemas::{DataType, ErrorCode, Msg, Role, Value, Welcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -197,7 +197,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
             namespace: namespace.clone(),
             heartbeat_ms: hub.config.heartbeat.interval_ms,
             timeout_ms: hub.config.heartbeat.timeout_ms,
-            software: pointhub_client::link::SOFTWARE.into(),
+            software: pointhub_link::SOFTWARE.into(),
         }))
         .await;
     info!(software = %hello.software, "node connected");

@@ -7,7 +7,7 @@ use crate::state::Hub;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use pointhub_client::Fingerprint;
+use pointhub_link::Fingerprint;
 use pointhub_schemas::{json as record, Pattern, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
@@ -171,9 +171,8 @@ pub(super) async fn api_keys(
 }
 
 pub(super) fn fingerprint(s: &str) -> Result<Fingerprint, ApiError> {
-    s.parse().map_err(|e: pointhub_client::IdentityError| {
-        ApiError(StatusCode::BAD_REQUEST, e.to_string())
-    })
+    s.parse()
+        .map_err(|e: pointhub_link::IdentityError| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 pub(super) async fn api_approve(

@@ -8,10 +8,11 @@
 
 use crate::identity::{Fingerprint, Identity, IdentityError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WantsClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{ConfigBuilder, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::sync::Arc;
 
 /// How a node checks the hub it dials.
@@ -23,10 +24,12 @@ pub enum ServerVerification {
     Ca(Vec<CertificateDer<'static>>),
 }
 
+/// The crypto provider every pointhub TLS configuration uses (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A TLS configuration that cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS configuration: {0}")]
@@ -42,25 +45,8 @@ pub fn client_config(
     identity: &Identity,
     verify: &ServerVerification,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let builder = match verify {
-        ServerVerification::Pin(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedHub { pin: *fp, provider })),
-        ServerVerification::Ca(certs) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certs {
-                roots
-                    .add(c.clone())
-                    .map_err(|e| TlsError::Ca(e.to_string()))?;
-            }
-            builder.with_root_certificates(roots)
-        }
-    };
-    let mut config =
-        builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?;
+    let mut config = verifying(verify)?
+        .with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -70,14 +56,27 @@ pub fn client_config(
 pub fn anonymous_client_config(
     verify: &ServerVerification,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut config = verifying(verify)?.with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 with the hub checked as `verify` says; the client key is the caller's choice.
+fn verifying(
+    verify: &ServerVerification,
+) -> Result<ConfigBuilder<rustls::ClientConfig, WantsClientCert>, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let mut config = match verify {
-        ServerVerification::Pin(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedHub { pin: *fp, provider }))
-            .with_no_client_auth(),
+    Ok(match verify {
+        ServerVerification::Pin(fp) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedHub {
+                    pin: *fp,
+                    signatures: Signatures(provider),
+                }))
+        }
         ServerVerification::Ca(certs) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs {
@@ -85,11 +84,9 @@ pub fn anonymous_client_config(
                     .add(c.clone())
                     .map_err(|e| TlsError::Ca(e.to_string()))?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    })
 }
 
 /// The hub's server configuration: its own identity, TLS 1.3 (1.2 too only if allowed), client
@@ -106,16 +103,57 @@ pub fn server_config(
     };
     let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)?
-        .with_client_cert_verifier(Arc::new(AnyClientKey { provider }))
+        .with_client_cert_verifier(Arc::new(AnyClientKey {
+            signatures: Signatures(provider),
+        }))
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// The one place both verifiers check handshake signatures: with the provider's algorithms.
+#[derive(Debug)]
+struct Signatures(Arc<CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A node's check of its hub by the pinned fingerprint of the hub's public key.
 #[derive(Debug)]
 struct PinnedHub {
     pin: Fingerprint,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for PinnedHub {
@@ -146,12 +184,7 @@ impl ServerCertVerifier for PinnedHub {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -160,18 +193,11 @@ impl ServerCertVerifier for PinnedHub {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -179,7 +205,7 @@ impl ServerCertVerifier for PinnedHub {
 /// holds its key. Which keys may do what is decided by fingerprint after the handshake.
 #[derive(Debug)]
 struct AnyClientKey {
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ClientCertVerifier for AnyClientKey {
@@ -211,12 +237,7 @@ impl ClientCertVerifier for AnyClientKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -225,17 +246,10 @@ impl ClientCertVerifier for AnyClientKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }

@@ -4,8 +4,8 @@
 //! on/off switch (`onoff`); setpoints (`setpoint1…`) are writable floats that hold what was
 //! written. Every signal changes on every tick of `rate_hz`.
 
+use super::{Sample, Source, SourceContext, SourceHandle, SourceWrite};
 use crate::config::SimConfig;
-use crate::{Sample, SourceHandle, SourceWrite};
 use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -18,6 +18,17 @@ enum Kind {
     OnOff,
 }
 
+impl Source for SimConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&self, ctx: SourceContext) -> SourceHandle {
+        spawn(&ctx.namespace, self, ctx.base, ctx.samples, ctx.shutdown)
+    }
+}
+
+/// Starts the simulator; returns its points (signals, then setpoints).
 pub fn spawn(
     namespace: &str,
     cfg: &SimConfig,

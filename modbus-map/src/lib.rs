@@ -1,4 +1,6 @@
-//! Register maps and the register codec.
+//! Modbus register maps and the register codec, shared by the edge's Modbus source (which reads
+//! a device) and the client's Modbus server (which an HMI reads): one definition of where a point
+//! sits and how its registers turn into a value and back.
 //!
 //! A mapped point sits in one Modbus table at an address, with a data type:
 //!
@@ -20,6 +22,45 @@
 
 use pointhub_schemas::{DataType, Value};
 use serde::Deserialize;
+
+/// A mapping that cannot work: what is wrong and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MapError(pub String);
+
+/// Two mappings that claim the same registers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{later} ({later_at}) overlaps {earlier} ({earlier_at})")]
+pub struct Overlap {
+    /// The label of the mapping that starts first.
+    pub earlier: String,
+    /// Where it sits: `holding 10..11`.
+    pub earlier_at: String,
+    /// The label of the mapping that starts inside it.
+    pub later: String,
+    /// Where that one sits.
+    pub later_at: String,
+}
+
+/// A value that does not go into a mapping's registers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{0} is not a number")]
+    NotANumber(Value),
+    #[error("{0} is not true/false")]
+    NotABool(Value),
+    #[error("{0} is not text")]
+    NotText(Value),
+    #[error("{value} is out of range for {ty:?} ({lo}..={hi} raw)")]
+    OutOfRange {
+        value: Value,
+        ty: RegType,
+        lo: f64,
+        hi: f64,
+    },
+    #[error("{chars} characters do not fit {registers} registers")]
+    TooLong { chars: usize, registers: usize },
+}
 
 /// The Modbus tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -147,57 +188,61 @@ impl Mapping {
     }
 
     /// Checks the mapping on its own; the message says what to change.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MapError> {
         match (self.table.is_bits(), self.ty) {
             (true, RegType::Bool) => {}
             (true, _) => {
-                return Err(format!(
+                return Err(MapError(format!(
                     "a {} holds single bits: use type = \"bool\"",
                     self.table.as_str()
-                ))
+                )))
             }
             (false, RegType::Bool) => {
-                return Err(format!(
+                return Err(MapError(format!(
                 "a {} register is 16 bits: use type = \"bit\" with bit = 0..15, or a number type",
                 self.table.as_str()
-            ))
+            )))
             }
             _ => {}
         }
         if self.ty == RegType::Bit {
             match self.bit {
                 Some(b) if b < 16 => {}
-                Some(b) => return Err(format!("bit = {b}: a register has bits 0 to 15")),
-                None => return Err("type = \"bit\" needs bit = 0..15".into()),
+                Some(b) => return Err(MapError(format!("bit = {b}: a register has bits 0 to 15"))),
+                None => return Err(MapError("type = \"bit\" needs bit = 0..15".into())),
             }
         } else if self.bit.is_some() {
-            return Err("bit is only for type = \"bit\"".into());
+            return Err(MapError("bit is only for type = \"bit\"".into()));
         }
         if self.ty == RegType::String {
             match self.length {
                 Some(n) if (1..=125).contains(&n) => {}
                 _ => {
-                    return Err(
+                    return Err(MapError(
                         "type = \"string\" needs length = 1..125 (registers, two characters each)"
                             .into(),
-                    )
+                    ))
                 }
             }
         } else if self.length.is_some() {
-            return Err("length is only for type = \"string\"".into());
+            return Err(MapError("length is only for type = \"string\"".into()));
         }
         if self.end() > 65535 {
-            return Err(format!(
+            return Err(MapError(format!(
                 "address {} with {} registers runs past 65535",
                 self.address,
                 self.count()
-            ));
+            )));
         }
         if !self.scale.is_finite() || self.scale == 0.0 || !self.offset.is_finite() {
-            return Err("scale must be a finite, non-zero number and offset finite".into());
+            return Err(MapError(
+                "scale must be a finite, non-zero number and offset finite".into(),
+            ));
         }
         if self.scaled() && matches!(self.ty, RegType::Bool | RegType::Bit | RegType::String) {
-            return Err("scale and offset apply to number types only".into());
+            return Err(MapError(
+                "scale and offset apply to number types only".into(),
+            ));
         }
         Ok(())
     }
@@ -301,13 +346,13 @@ impl Mapping {
 
     /// Encodes a value into registers (or one bit as 0/1). For `bit`, `current` is the register's
     /// present content, whose other bits are kept.
-    pub fn encode(&self, value: &Value, current: Option<u16>) -> Result<Vec<u16>, String> {
+    pub fn encode(&self, value: &Value, current: Option<u16>) -> Result<Vec<u16>, EncodeError> {
         let num = || {
             value
                 .as_f64()
-                .ok_or_else(|| format!("{value} is not a number"))
+                .ok_or_else(|| EncodeError::NotANumber(value.clone()))
         };
-        let raw = || -> Result<f64, String> {
+        let raw = || -> Result<f64, EncodeError> {
             let v = (num()? - self.offset) / self.scale;
             Ok(if matches!(self.ty, RegType::F32 | RegType::F64) {
                 v
@@ -317,10 +362,12 @@ impl Mapping {
         };
         let range = |v: f64, lo: f64, hi: f64| {
             if v < lo || v > hi || !v.is_finite() {
-                Err(format!(
-                    "{value} is out of range for {:?} ({lo}..={hi} raw)",
-                    self.ty
-                ))
+                Err(EncodeError::OutOfRange {
+                    value: value.clone(),
+                    ty: self.ty,
+                    lo,
+                    hi,
+                })
             } else {
                 Ok(v)
             }
@@ -353,11 +400,14 @@ impl Mapping {
             RegType::F64 => self.u64_to_words(raw()?.to_bits(), 4),
             RegType::String => {
                 let Value::String(s) = value else {
-                    return Err(format!("{value} is not text"));
+                    return Err(EncodeError::NotText(value.clone()));
                 };
                 let n = usize::from(self.count());
                 if s.len() > n * 2 {
-                    return Err(format!("{} characters do not fit {n} registers", s.len()));
+                    return Err(EncodeError::TooLong {
+                        chars: s.len(),
+                        registers: n,
+                    });
                 }
                 let mut bytes = s.as_bytes().to_vec();
                 bytes.resize(n * 2, 0);
@@ -377,10 +427,10 @@ impl Mapping {
     }
 }
 
-fn bool_of(v: &Value) -> Result<bool, String> {
+fn bool_of(v: &Value) -> Result<bool, EncodeError> {
     match v.coerce(DataType::Bool) {
         Ok(Value::Bool(b)) => Ok(b),
-        _ => Err(format!("{v} is not true/false")),
+        _ => Err(EncodeError::NotABool(v.clone())),
     }
 }
 
@@ -435,17 +485,19 @@ impl MapEntry {
     }
 
     /// Checks what both ends share: the mapping itself, writability, deadbands.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MapError> {
         self.mapping().validate()?;
         if self.writable && !self.table.writable() {
-            return Err(format!(
+            return Err(MapError(format!(
                 "a {} cannot be written: only holding registers and coils",
                 self.table.as_str()
-            ));
+            )));
         }
         for d in [self.deadband, self.deadband_percent].into_iter().flatten() {
             if !(d.is_finite() && d >= 0.0) {
-                return Err("deadband and deadband_percent must be zero or more".into());
+                return Err(MapError(
+                    "deadband and deadband_percent must be zero or more".into(),
+                ));
             }
         }
         Ok(())
@@ -454,7 +506,7 @@ impl MapEntry {
 
 /// Checks that no two mappings of one table overlap (bits of one register may share it).
 /// `items` are (label, mapping); the error names both.
-pub fn check_overlaps(items: &[(String, &Mapping)]) -> Result<(), String> {
+pub fn check_overlaps(items: &[(String, &Mapping)]) -> Result<(), Overlap> {
     let mut sorted: Vec<&(String, &Mapping)> = items.iter().collect();
     sorted.sort_by_key(|(_, m)| (m.table, m.address));
     for pair in sorted.windows(2) {
@@ -468,15 +520,12 @@ pub fn check_overlaps(items: &[(String, &Mapping)]) -> Result<(), String> {
             && a.address == b.address
             && a.bit != b.bit;
         if !bits {
-            return Err(format!(
-                "{lb} ({} {}..{}) overlaps {la} ({} {}..{})",
-                b.table.as_str(),
-                b.address,
-                b.end(),
-                a.table.as_str(),
-                a.address,
-                a.end()
-            ));
+            return Err(Overlap {
+                earlier: la.clone(),
+                earlier_at: format!("{} {}..{}", a.table.as_str(), a.address, a.end()),
+                later: lb.clone(),
+                later_at: format!("{} {}..{}", b.table.as_str(), b.address, b.end()),
+            });
         }
     }
     Ok(())
@@ -543,7 +592,10 @@ mod tests {
             map.encode(&Value::Float(-10.5), None).expect("encodes"),
             vec![(-5i16) as u16]
         );
-        assert!(map.encode(&Value::Float(1e9), None).is_err());
+        assert!(matches!(
+            map.encode(&Value::Float(1e9), None),
+            Err(EncodeError::OutOfRange { .. })
+        ));
         let mut bit = m(Table::Holding, 3, RegType::Bit, Order::ABCD);
         bit.bit = Some(4);
         assert_eq!(bit.decode_regs(&[0b1_0000]), Value::Bool(true));
@@ -566,6 +618,7 @@ mod tests {
         assert!(m(Table::Holding, 0, RegType::Bool, Order::ABCD)
             .validate()
             .expect_err("bool in a register")
+            .to_string()
             .contains("bit"));
         assert!(m(Table::Coil, 0, RegType::U16, Order::ABCD)
             .validate()
@@ -573,12 +626,18 @@ mod tests {
         assert!(m(Table::Holding, 65535, RegType::U32, Order::ABCD)
             .validate()
             .expect_err("past the end")
+            .to_string()
             .contains("65535"));
         let a = m(Table::Holding, 10, RegType::U32, Order::ABCD);
         let b = m(Table::Holding, 11, RegType::U16, Order::ABCD);
         let c = m(Table::Input, 11, RegType::U16, Order::ABCD);
         let e = check_overlaps(&[("a".into(), &a), ("b".into(), &b)]).expect_err("overlap");
-        assert!(e.contains("overlaps"), "{e}");
+        assert_eq!((e.earlier.as_str(), e.later.as_str()), ("a", "b"));
+        assert!(
+            e.to_string()
+                .contains("b (holding 11..11) overlaps a (holding 10..11)"),
+            "{e}"
+        );
         check_overlaps(&[("a".into(), &a), ("c".into(), &c)]).expect("other table");
     }
 }

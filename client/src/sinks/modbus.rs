@@ -14,8 +14,8 @@
 //! not writable or not granted → 0x02; value out of range → 0x03; device refused → 0x04; no
 //! answer, no link → 0x0B.
 
-use super::map::{MapEntry, Table};
 use crate::Client;
+use pointhub_modbus_map::{MapEntry, Mapping, Overlap, RegType, Table};
 use pointhub_schemas::{Quality, Value};
 use serde::Deserialize;
 use std::future::Future;
@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio_modbus::{ExceptionCode, Request, Response};
 use tokio_util::sync::CancellationToken;
 
+/// What a read of a point whose quality is not good gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BadQuality {
@@ -53,20 +54,32 @@ fn default_write_ms() -> u64 {
     5000
 }
 
+/// A `[modbus_server]` section that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerConfigError {
+    #[error("modbus_server.listen: {0:?} is not an address like 127.0.0.1:1502")]
+    Listen(String),
+    #[error("modbus_server point {name:?}: {message}")]
+    Point { name: String, message: String },
+    #[error("modbus_server: {0}")]
+    Overlap(#[from] Overlap),
+}
+
 impl ServerConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        self.listen.parse::<std::net::SocketAddr>().map_err(|_| {
-            format!(
-                "modbus_server.listen: {:?} is not an address like 127.0.0.1:1502",
-                self.listen
-            )
-        })?;
+    /// Checks the section: the address, every point's mapping, and that no two overlap.
+    pub fn validate(&self) -> Result<(), ServerConfigError> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| ServerConfigError::Listen(self.listen.clone()))?;
         let mut labelled = Vec::new();
         let mut quality = Vec::new();
         for e in &self.points {
-            let at = |why: String| format!("modbus_server point {:?}: {why}", e.name);
+            let at = |message: String| ServerConfigError::Point {
+                name: e.name.clone(),
+                message,
+            };
             pointhub_schemas::name::validate_name(&e.name, 256).map_err(|er| at(er.to_string()))?;
-            e.validate().map_err(at)?;
+            e.validate().map_err(|er| at(er.to_string()))?;
             if e.deadband.is_some() || e.deadband_percent.is_some() || e.group.is_some() {
                 return Err(at("deadband and group belong to an edge's map".into()));
             }
@@ -74,10 +87,10 @@ impl ServerConfig {
             if let Some(q) = e.quality_register {
                 quality.push((
                     format!("quality register of {:?}", e.name),
-                    super::map::Mapping {
+                    Mapping {
                         table: Table::Holding,
                         address: q,
-                        ty: super::map::RegType::U16,
+                        ty: RegType::U16,
                         order: Default::default(),
                         length: None,
                         bit: None,
@@ -87,10 +100,11 @@ impl ServerConfig {
                 ));
             }
         }
-        let mut all: Vec<(String, &super::map::Mapping)> =
+        let mut all: Vec<(String, &Mapping)> =
             labelled.iter().map(|(l, m)| (l.clone(), m)).collect();
         all.extend(quality.iter().map(|(l, m)| (l.clone(), m)));
-        super::map::check_overlaps(&all)
+        pointhub_modbus_map::check_overlaps(&all)?;
+        Ok(())
     }
 
     /// The names to subscribe to.
@@ -289,6 +303,53 @@ pub async fn serve(
     tokio::select! {
         r = server.serve(&on_connected, on_error) => r,
         _ = shutdown.cancelled() => Ok(()),
+    }
+}
+
+/// The Modbus server as a sink: a bound listener and its `[modbus_server]` section. Binding first
+/// lets a taken port be reported before the client dials.
+pub struct ModbusSink {
+    /// The checked section.
+    pub cfg: ServerConfig,
+    /// Where HMIs connect.
+    pub listener: tokio::net::TcpListener,
+}
+
+impl super::Sink for ModbusSink {
+    fn kind(&self) -> &'static str {
+        "modbus server"
+    }
+
+    fn patterns(&self) -> Vec<String> {
+        self.cfg.patterns()
+    }
+
+    fn run(
+        self: Box<Self>,
+        client: Client,
+        mut events: tokio::sync::mpsc::Receiver<crate::client::Event>,
+        shutdown: CancellationToken,
+    ) -> super::SinkRun {
+        use crate::client::Event;
+        Box::pin(async move {
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        Event::Connected { hub, .. } => eprintln!("connected to {hub}"),
+                        Event::Disconnected { reason } => eprintln!(
+                            "disconnected: {reason}; Modbus reads answer 0x0B until the hub is back"
+                        ),
+                        _ => {}
+                    }
+                }
+            });
+            serve(client, self.cfg, self.listener, shutdown)
+                .await
+                .map_err(|source| super::SinkError::Io {
+                    sink: "modbus server",
+                    source,
+                })
+        })
     }
 }
 

@@ -10,9 +10,9 @@
 //!   of the device `BadCommunicationError`; a Modbus exception turns the points of that read
 //!   `BadDeviceFailure`. `$sys/<edge>/modbus/<device>/status` says why; recovery brings `Good`.
 
+use super::{Sample, Source, SourceContext, SourceHandle, SourceWrite};
 use crate::config::{ModbusConfig, Transport};
-use crate::{Sample, SourceHandle, SourceWrite};
-use pointhub_client::modbus::map::{MapEntry, Mapping, Table};
+use pointhub_modbus_map::{MapEntry, Mapping, Table};
 use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,6 +88,23 @@ struct Status {
     polls: u32,
     errors: u32,
     last_error: u32,
+}
+
+impl Source for ModbusConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&self, ctx: SourceContext) -> SourceHandle {
+        spawn(
+            &ctx.edge,
+            &ctx.namespace,
+            self,
+            ctx.base,
+            ctx.samples,
+            ctx.shutdown,
+        )
+    }
 }
 
 /// Starts the device task; returns its points (data points, then `$sys` status points).
@@ -515,7 +532,7 @@ impl Device {
             return (Quality::BadCommunicationError, e);
         }
         let t = self.timeout();
-        let current = if m.ty == pointhub_client::modbus::map::RegType::Bit {
+        let current = if m.ty == pointhub_modbus_map::RegType::Bit {
             let block = Block {
                 table: m.table,
                 start: m.address,
@@ -531,7 +548,7 @@ impl Device {
         } else {
             None
         };
-        let regs = match m.encode(value, current) {
+        let regs = match m.encode(value, current).map_err(|e| e.to_string()) {
             Ok(r) => r,
             Err(e) => return (Quality::BadTypeMismatch, e),
         };
@@ -591,7 +608,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pointhub_client::modbus::map::{Order, RegType};
+    use pointhub_modbus_map::{Order, RegType};
 
     fn m(table: Table, address: u16, ty: RegType) -> Mapping {
         Mapping {

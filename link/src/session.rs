@@ -1,4 +1,4 @@
-//! The node link: one WebSocket session over TLS between a node and a hub, and the dialer.
+//! One WebSocket session between a node and a hub, driven the same way on both ends.
 //!
 //! [`spawn_session`] drives any WebSocket (the node's tungstenite stream or the hub's axum socket)
 //! with the same rules on both ends: frames decoded within [`Limits`], a `Ping` every heartbeat
@@ -6,100 +6,16 @@
 //! from `Pong`s, and queued outbound messages coalesced into one write. A bad frame ends the
 //! session with an `Error` message that says why; it ends nothing else.
 
-use crate::identity::Identity;
-use crate::tls::{client_config, ServerVerification, TlsError};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use pointhub_schemas::{
-    self as schemas, ErrorCode, ErrorMsg, Hello, Limits, Msg, Ping, Role, Timestamp, Welcome,
-};
+use pointhub_schemas::{self as schemas, ErrorCode, ErrorMsg, Limits, Msg, Ping, Timestamp};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
-
-/// The software string every node sends.
-pub const SOFTWARE: &str = concat!("pointhub ", env!("CARGO_PKG_VERSION"));
-
-/// A hub address: `wss://host:port/node`, `host:port`, `[::1]:7420`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HubAddr {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-/// The hub's default port.
-pub const DEFAULT_PORT: u16 = 7420;
-
-impl FromStr for HubAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| {
-            format!("hub address {s:?}: {why} (write wss://HOST:PORT, e.g. wss://127.0.0.1:7420)")
-        };
-        let rest = s.trim();
-        let rest = if let Some(r) = rest.strip_prefix("wss://") {
-            r
-        } else if rest.contains("://") {
-            return Err(bad("only wss:// is spoken"));
-        } else {
-            rest
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/node"),
-        };
-        let path = if path == "/" { "/node" } else { path };
-        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-            let end = r.find(']').ok_or_else(|| bad("unclosed '['"))?;
-            let host = &r[..end];
-            let port = match &r[end + 1..] {
-                "" => DEFAULT_PORT,
-                p => p
-                    .strip_prefix(':')
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| bad("bad port"))?,
-            };
-            (host.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (authority.to_string(), DEFAULT_PORT),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(HubAddr {
-            host,
-            port,
-            path: path.to_string(),
-        })
-    }
-}
-
-impl fmt::Display for HubAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "wss://[{}]:{}{}", self.host, self.port, self.path)
-        } else {
-            write!(f, "wss://{}:{}{}", self.host, self.port, self.path)
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for HubAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+use tracing::debug;
 
 /// Bytes the WebSocket layer reads at a time per session, on nodes and on the hub: one TLS
 /// record. The layer zero-fills this much before every read, so its 128 KiB default cost a
@@ -274,7 +190,7 @@ where
     S: Stream<Item = Result<M, E>> + Sink<M> + Send + 'static,
     <S as Sink<M>>::Error: fmt::Display + Send + 'static,
     M: WsMessage,
-    E: fmt::Display + Send + 'static,
+    E: std::error::Error + Send + 'static,
 {
     let (sink, stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(64);
@@ -310,6 +226,20 @@ where
         closed,
         reason,
     }
+}
+
+/// Whether a read failed because the peer's frame or message was past the size limit: the
+/// WebSocket layer's capacity error, found by type anywhere in the error's chain (the hub's
+/// WebSocket wraps it in its own error type).
+fn past_size_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) = err.downcast_ref() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 async fn write_loop<K, M>(
@@ -385,7 +315,7 @@ async fn read_loop<T, M, E>(
 ) where
     T: Stream<Item = Result<M, E>> + Unpin,
     M: WsMessage,
-    E: fmt::Display,
+    E: std::error::Error + 'static,
 {
     let mut window = tokio::time::Instant::now();
     let mut in_window = 0u32;
@@ -412,15 +342,11 @@ async fn read_loop<T, M, E>(
             }
             Ok(None) => break "connection closed by peer".into(),
             Ok(Some(Err(e))) => {
-                let text = e.to_string();
-                if text.contains("Space limit exceeded")
-                    || text.contains("too long")
-                    || text.contains("too big")
-                {
-                    out.fail(ErrorCode::LimitExceeded, format!("frame refused: {text}"))
+                if past_size_limit(&e) {
+                    out.fail(ErrorCode::LimitExceeded, format!("frame refused: {e}"))
                         .await;
                 }
-                break format!("connection error: {text}");
+                break format!("connection error: {e}");
             }
             Ok(Some(Ok(m))) => m,
         };
@@ -483,368 +409,27 @@ async fn read_loop<T, M, E>(
     closed.cancel();
 }
 
-/// Why dialling a hub failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("cannot reach {hub}: {source}")]
-    Connect {
-        hub: HubAddr,
-        source: std::io::Error,
-    },
-    #[error("{hub} did not answer within {secs} s")]
-    Timeout { hub: HubAddr, secs: u64 },
-    #[error("TLS with {hub} failed: {detail}")]
-    Tls { hub: HubAddr, detail: String },
-    #[error("{hub} refused this node (HTTP {status}): {message}")]
-    Refused {
-        hub: HubAddr,
-        status: u16,
-        message: String,
-    },
-    #[error("{hub} ended the session: {code:?}: {message}")]
-    Rejected {
-        hub: HubAddr,
-        code: ErrorCode,
-        message: String,
-    },
-    #[error("WebSocket with {hub} failed: {detail}")]
-    WebSocket { hub: HubAddr, detail: String },
-    #[error(transparent)]
-    Config(#[from] TlsError),
-}
-
-/// Everything a node needs to dial its hubs.
-#[derive(Clone)]
-pub struct LinkConfig {
-    /// Hubs to try, in order.
-    pub hubs: Vec<HubAddr>,
-    pub verify: ServerVerification,
-    pub identity: Arc<Identity>,
-    pub role: Role,
-    pub name: String,
-    pub session: SessionOpts,
-    pub connect_timeout: Duration,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// A one-time enrollment token, sent while this node's key is not yet approved.
-    pub enroll_token: Option<String>,
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl LinkConfig {
-    pub fn new(
-        hubs: Vec<HubAddr>,
-        verify: ServerVerification,
-        identity: Identity,
-        role: Role,
-        name: impl Into<String>,
-    ) -> Result<LinkConfig, TlsError> {
-        let tls = client_config(&identity, &verify)?;
-        Ok(LinkConfig {
-            hubs,
-            verify,
-            identity: Arc::new(identity),
-            role,
-            name: name.into(),
-            session: SessionOpts::default(),
-            connect_timeout: Duration::from_secs(5),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-            enroll_token: None,
-            tls,
-        })
-    }
-}
-
-/// A dialled, welcomed session.
-pub struct Link {
-    pub session: Session,
-    pub welcome: Welcome,
-    pub hub: HubAddr,
-}
-
-/// Dials one hub: TCP, TLS 1.3, WebSocket, hello and welcome.
-pub async fn dial(
-    cfg: &LinkConfig,
-    hub: &HubAddr,
-    shutdown: &CancellationToken,
-) -> Result<Link, LinkError> {
-    let tcp = tokio::time::timeout(
-        cfg.connect_timeout,
-        tokio::net::TcpStream::connect((hub.host.as_str(), hub.port)),
-    )
-    .await
-    .map_err(|_| LinkError::Timeout {
-        hub: hub.clone(),
-        secs: cfg.connect_timeout.as_secs().max(1),
-    })?
-    .map_err(|source| LinkError::Connect {
-        hub: hub.clone(),
-        source,
-    })?;
-    dial_over(cfg, hub, tcp, shutdown).await
-}
-
-/// Like [`dial`], over a TCP connection the caller made (to set socket options, say).
-pub async fn dial_over(
-    cfg: &LinkConfig,
-    hub: &HubAddr,
-    tcp: tokio::net::TcpStream,
-    shutdown: &CancellationToken,
-) -> Result<Link, LinkError> {
-    let secs = cfg.connect_timeout.as_secs().max(1);
-    let timeout = |hub: &HubAddr| LinkError::Timeout {
-        hub: hub.clone(),
-        secs,
-    };
-    let _ = tcp.set_nodelay(true);
-    let server_name =
-        rustls::pki_types::ServerName::try_from(hub.host.clone()).map_err(|e| LinkError::Tls {
-            hub: hub.clone(),
-            detail: format!("bad host name: {e}"),
-        })?;
-    let tls = tokio::time::timeout(
-        cfg.connect_timeout,
-        tokio_rustls::TlsConnector::from(cfg.tls.clone()).connect(server_name, tcp),
-    )
-    .await
-    .map_err(|_| timeout(hub))?
-    .map_err(|e| LinkError::Tls {
-        hub: hub.clone(),
-        detail: e.to_string(),
-    })?;
-    let ws_cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(WS_READ_BUFFER)
-        .max_message_size(Some(cfg.session.limits.max_frame))
-        .max_frame_size(Some(cfg.session.limits.max_frame));
-    let url = hub.to_string();
-    let request = build_request(&url, cfg).map_err(|detail| LinkError::WebSocket {
-        hub: hub.clone(),
-        detail,
-    })?;
-    let (ws, _resp) = tokio::time::timeout(
-        cfg.connect_timeout,
-        tokio_tungstenite::client_async_with_config(request, tls, Some(ws_cfg)),
-    )
-    .await
-    .map_err(|_| timeout(hub))?
-    .map_err(|e| match e {
-        tokio_tungstenite::tungstenite::Error::Http(resp) => {
-            let message = resp
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                .unwrap_or_default();
-            LinkError::Refused {
-                hub: hub.clone(),
-                status: resp.status().as_u16(),
-                message,
-            }
-        }
-        other => LinkError::WebSocket {
-            hub: hub.clone(),
-            detail: other.to_string(),
-        },
-    })?;
-    let mut session = spawn_session(ws, cfg.session.clone(), shutdown);
-    session
-        .tx
-        .send(Msg::Hello(Hello {
-            major: schemas::PROTOCOL_MAJOR,
-            minor: schemas::PROTOCOL_MINOR,
-            role: cfg.role,
-            name: cfg.name.clone(),
-            software: SOFTWARE.into(),
-        }))
-        .await;
-    let first = tokio::time::timeout(cfg.connect_timeout, session.rx.recv())
-        .await
-        .map_err(|_| timeout(hub))?;
-    match first {
-        Some(Msg::Welcome(welcome)) => Ok(Link {
-            session,
-            welcome,
-            hub: hub.clone(),
-        }),
-        Some(Msg::Error(e)) => Err(LinkError::Rejected {
-            hub: hub.clone(),
-            code: e.code,
-            message: e.message,
-        }),
-        Some(other) => Err(LinkError::WebSocket {
-            hub: hub.clone(),
-            detail: format!("expected welcome, got {}", other.kind()),
-        }),
-        None => Err(LinkError::WebSocket {
-            hub: hub.clone(),
-            detail: session.close_reason(),
-        }),
-    }
-}
-
-/// The WebSocket upgrade request, with the node's claims: its name, role and any enrollment token.
-fn build_request(
-    url: &str,
-    cfg: &LinkConfig,
-) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::http::HeaderValue;
-    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-    let h = req.headers_mut();
-    let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|_| format!("{s:?} cannot go into an HTTP header"))
-    };
-    h.insert("x-pointhub-node", value(&cfg.name)?);
-    h.insert("x-pointhub-role", value(cfg.role.as_str())?);
-    if let Some(t) = &cfg.enroll_token {
-        h.insert("x-pointhub-enroll", value(t)?);
-    }
-    Ok(req)
-}
-
-/// Exponential backoff with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    cur: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, cur: min }
-    }
-    pub fn reset(&mut self) {
-        self.cur = self.min;
-    }
-    /// The next wait: a random time between half and all of the current step, which then doubles.
-    pub fn next_delay(&mut self) -> Duration {
-        let cur = self.cur;
-        self.cur = (self.cur * 2).min(self.max);
-        let half = cur / 2;
-        half + Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64))
-    }
-}
-
-/// Measures how long a TCP connect to each hub takes (about one round trip), concurrently.
-pub async fn probe(hubs: &[HubAddr], timeout: Duration) -> Vec<Option<Duration>> {
-    let probes = hubs.iter().map(|h| async move {
-        let t0 = tokio::time::Instant::now();
-        match tokio::time::timeout(
-            timeout,
-            tokio::net::TcpStream::connect((h.host.as_str(), h.port)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Some(t0.elapsed()),
-            _ => None,
-        }
-    });
-    futures_util::future::join_all(probes).await
-}
-
-/// The order to try hubs in: the reachable ones by round trip (within a margin of the fastest,
-/// the configured order decides, so equal hubs do not flap), then the unreachable ones.
-pub fn order_by_rtt(rtts: &[Option<Duration>]) -> Vec<usize> {
-    let best = rtts.iter().flatten().min().copied().unwrap_or_default();
-    let margin = best * 2 + Duration::from_millis(2);
-    let mut idx: Vec<usize> = (0..rtts.len()).collect();
-    idx.sort_by_key(|&i| match rtts[i] {
-        Some(r) if r <= margin => (0, Duration::ZERO, i),
-        Some(r) => (1, r, i),
-        None => (2, Duration::ZERO, i),
-    });
-    idx
-}
-
-/// Dials the configured hubs — the one with the lowest round trip first — waiting with backoff
-/// between rounds, until one welcomes this node or `shutdown` fires.
-pub async fn dial_any(
-    cfg: &LinkConfig,
-    backoff: &mut Backoff,
-    shutdown: &CancellationToken,
-) -> Option<Link> {
-    loop {
-        let order: Vec<usize> = if cfg.hubs.len() > 1 {
-            let rtts = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                r = probe(&cfg.hubs, cfg.connect_timeout.min(Duration::from_secs(2))) => r,
-            };
-            order_by_rtt(&rtts)
-        } else {
-            vec![0]
-        };
-        for i in order {
-            let Some(hub) = cfg.hubs.get(i) else { continue };
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            match dial(cfg, hub, shutdown).await {
-                Ok(link) => {
-                    info!(hub = %hub, node = %link.welcome.node, "connected");
-                    return Some(link);
-                }
-                Err(e) => warn!(error = %e, "cannot connect; will retry"),
-            }
-        }
-        let wait = backoff.next_delay();
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pointhub_schemas::Role;
 
-    #[test]
-    fn hub_addresses() {
-        let a: HubAddr = "wss://127.0.0.1:9000".parse().expect("parses");
-        assert_eq!(
-            (a.host.as_str(), a.port, a.path.as_str()),
-            ("127.0.0.1", 9000, "/node")
-        );
-        let b: HubAddr = "[::1]:9001".parse().expect("parses");
-        assert_eq!((b.host.as_str(), b.port), ("::1", 9001));
-        assert_eq!(b.to_string(), "wss://[::1]:9001/node");
-        let c: HubAddr = "hub.example.com".parse().expect("parses");
-        assert_eq!(c.port, DEFAULT_PORT);
-        assert!("http://x:1".parse::<HubAddr>().is_err());
-        assert!("x:notaport".parse::<HubAddr>().is_err());
-    }
-
-    #[test]
-    fn hubs_are_ordered_by_round_trip_with_a_margin() {
-        let ms = |m: u64| Some(Duration::from_millis(m));
-        assert_eq!(order_by_rtt(&[ms(50), ms(5), None]), vec![1, 0, 2]);
-        assert_eq!(
-            order_by_rtt(&[ms(1), ms(1), ms(2)]),
-            vec![0, 1, 2],
-            "near-equal hubs keep their order"
-        );
-        assert_eq!(order_by_rtt(&[None, ms(30)]), vec![1, 0]);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let d: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
-        assert!(d[5] >= Duration::from_millis(400) && d[5] <= Duration::from_millis(800));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-
-    /// Both ends of one session over an in-memory stream: no socket, no TLS.
+    /// Both ends of one session over an in-memory stream: no socket, no TLS. The WebSocket layer
+    /// refuses messages past `opts.limits.max_frame`, as on a real link.
     async fn pair(opts: SessionOpts) -> (Session, Session) {
-        use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+        use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
         use tokio_tungstenite::WebSocketStream;
         let (a, b) = tokio::io::duplex(1 << 16);
+        let ws = || {
+            Some(
+                WebSocketConfig::default()
+                    .max_message_size(Some(opts.limits.max_frame))
+                    .max_frame_size(Some(opts.limits.max_frame)),
+            )
+        };
         let (a, b) = tokio::join!(
-            WebSocketStream::from_raw_socket(a, WsRole::Client, None),
-            WebSocketStream::from_raw_socket(b, WsRole::Server, None)
+            WebSocketStream::from_raw_socket(a, WsRole::Client, ws()),
+            WebSocketStream::from_raw_socket(b, WsRole::Server, ws())
         );
         let token = CancellationToken::new();
         (
@@ -899,5 +484,33 @@ mod tests {
         assert!(matches!(ended, Ok(None)), "the receiving end closed too");
         let err = err.expect("an error before the end");
         assert_eq!(err.code, pointhub_schemas::ErrorCode::Malformed, "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_frame_past_the_size_limit_is_answered_limit_exceeded() {
+        let mut opts = SessionOpts::default();
+        opts.limits.max_frame = 1024;
+        let (mut a, mut b) = pair(opts).await;
+        assert!(b.tx.send_frame(Bytes::from(vec![0u8; 4096])).await);
+        // The receiving end ends the session ...
+        let ended = tokio::time::timeout(Duration::from_secs(5), a.rx.recv()).await;
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+        assert!(
+            a.close_reason().contains("connection error"),
+            "{}",
+            a.close_reason()
+        );
+        // ... and tells the sender why, by code.
+        let mut told = None;
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(5), b.rx.recv())
+            .await
+            .expect("the sender's session ends in time")
+        {
+            if let Msg::Error(e) = m {
+                told = Some(e);
+            }
+        }
+        let told = told.expect("the sender is told why");
+        assert_eq!(told.code, ErrorCode::LimitExceeded, "{told:?}");
     }
 }

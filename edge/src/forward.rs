@@ -1,0 +1,159 @@
+//! Store-and-forward on the edge → hub hop: nothing lost, nothing doubled.
+//!
+//! While a hub link is up, every live batch is kept until the hub acknowledges its sequence
+//! number. When the link drops, what was not acknowledged goes to the disk buffer first, then
+//! every update made while offline follows. On the next link, after the birth has restored the
+//! live mirror, the buffer is replayed oldest first, flagged as history; the hub drops replays it
+//! already applied, so a batch it applied but did not acknowledge in time is not doubled.
+
+use crate::buffer::{Buffer, BufferError};
+use crate::config::BufferConfig;
+use crate::points::Points;
+use pointhub_link::Link;
+use pointhub_schemas::{Data, Msg, Update};
+use std::collections::VecDeque;
+use tracing::{info, warn};
+
+/// Updates kept for a hub that has not acknowledged them; older ones are let go.
+const MAX_UNACKED: usize = 200_000;
+
+/// Updates per replayed data batch.
+const REPLAY_BATCH: usize = 8192;
+
+pub(crate) struct Forward {
+    buffer: Option<Buffer>,
+    /// Live batches the hub has not acknowledged yet (only with a buffer).
+    unacked: VecDeque<(u64, Vec<Update>)>,
+    unacked_len: usize,
+}
+
+impl Forward {
+    /// Opens the disk buffer if the configuration asks for one.
+    pub fn open(cfg: &BufferConfig) -> Result<Forward, BufferError> {
+        let buffer = match (&cfg.enabled, &cfg.dir) {
+            (true, Some(dir)) => Some(Buffer::open(dir, cfg.max_bytes)?),
+            _ => None,
+        };
+        if let Some(b) = &buffer {
+            if !b.is_empty() {
+                info!(
+                    updates = b.len(),
+                    "buffered history from before a restart will be sent when the hub is reachable"
+                );
+            }
+        }
+        Ok(Forward {
+            buffer,
+            unacked: VecDeque::new(),
+            unacked_len: 0,
+        })
+    }
+
+    /// Updates in the disk buffer and updates dropped from it, if there is one.
+    pub fn counts(&self) -> Option<(u64, u64)> {
+        self.buffer.as_ref().map(|b| (b.len(), b.dropped))
+    }
+
+    /// A live batch went out as `seq`: kept until the hub acknowledges it.
+    pub fn sent(&mut self, seq: u64, batch: &[Update], points: &Points) {
+        if self.buffer.is_none() {
+            return;
+        }
+        let keep: Vec<Update> = batch
+            .iter()
+            .filter(|u| !points.is_sys(u))
+            .cloned()
+            .collect();
+        self.unacked_len += keep.len();
+        self.unacked.push_back((seq, keep));
+        while self.unacked_len > MAX_UNACKED {
+            if let Some((_, old)) = self.unacked.pop_front() {
+                self.unacked_len -= old.len();
+            }
+        }
+    }
+
+    /// Updates made with no hub link: into the buffer. `false` when there is no buffer.
+    pub fn offline(&mut self, updates: Vec<Update>, points: &Points) -> bool {
+        let Some(b) = self.buffer.as_mut() else {
+            return false;
+        };
+        let keep: Vec<Update> = updates.into_iter().filter(|u| !points.is_sys(u)).collect();
+        if let Err(e) = b.push(&keep) {
+            warn!(error = %e, "cannot buffer updates; they are lost");
+        }
+        true
+    }
+
+    /// The hub acknowledged everything through `seq`.
+    pub fn acked(&mut self, seq: u64) {
+        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((_, u)) = self.unacked.pop_front() {
+                self.unacked_len -= u.len();
+            }
+        }
+    }
+
+    /// The link dropped: what the hub may not have applied goes to the buffer first.
+    pub fn lost(&mut self) {
+        let Some(b) = self.buffer.as_mut() else {
+            return;
+        };
+        let pending: Vec<Update> = self.unacked.drain(..).flat_map(|(_, u)| u).collect();
+        self.unacked_len = 0;
+        if let Err(e) = b.push(&pending) {
+            warn!(error = %e, "cannot buffer unacknowledged updates");
+        }
+    }
+
+    /// Sends the buffered history after a birth, oldest first, flagged as history; returns the
+    /// last sequence number used.
+    pub async fn replay(&mut self, l: &Link, points: &Points, mut seq: u64) -> u64 {
+        let Some(b) = self.buffer.as_mut() else {
+            return seq;
+        };
+        let total = b.len();
+        if total == 0 {
+            return seq;
+        }
+        info!(updates = total, "replaying buffered history");
+        loop {
+            let chunk = match b.peek(REPLAY_BATCH) {
+                Ok(c) if !c.is_empty() => c,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the buffer");
+                    break;
+                }
+            };
+            let last = chunk.last().map(|(k, _)| *k).unwrap_or(0);
+            // The birth already carried each point's latest update, live: it is not history.
+            let updates: Vec<Update> = chunk
+                .into_iter()
+                .map(|(_, u)| u)
+                .filter(|u| !points.is_latest(u))
+                .map(|u| Update {
+                    flags: u.flags | Update::HISTORY,
+                    ..u
+                })
+                .collect();
+            if updates.is_empty() {
+                if let Err(e) = b.remove_through(last) {
+                    warn!(error = %e, "cannot trim the buffer");
+                    break;
+                }
+                continue;
+            }
+            seq += 1;
+            if !l.session.tx.send(Msg::Data(Data { seq, updates })).await {
+                break;
+            }
+            if let Err(e) = b.remove_through(last) {
+                warn!(error = %e, "cannot trim the buffer");
+                break;
+            }
+        }
+        info!(left = b.len(), "history replay done");
+        seq
+    }
+}

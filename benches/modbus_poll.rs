@@ -2,6 +2,12 @@
 //! second, all of which change every second; a client watches them through the hub.
 //! Prints reads/s, updates/s delivered, and the edge's CPU. Run: `cargo bench --bench modbus_poll`
 //! (`-- --seconds N` to change the 20 s window).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    missing_docs,
+    unreachable_pub
+)] // bench code: a failed expectation is the report
 
 #[path = "../tests/e2e/harness.rs"]
 mod harness;

@@ -9,6 +9,12 @@
 //! clients; 4 time-to-know after kill -9 and SIGSTOP of an edge; 5 resync of 100,000 and
 //! 1,000,000 points and hub memory per point; 6 idle sessions: hub memory per session and
 //! time to admit them.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    missing_docs,
+    unreachable_pub
+)] // bench code: a failed expectation is the report
 
 #[path = "../tests/e2e/harness.rs"]
 mod harness;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Subcommand)]
-pub enum ClientCmd {
+pub(crate) enum ClientCmd {
     /// Print every change of the matching points, with quality, until stopped.
     Watch {
         #[arg(long, short)]
@@ -55,7 +55,7 @@ pub enum ClientCmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// One JSON object per change.
     Jsonl,
     /// Aligned columns for a terminal.
@@ -91,7 +91,7 @@ fn start(
     ))
 }
 
-pub async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode> {
+pub(crate) async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<ExitCode> {
     match cmd {
         ClientCmd::Watch {
             config,

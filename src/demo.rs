@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Folder for the demo's keys and configs (default: ~/.local/share/pointhub/demo).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -56,7 +56,7 @@ fn quote(p: &Path) -> String {
     }
 }
 
-pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<ExitCode> {
+pub(crate) async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<ExitCode> {
     let data = args.data.unwrap_or_else(default_data);
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = std::fs::canonicalize(&data)?;

@@ -10,7 +10,7 @@ use pointhub_schemas::{Pattern, Role};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
-pub enum HubCmd {
+pub(crate) enum HubCmd {
     /// Node keys: pending, list, show, approve, revoke.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -28,7 +28,7 @@ pub enum HubCmd {
 }
 
 #[derive(Subcommand)]
-pub enum UsersCmd {
+pub(crate) enum UsersCmd {
     /// Add a user (or reset its password): prints a new random password once.
     Add {
         #[command(flatten)]
@@ -56,7 +56,7 @@ pub enum UsersCmd {
 }
 
 #[derive(Subcommand)]
-pub enum ApiTokensCmd {
+pub(crate) enum ApiTokensCmd {
     /// Make an API token: prints it once.
     Create {
         #[command(flatten)]
@@ -85,14 +85,14 @@ pub enum ApiTokensCmd {
 }
 
 #[derive(clap::Args)]
-pub struct Cfg {
+pub(crate) struct Cfg {
     /// The hub's configuration file.
     #[arg(long, short)]
     config: PathBuf,
 }
 
 #[derive(clap::Args)]
-pub struct GrantArgs {
+pub(crate) struct GrantArgs {
     /// edge, client or hub.
     #[arg(long)]
     role: Role,
@@ -123,7 +123,7 @@ impl GrantArgs {
 }
 
 #[derive(Subcommand)]
-pub enum KeysCmd {
+pub(crate) enum KeysCmd {
     /// Keys that tried to connect and are not approved.
     Pending {
         #[command(flatten)]
@@ -159,7 +159,7 @@ pub enum KeysCmd {
 }
 
 #[derive(Subcommand)]
-pub enum TokensCmd {
+pub(crate) enum TokensCmd {
     /// Make a one-time token; prints it once (only its hash is kept).
     Create {
         #[command(flatten)]
@@ -178,7 +178,7 @@ pub enum TokensCmd {
 }
 
 #[derive(clap::Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     #[command(flatten)]
     cfg: Cfg,
     /// Only this event (e.g. write, key.revoked, connection.refused) or prefix (connection.).
@@ -227,7 +227,7 @@ fn lines(v: &serde_json::Value) {
     }
 }
 
-pub fn run(cmd: HubCmd) -> Result<()> {
+pub(crate) fn run(cmd: HubCmd) -> Result<()> {
     match cmd {
         HubCmd::Keys(k) => match k {
             KeysCmd::Pending { cfg } => {

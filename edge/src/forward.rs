@@ -29,7 +29,7 @@ pub(crate) struct Forward {
 
 impl Forward {
     /// Opens the disk buffer if the configuration asks for one.
-    pub fn open(cfg: &BufferConfig) -> Result<Forward, BufferError> {
+    pub(crate) fn open(cfg: &BufferConfig) -> Result<Forward, BufferError> {
         let buffer = match (&cfg.enabled, &cfg.dir) {
             (true, Some(dir)) => Some(Buffer::open(dir, cfg.max_bytes)?),
             _ => None,
@@ -50,12 +50,12 @@ impl Forward {
     }
 
     /// Updates in the disk buffer and updates dropped from it, if there is one.
-    pub fn counts(&self) -> Option<(u64, u64)> {
+    pub(crate) fn counts(&self) -> Option<(u64, u64)> {
         self.buffer.as_ref().map(|b| (b.len(), b.dropped))
     }
 
     /// A live batch went out as `seq`: kept until the hub acknowledges it.
-    pub fn sent(&mut self, seq: u64, batch: &[Update], points: &Points) {
+    pub(crate) fn sent(&mut self, seq: u64, batch: &[Update], points: &Points) {
         if self.buffer.is_none() {
             return;
         }
@@ -74,7 +74,7 @@ impl Forward {
     }
 
     /// Updates made with no hub link: into the buffer. `false` when there is no buffer.
-    pub fn offline(&mut self, updates: Vec<Update>, points: &Points) -> bool {
+    pub(crate) fn offline(&mut self, updates: Vec<Update>, points: &Points) -> bool {
         let Some(b) = self.buffer.as_mut() else {
             return false;
         };
@@ -86,7 +86,7 @@ impl Forward {
     }
 
     /// The hub acknowledged everything through `seq`.
-    pub fn acked(&mut self, seq: u64) {
+    pub(crate) fn acked(&mut self, seq: u64) {
         while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
             if let Some((_, u)) = self.unacked.pop_front() {
                 self.unacked_len -= u.len();
@@ -95,7 +95,7 @@ impl Forward {
     }
 
     /// The link dropped: what the hub may not have applied goes to the buffer first.
-    pub fn lost(&mut self) {
+    pub(crate) fn lost(&mut self) {
         let Some(b) = self.buffer.as_mut() else {
             return;
         };
@@ -108,7 +108,7 @@ impl Forward {
 
     /// Sends the buffered history after a birth, oldest first, flagged as history; returns the
     /// last sequence number used.
-    pub async fn replay(&mut self, l: &Link, points: &Points, mut seq: u64) -> u64 {
+    pub(crate) async fn replay(&mut self, l: &Link, points: &Points, mut seq: u64) -> u64 {
         let Some(b) = self.buffer.as_mut() else {
             return seq;
         };

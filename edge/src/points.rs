@@ -46,7 +46,7 @@ pub(crate) struct Points {
 impl Points {
     /// Starts every configured source, numbering their points in order, and adds the status
     /// points. Samples arrive on the receiver returned.
-    pub fn start(
+    pub(crate) fn start(
         cfg: &EdgeConfig,
         shutdown: &CancellationToken,
     ) -> (Points, mpsc::Receiver<Vec<Sample>>) {
@@ -116,12 +116,12 @@ impl Points {
         (points, rx)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.states.len()
     }
 
     /// Applies samples to the table and appends the updates they make to `out`.
-    pub fn apply(&mut self, batch: Vec<Sample>, out: &mut Vec<Update>) {
+    pub(crate) fn apply(&mut self, batch: Vec<Sample>, out: &mut Vec<Update>) {
         for s in batch {
             let Some(st) = self.states.get_mut(s.id as usize) else {
                 continue;
@@ -141,7 +141,7 @@ impl Points {
     }
 
     /// Sets good status points now; returns their updates.
-    pub fn set_status(&mut self, values: &[(u32, Value)]) -> Vec<Update> {
+    pub(crate) fn set_status(&mut self, values: &[(u32, Value)]) -> Vec<Update> {
         let now = Timestamp::now();
         let batch = values
             .iter()
@@ -158,7 +158,7 @@ impl Points {
     }
 
     /// Whether an update is of the edge's own `$sys` points (never buffered: they describe now).
-    pub fn is_sys(&self, u: &Update) -> bool {
+    pub(crate) fn is_sys(&self, u: &Update) -> bool {
         self.states
             .get(u.id as usize)
             .is_some_and(|s| s.def.name.starts_with("$sys/"))
@@ -166,14 +166,14 @@ impl Points {
 
     /// Whether the table holds exactly this update's source time for its point (the birth carried
     /// it live, so a replay of it would be a double).
-    pub fn is_latest(&self, u: &Update) -> bool {
+    pub(crate) fn is_latest(&self, u: &Update) -> bool {
         self.states
             .get(u.id as usize)
             .is_some_and(|st| st.ts == u.source_ts)
     }
 
     /// Where a write to `point` goes.
-    pub fn write_target(&self, point: &str) -> WriteTarget {
+    pub(crate) fn write_target(&self, point: &str) -> WriteTarget {
         let Some(&id) = self.by_name.get(point) else {
             return WriteTarget::Refused(
                 Quality::BadNodeIdUnknown,
@@ -191,7 +191,7 @@ impl Points {
     }
 
     /// The birth of every point with its latest state, in parts.
-    pub fn birth(&self, seq: u64) -> Vec<Birth> {
+    pub(crate) fn birth(&self, seq: u64) -> Vec<Birth> {
         let parts: Vec<&[State]> = if self.states.is_empty() {
             vec![&[]]
         } else {

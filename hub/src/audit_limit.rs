@@ -11,15 +11,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Refusals recorded per source and event in one [`WINDOW`].
-pub const PER_KEY: u32 = 10;
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const PER_KEY: u32 = 10;
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Refusals recorded per second over all sources.
-pub const GLOBAL_PER_SEC: u32 = 100;
+pub(crate) const GLOBAL_PER_SEC: u32 = 100;
 /// Sources tracked at once; past it, new sources share one count.
 const MAX_KEYS: usize = 10_000;
 
 /// Whether an entry is a refusal, and if so the source it is counted under.
-pub fn refusal_key(event: Event, fields: &Value) -> Option<String> {
+pub(crate) fn refusal_key(event: Event, fields: &Value) -> Option<String> {
     let refusal = event.is_refusal()
         || (event == Event::Write && fields["status"].as_str().is_some_and(|s| s != "Good"));
     if !refusal {
@@ -43,21 +43,21 @@ struct Window {
 }
 
 /// What one source left out: for the `audit.suppressed` entry.
-pub struct Suppressed {
+pub(crate) struct Suppressed {
     pub key: String,
     pub count: u64,
     pub since: String,
 }
 
 #[derive(Default)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     keys: Mutex<HashMap<String, Window>>,
     global: Mutex<Option<(Instant, u32)>>,
 }
 
 impl Limiter {
     /// Whether a refusal counted under `key` is written (true) or only counted (false).
-    pub fn admit(&self, key: &str, now_text: impl FnOnce() -> String) -> bool {
+    pub(crate) fn admit(&self, key: &str, now_text: impl FnOnce() -> String) -> bool {
         let now = Instant::now();
         let Ok(mut keys) = self.keys.lock() else {
             return true;
@@ -104,7 +104,7 @@ impl Limiter {
 
     /// Sources whose window has ended with refusals left out: taken (and their windows
     /// started afresh), for one summary entry each.
-    pub fn due(&self) -> Vec<Suppressed> {
+    pub(crate) fn due(&self) -> Vec<Suppressed> {
         let now = Instant::now();
         let Ok(mut keys) = self.keys.lock() else {
             return Vec::new();

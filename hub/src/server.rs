@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 /// The HTTP side of the hub: `/node` for node sessions, `/healthz`.
-pub fn router(hub: Arc<Hub>) -> Router {
+pub(crate) fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/node", get(node_endpoint))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -17,7 +17,7 @@ use tracing::warn;
 
 /// Who is on the other end of a TLS connection.
 #[derive(Clone, Debug)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub addr: SocketAddr,
     pub fingerprint: Option<Fingerprint>,
 }
@@ -69,7 +69,7 @@ pub struct Hub {
 }
 
 /// A write sent to an edge, waiting for its answer.
-pub struct PendingWrite {
+pub(crate) struct PendingWrite {
     /// The edge session the request went to: a result from any other session is refused.
     pub(crate) session: u64,
     pub(crate) reply: oneshot::Sender<WriteResult>,
@@ -77,14 +77,14 @@ pub struct PendingWrite {
 
 /// Counters the hub keeps for `/metrics`.
 #[derive(Default)]
-pub struct HubStats {
+pub(crate) struct HubStats {
     pub(crate) updates_out: std::sync::atomic::AtomicU64,
     pub(crate) refused: std::sync::atomic::AtomicU64,
     pub(crate) writes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl HubStats {
-    pub fn count_write(&self, status: &str) {
+    pub(crate) fn count_write(&self, status: &str) {
         if let Ok(mut w) = self.writes.lock() {
             *w.entry(status.to_string()).or_default() += 1;
         }
@@ -208,7 +208,7 @@ impl Hub {
 }
 
 /// Why a child hub is refused: it claims a hub below it that is this hub or above it.
-pub fn loop_message(hub: &str, child: &str, clash: &str) -> String {
+pub(crate) fn loop_message(hub: &str, child: &str, clash: &str) -> String {
     if clash == hub {
         format!("loop in the hub chain: hub {hub} is already below {child}; remove one of the upstream links")
     } else {

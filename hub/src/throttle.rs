@@ -6,13 +6,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Subscribes and unsubscribes of one session per second (each scans the table).
-pub const SCANS_PER_SEC: u32 = 10;
+pub(crate) const SCANS_PER_SEC: u32 = 10;
 
 /// Runs a scan of the table (a subscribe or an unsubscribe) on a blocking thread, paced: at
 /// most `scans`' rate, and afterwards the session waits four times as long as the scan took, so
 /// one session spends at most a fifth of a core scanning. Returns whether the rate made it wait,
 /// and the scan's result (`None` if its thread failed).
-pub async fn paced_scan<T: Send + 'static>(
+pub(crate) async fn paced_scan<T: Send + 'static>(
     scans: &mut Throttle,
     scan: impl FnOnce() -> T + Send + 'static,
 ) -> (bool, Option<T>) {
@@ -24,7 +24,7 @@ pub async fn paced_scan<T: Send + 'static>(
 }
 
 /// At most `max` requests per `per`; [`Throttle::wait`] sleeps past the limit.
-pub struct Throttle {
+pub(crate) struct Throttle {
     max: u32,
     per: Duration,
     start: Instant,
@@ -33,11 +33,11 @@ pub struct Throttle {
 
 impl Throttle {
     /// The rate of a session's scans: [`SCANS_PER_SEC`].
-    pub fn scans() -> Throttle {
+    pub(crate) fn scans() -> Throttle {
         Throttle::new(SCANS_PER_SEC, Duration::from_secs(1))
     }
 
-    pub fn new(max: u32, per: Duration) -> Throttle {
+    pub(crate) fn new(max: u32, per: Duration) -> Throttle {
         Throttle {
             max: max.max(1),
             per,
@@ -48,7 +48,7 @@ impl Throttle {
 
     /// Counts one request; waits first if this window already had `max`. Returns whether it
     /// had to wait.
-    pub async fn wait(&mut self) -> bool {
+    pub(crate) async fn wait(&mut self) -> bool {
         let mut waited = false;
         if self.start.elapsed() >= self.per {
             self.start = Instant::now();
@@ -64,7 +64,7 @@ impl Throttle {
     }
 
     /// Counts one event without waiting; true once this window has had more than `max`.
-    pub fn over(&mut self) -> bool {
+    pub(crate) fn over(&mut self) -> bool {
         if self.start.elapsed() >= self.per {
             self.start = Instant::now();
             self.count = 0;

@@ -25,7 +25,7 @@ const BATCH: usize = 4096;
 /// A link up at least this long counts as held: its next retry starts from the shortest wait.
 const STABLE: Duration = Duration::from_secs(10);
 
-pub async fn run(
+pub(crate) async fn run(
     hub: Arc<Hub>,
     index: usize,
     cfg: UpstreamConfig,

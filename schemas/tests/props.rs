@@ -1,5 +1,6 @@
 //! Property tests: every message survives an encode/decode round trip; any bytes decode to a
 //! message or an error, never a panic; patterns match what they should.
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)] // test code
 
 use pointhub_schemas::*;
 use proptest::prelude::*;

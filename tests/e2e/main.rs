@@ -1,4 +1,5 @@
 //! End-to-end tests: real `pointhub` processes on loopback.
+#![allow(clippy::expect_used, clippy::unwrap_used, unreachable_pub)] // test code: a failed expectation is the report
 
 mod access;
 mod chain;

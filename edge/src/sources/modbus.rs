@@ -55,14 +55,14 @@ pub fn plan(points: &[(usize, &Mapping)], max_gap: u16) -> Vec<Block> {
                     b.points.push(i);
                     continue;
                 }
-                blocks.push(cur.take().expect("a block"));
             }
-            cur = Some(Block {
+            // This point starts a new block; the one before it, if any, is complete.
+            blocks.extend(cur.replace(Block {
                 table,
                 start: m.address,
                 count: m.count(),
                 points: vec![i],
-            });
+            }));
         }
         blocks.extend(cur);
     }

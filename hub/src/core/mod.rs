@@ -23,13 +23,13 @@ mod subscriber;
 mod table;
 
 pub(crate) use fanout::*;
-pub use gids::*;
-pub use sets::*;
-pub use subscriber::*;
-pub use table::*;
+pub(crate) use gids::*;
+pub(crate) use sets::*;
+pub(crate) use subscriber::*;
+pub(crate) use table::*;
 
 /// The shared state of a hub.
-pub struct Core {
+pub(crate) struct Core {
     pub table: RwLock<Table>,
     subs: Mutex<HashMap<u64, Arc<Subscriber>>>,
     next_id: AtomicU64,
@@ -38,7 +38,7 @@ pub struct Core {
 }
 
 /// Most patterns one subscriber holds at once, over all its subscribes.
-pub const MAX_PATTERNS: usize = 256;
+pub(crate) const MAX_PATTERNS: usize = 256;
 
 /// Points matched per hold of the table lock while an unsubscribe scans.
 pub(crate) const SCAN_SLICE: usize = 16_384;
@@ -48,14 +48,14 @@ const SCAN_WORK: usize = 65_536;
 
 /// Why a subscribe was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum SubscribeError {
+pub(crate) enum SubscribeError {
     #[error("a session may hold at most {max} patterns (this subscribe would make {total}): use fewer, wider patterns (`plant1/**`), or unsubscribe some first")]
     TooManyPatterns { total: usize, max: usize },
 }
 
 /// Why a birth was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum BirthError {
+pub(crate) enum BirthError {
     #[error("point {name:?} lies outside this node's namespace {namespace:?}")]
     Namespace { name: String, namespace: String },
     #[error("point {name:?} is already published by {owner:?}, which is connected")]
@@ -65,7 +65,7 @@ pub enum BirthError {
 }
 
 impl Core {
-    pub fn new(max_points_per_node: usize) -> Core {
+    pub(crate) fn new(max_points_per_node: usize) -> Core {
         Core {
             table: RwLock::new(Table::default()),
             subs: Mutex::new(HashMap::new()),
@@ -75,7 +75,7 @@ impl Core {
         }
     }
 
-    pub fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -83,7 +83,7 @@ impl Core {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn table_read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+    pub(crate) fn table_read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -94,17 +94,13 @@ impl Core {
             .unwrap_or_default()
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.subs.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    pub fn point_count(&self) -> usize {
+    pub(crate) fn point_count(&self) -> usize {
         self.table_read().points.len()
     }
 
     /// Defines (or takes over) points for `owner`, and returns their global ids in order.
     /// `allowed` says whether the owner may publish a name.
-    pub fn define(
+    pub(crate) fn define(
         &self,
         owner: &Arc<str>,
         session: u64,
@@ -195,7 +191,7 @@ impl Core {
     /// Updates are collected per subscriber and handed over in runs of [`FANOUT_RUN`], one
     /// queue lock and one wake-up per run: the subscriber's writer starts on the first run
     /// while the rest of a big batch is still being applied.
-    pub fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) {
+    pub(crate) fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         let Table { points, dirty, .. } = table;
@@ -239,7 +235,7 @@ impl Core {
     }
 
     /// The authority of `gids` is gone: every one turns stale, in one pass, to every subscriber.
-    pub fn authority_lost(&self, session: u64, gids: &[u32]) {
+    pub(crate) fn authority_lost(&self, session: u64, gids: &[u32]) {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         let Table { points, dirty, .. } = table;
@@ -268,14 +264,14 @@ impl Core {
     }
 
     /// How many points changed since they were last saved.
-    pub fn dirty_len(&self) -> usize {
+    pub(crate) fn dirty_len(&self) -> usize {
         self.table_read().dirty.len()
     }
 
     /// Takes up to `max` of the points changed since the last call, for the store. The table
     /// lock is held for cheap copies of the changed points only; the records are built after it
     /// is released.
-    pub fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
+    pub(crate) fn take_dirty(&self, max: usize) -> Vec<SavedPoint> {
         struct Changed {
             /// Where the name is in `names` below: one buffer, not an allocation per point,
             /// while the table lock is held.
@@ -342,7 +338,7 @@ impl Core {
 
     /// Loads points saved before a restart. Their authorities are not connected yet, so each
     /// turns stale: the last value stays, its quality says it is not live.
-    pub fn restore(&self, saved: Vec<SavedPoint>) {
+    pub(crate) fn restore(&self, saved: Vec<SavedPoint>) {
         let table = &mut *self.table_write();
         for s in saved {
             if table.gid(&s.name).is_some() {
@@ -377,7 +373,7 @@ impl Core {
     }
 
     /// Registers a subscriber.
-    pub fn add_subscriber(&self, sub: Arc<Subscriber>) {
+    pub(crate) fn add_subscriber(&self, sub: Arc<Subscriber>) {
         if let Ok(mut s) = self.subs.lock() {
             s.insert(sub.id, sub);
         }
@@ -390,7 +386,7 @@ impl Core {
     /// only, `SCAN_WORK` matches per hold of its lock, so a subscribe on a big table never
     /// holds up the authorities' batches for more than a slice. Points defined meanwhile are
     /// matched by [`Core::define`], which sees the patterns from the first slice on.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         sub: &Arc<Subscriber>,
         patterns: Vec<pointhub_schemas::Pattern>,
@@ -460,7 +456,7 @@ impl Core {
 
     /// Removes patterns; points no longer covered stop flowing. Only points a removed pattern
     /// matched can leave, so only those are checked against the rest, a slice at a time.
-    pub fn unsubscribe(&self, sub: &Arc<Subscriber>, patterns: &[String]) {
+    pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>, patterns: &[String]) {
         let (removed, members) = {
             let _table = self.table_write();
             let Ok(mut st) = sub.state.lock() else { return };
@@ -496,7 +492,7 @@ impl Core {
     }
 
     /// Queues a fresh snapshot of everything the subscriber covers.
-    pub fn resnapshot(&self, sub: &Arc<Subscriber>) {
+    pub(crate) fn resnapshot(&self, sub: &Arc<Subscriber>) {
         let table = self.table_read();
         let Ok(st) = sub.state.lock() else { return };
         let snapshot: Vec<Entry> = st
@@ -510,7 +506,7 @@ impl Core {
         sub.push_done(n);
     }
 
-    pub fn remove_subscriber(&self, sub: &Arc<Subscriber>) {
+    pub(crate) fn remove_subscriber(&self, sub: &Arc<Subscriber>) {
         if let Ok(mut s) = self.subs.lock() {
             s.remove(&sub.id);
         }
@@ -525,7 +521,7 @@ impl Core {
     }
 
     /// Sets a point the hub itself is the authority for (`$sys/…`), defining it if needed.
-    pub fn set_local(&self, owner: &Arc<str>, name: &str, dtype: DataType, value: Value) {
+    pub(crate) fn set_local(&self, owner: &Arc<str>, name: &str, dtype: DataType, value: Value) {
         let gid = {
             let table = self.table_read();
             table.gid(name)

@@ -6,18 +6,18 @@ use std::sync::Arc;
 /// The subscribers of one point, shared: points with the same subscribers hold the same list,
 /// so a million points subscribed by the same clients cost one (thin, 8-byte) pointer each.
 #[derive(Clone, Default)]
-pub struct SubSet(pub(crate) Option<Arc<Box<[Arc<Subscriber>]>>>);
+pub(crate) struct SubSet(pub(crate) Option<Arc<Box<[Arc<Subscriber>]>>>);
 
 impl SubSet {
     pub(crate) fn of(list: Vec<Arc<Subscriber>>) -> SubSet {
         SubSet((!list.is_empty()).then(|| Arc::new(list.into_boxed_slice())))
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, Arc<Subscriber>> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Arc<Subscriber>> {
         self.0.as_deref().map(|l| &l[..]).unwrap_or(&[]).iter()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_none()
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 /// A queued update for one subscriber: the update as it goes on the wire, its id the point's
 /// global id, so that a drained queue becomes a data frame without a copy.
-pub type Entry = Update;
+pub(crate) type Entry = Update;
 
 pub(crate) fn is_history(e: &Entry) -> bool {
     e.flags & Update::HISTORY != 0
@@ -30,7 +30,7 @@ pub struct SubState {
 }
 
 /// Updates replaced in a queue by a newer one, over all subscribers, since start.
-pub static CONFLATED_TOTAL: AtomicU64 = AtomicU64::new(0);
+pub(crate) static CONFLATED_TOTAL: AtomicU64 = AtomicU64::new(0);
 
 /// A client session's subscription and its conflating queue.
 pub struct Subscriber {

@@ -7,7 +7,7 @@ use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Update, Value};
 use std::sync::Arc;
 
 /// One point in the table. Kept small (96 bytes): a hub holds millions of them.
-pub struct PointEntry {
+pub(crate) struct PointEntry {
     /// Where the name is in the table's name arena ([`Table::name`]).
     pub(crate) name: NameRef,
     pub dtype: DataType,
@@ -75,11 +75,11 @@ pub(crate) fn meta(unit: &Option<String>, description: &Option<String>) -> Optio
 
 impl PointEntry {
     /// The owner's session id while it is connected.
-    pub fn owner_session(&self) -> Option<u64> {
+    pub(crate) fn owner_session(&self) -> Option<u64> {
         (self.owner_session != NO_SESSION).then_some(self.owner_session)
     }
 
-    pub fn def(&self, table: &Table, id: u32) -> PointDef {
+    pub(crate) fn def(&self, table: &Table, id: u32) -> PointDef {
         PointDef {
             id,
             name: table.name(self).to_string(),
@@ -98,7 +98,7 @@ impl PointEntry {
         }
     }
 
-    pub fn unit(&self) -> Option<&str> {
+    pub(crate) fn unit(&self) -> Option<&str> {
         self.meta.as_ref().and_then(|m| m.unit.as_deref())
     }
 
@@ -117,7 +117,7 @@ impl PointEntry {
 
 /// The point table: points by global id, and an index by name.
 #[derive(Default)]
-pub struct Table {
+pub(crate) struct Table {
     pub points: Vec<PointEntry>,
     /// Global ids by name: a hash table of ids whose keys are the points' own names, so an
     /// index entry costs 4 bytes, not a second copy of the name.
@@ -140,12 +140,12 @@ pub(crate) fn name_in<'a>(names: &'a str, p: &PointEntry) -> &'a str {
 
 impl Table {
     /// A point's name.
-    pub fn name<'a>(&'a self, p: &PointEntry) -> &'a str {
+    pub(crate) fn name<'a>(&'a self, p: &PointEntry) -> &'a str {
         name_in(&self.names, p)
     }
 
     /// The node that is a point's authority.
-    pub fn owner(&self, p: &PointEntry) -> &Arc<str> {
+    pub(crate) fn owner(&self, p: &PointEntry) -> &Arc<str> {
         static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "".into());
         self.owners.get(p.owner as usize).unwrap_or(&NONE)
     }
@@ -176,7 +176,7 @@ impl Table {
     }
 
     /// The global id of a point by name.
-    pub fn gid(&self, name: &str) -> Option<u32> {
+    pub(crate) fn gid(&self, name: &str) -> Option<u32> {
         let (points, names) = (&self.points, &self.names);
         self.by_name
             .find(Self::hash(name), |&g| {

@@ -46,7 +46,7 @@ impl WsMessage for AxumMsg {
 }
 
 /// Runs one node session on an upgraded WebSocket.
-pub async fn run(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket) {
+pub(crate) async fn run(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket) {
     let span = tracing::info_span!("session", node = %entry.name, role = entry.role.as_str(), remote = %peer.addr);
     session(hub, entry, peer, socket).instrument(span).await
 }

@@ -30,11 +30,11 @@ mod ws;
 
 use auth::*;
 use metrics::*;
-pub use principal::{Principal, PrincipalKey, WebState};
+pub(crate) use principal::{Principal, PrincipalKey};
 use rest::*;
 use ws::*;
 
-pub fn routes() -> Router<Arc<Hub>> {
+pub(crate) fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_page).post(login))

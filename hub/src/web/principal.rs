@@ -16,7 +16,7 @@ pub(super) const COOKIE: &str = "ph_session";
 pub(super) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// Console sessions.
-pub struct WebState {
+pub(crate) struct WebState {
     pub(super) sessions: DashMap<String, ConsoleSession>,
     /// Open JSON WebSocket sessions per principal.
     pub(super) ws_sessions: DashMap<String, usize>,
@@ -42,13 +42,13 @@ impl Default for WebState {
 
 /// Names one principal for ending its sessions: `user:<name>` or `api-token:<id>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PrincipalKey(pub String);
+pub(crate) struct PrincipalKey(pub String);
 
 impl PrincipalKey {
-    pub fn user(name: &str) -> PrincipalKey {
+    pub(crate) fn user(name: &str) -> PrincipalKey {
         PrincipalKey(format!("user:{name}"))
     }
-    pub fn token(id: &str) -> PrincipalKey {
+    pub(crate) fn token(id: &str) -> PrincipalKey {
         PrincipalKey(format!("api-token:{id}"))
     }
 }
@@ -56,7 +56,7 @@ impl PrincipalKey {
 impl WebState {
     /// Ends every session of a principal at once: a user's console logins (a password reset,
     /// a removal) and the JSON WebSocket sessions of a user or an API token. Returns how many.
-    pub fn end_sessions_of(&self, who: &PrincipalKey) -> usize {
+    pub(crate) fn end_sessions_of(&self, who: &PrincipalKey) -> usize {
         let before = self.sessions.len();
         if let Some(user) = who.0.strip_prefix("user:") {
             self.sessions.retain(|_, s| s.user != user);
@@ -80,7 +80,7 @@ pub(super) struct ConsoleSession {
 
 /// Who is asking.
 #[derive(Clone)]
-pub enum Principal {
+pub(crate) enum Principal {
     User(UserRecord),
     Token(ApiTokenRecord),
 }
@@ -143,7 +143,7 @@ impl Principal {
 }
 
 /// An API error: a status and a sentence; internals are logged, never sent.
-pub struct ApiError(pub(super) StatusCode, pub(super) String);
+pub(crate) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -36,7 +36,7 @@ pub(crate) enum ClientCmd {
         #[arg(required = true)]
         patterns: Vec<String>,
     },
-    /// Serve mirrored points as a local Modbus TCP server for an HMI ([modbus_server] in the config).
+    /// Serve mirrored points as a local Modbus TCP server for an HMI (the modbus_server section of the config).
     ModbusServer {
         #[arg(long, short)]
         config: PathBuf,

@@ -36,15 +36,23 @@ use tracing::{debug, info, warn};
 /// One point as the client holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PointRecord {
+    /// The point's full name (`plant1/line2/temp`), from the hub's define.
     pub name: Arc<str>,
+    /// The last value; `Null` if the point never had one.
     pub value: Value,
+    /// The value's quality; the client itself turns it stale when its link to the hub drops.
     pub quality: Quality,
+    /// When the device or source produced the value, µs since the epoch; zero for never.
     pub source_ts: Timestamp,
+    /// When the hub took the update in, µs since the epoch.
     pub hub_ts: Timestamp,
     /// A replay of buffered history, not the live value.
     pub history: bool,
+    /// The point's data type, from the hub's define.
     pub dtype: DataType,
+    /// Whether the point accepts writes ([`Client::write`]), from the hub's define.
     pub writable: bool,
+    /// The engineering unit, if the point has one.
     pub unit: Option<String>,
 }
 
@@ -65,16 +73,23 @@ impl PointRecord {
 /// What happens to a client, in order.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// A hub welcomed the client; the subscription goes out next.
     Connected {
+        /// The address dialled (`wss://host:port/path`).
         hub: String,
+        /// The hub's name, from its welcome.
         hub_name: String,
     },
+    /// A point changed: a live update, a history replay, or a point turned stale by a lost link.
     Update(PointRecord),
     /// Every point matching the subscription has been received once since connecting.
     SnapshotDone {
+        /// How many points the snapshot sent.
         points: u32,
     },
+    /// The link to the hub ended and the mirror was marked stale; the client reconnects by itself.
     Disconnected {
+        /// Why the session ended (its close reason).
         reason: String,
     },
 }
@@ -82,6 +97,7 @@ pub enum Event {
 /// What to subscribe to.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
+    /// Patterns of point names to subscribe to (`plant1/**`); the hub limits them to the grants.
     pub patterns: Vec<String>,
     /// Also receive history replays (historians).
     pub history: bool,
@@ -90,22 +106,29 @@ pub struct ClientOptions {
 /// The result of a write the hub or the device answered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WriteOutcome {
+    /// `Good` if the write was done, else the OPC UA code of the refusal or failure.
     pub status: Quality,
+    /// A sentence on what happened, from the hub or the device.
     pub message: String,
 }
 
 impl WriteOutcome {
+    /// Whether the write was done (`status` is good).
     pub fn is_ok(&self) -> bool {
         self.status.is_good()
     }
 }
 
+/// Why [`Client::write`] got no answer.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ClientError {
+    /// There was no link to the hub when the write was asked, or it dropped before the answer.
     #[error("not connected to a hub")]
     NotConnected,
+    /// No answer came within the timeout given (held here).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The client's task has ended (after shutdown), so nothing can be written.
     #[error("the client has stopped")]
     Stopped,
 }
@@ -154,10 +177,12 @@ impl Client {
         v
     }
 
+    /// One point of the mirror by its full name; `None` if the client has not received it.
     pub fn get(&self, name: &str) -> Option<PointRecord> {
         self.mirror.get(name).map(|e| e.value().clone())
     }
 
+    /// Whether the client has a welcomed link to the hub now.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }

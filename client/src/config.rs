@@ -9,21 +9,36 @@ use std::path::{Path, PathBuf};
 /// A client configuration that cannot be used, with the file and what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The configuration file.
         path: PathBuf,
+        /// What the operating system reported.
         source: std::io::Error,
     },
+    /// The text is not TOML, has an unknown key, or a value of the wrong type.
     #[error("{path}: {source}")]
     Parse {
+        /// The configuration file.
         path: PathBuf,
+        /// The TOML error, with its line.
         source: toml::de::Error,
     },
+    /// The `[hub]` section does not check out; `source` says why.
     #[error("{path}: {source}")]
-    Hub { path: PathBuf, source: SectionError },
+    Hub {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with the section.
+        source: SectionError,
+    },
+    /// The `[modbus_server]` section cannot be served.
     #[error("{path}: {source}")]
     ModbusServer {
+        /// The configuration file.
         path: PathBuf,
+        /// What is wrong with the section.
         source: crate::sinks::modbus::ServerConfigError,
     },
 }

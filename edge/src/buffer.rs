@@ -23,18 +23,26 @@ pub struct Buffer {
 /// The buffer cannot be opened, written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
+    /// The buffer's folder could not be made, or it or its file could not be made owner-only.
     #[error("buffer {path}: {source}")]
     Io {
+        /// The folder or file.
         path: std::path::PathBuf,
+        /// What the operating system reported.
         source: std::io::Error,
     },
+    /// The buffer file `buffer.redb` could not be created or opened (in use or damaged, say).
     #[error("buffer {path}: {source}")]
     Open {
+        /// The buffer file.
         path: std::path::PathBuf,
+        /// Why the store could not open it.
         source: redb::DatabaseError,
     },
+    /// A transaction, table or read of the buffer's store failed.
     #[error("buffer store: {0}")]
     Store(#[from] redb::Error),
+    /// An update could not be encoded for storage.
     #[error("buffer entry: {0}")]
     Encode(#[from] postcard::Error),
 }
@@ -44,6 +52,8 @@ fn err<E: Into<redb::Error>>(e: E) -> BufferError {
 }
 
 impl Buffer {
+    /// Opens or creates `buffer.redb` in `dir` (owner-only), keeping what an earlier run left.
+    /// Past `max_bytes` bytes of encoded updates, the oldest are dropped.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Buffer, BufferError> {
         std::fs::create_dir_all(dir).map_err(|source| BufferError::Io {
             path: dir.to_path_buf(),
@@ -88,10 +98,12 @@ impl Buffer {
         })
     }
 
+    /// Updates in the buffer now.
     pub fn len(&self) -> u64 {
         self.count
     }
 
+    /// Whether the buffer holds no updates.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

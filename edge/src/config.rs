@@ -7,24 +7,36 @@ use std::path::{Path, PathBuf};
 /// An edge configuration that cannot be used: the file, and what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The configuration file.
         path: PathBuf,
+        /// What the operating system reported.
         source: std::io::Error,
     },
+    /// The text is not TOML, has an unknown key, or a value of the wrong type.
     #[error("{}{source}", in_file(.path))]
     Parse {
+        /// The configuration file; `None` for a text parsed without one (`EdgeConfig::parse`).
         path: Option<PathBuf>,
+        /// The TOML error, with its line.
         source: toml::de::Error,
     },
+    /// The `[hub]` section does not check out.
     #[error("{}{source}", in_file(.path))]
     Hub {
+        /// The configuration file; `None` for a text parsed without one (`EdgeConfig::parse`).
         path: Option<PathBuf>,
+        /// What is wrong with the section.
         source: SectionError,
     },
+    /// A name, a source's settings or a register map point is not valid.
     #[error("{}{message}", in_file(.path))]
     Invalid {
+        /// The configuration file; `None` for a text parsed without one (`EdgeConfig::parse`).
         path: Option<PathBuf>,
+        /// What to change; for a register map point, with its line.
         message: String,
     },
 }
@@ -57,15 +69,20 @@ fn invalid(message: String) -> ConfigError {
 /// A commented example; `pointhub edge --print-config` prints it.
 pub const DEFAULT_TOML: &str = include_str!("../../examples/edge.toml");
 
+/// An edge's configuration, as read from `edge.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// The edge's name; its points live below `namespace` (default: the name).
     pub name: String,
+    /// Where the edge's points live; `None` means the edge's name (see [`EdgeConfig::namespace`]).
     pub namespace: Option<String>,
+    /// The `[hub]` section: where the hub is, how to check it, and the edge's own key.
     pub hub: HubSection,
+    /// Store-and-forward while the hub is unreachable; on by default.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// Where points come from (`[[sources]]`): simulators and Modbus devices; none by default.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
 }
@@ -74,6 +91,7 @@ pub struct EdgeConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
+    /// Whether updates made while the hub is unreachable are kept on disk; `true` by default.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Folder of the on-disk buffer (default `edge-data/<name>` beside the config file).
@@ -100,18 +118,24 @@ fn default_buffer_bytes() -> u64 {
     256 << 20
 }
 
+/// One `[[sources]]` entry, chosen by its `kind`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
+    /// `kind = "simulator"`: generated signals and writable setpoints.
     Simulator(SimConfig),
+    /// `kind = "modbus"`: a Modbus device, polled over TCP or a serial line.
     Modbus(ModbusConfig),
 }
 
+/// How a Modbus device is reached (`transport`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// Modbus TCP to `host` and `port` (the default).
     #[default]
     Tcp,
+    /// Modbus RTU over the serial `device`.
     Rtu,
 }
 
@@ -120,16 +144,22 @@ pub enum Transport {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfig {
+    /// The device's name: unique among the edge's sources, and part of its points' names.
     pub name: String,
+    /// How the device is reached; `tcp` by default.
     #[serde(default)]
     pub transport: Transport,
     /// TCP: the device's host and port (default 502).
     pub host: Option<String>,
+    /// The device's TCP port; `None` means 502.
     pub port: Option<u16>,
     /// RTU: the serial device, baud rate, parity (`none`, `even`, `odd`) and stop bits (1 or 2).
     pub device: Option<String>,
+    /// RTU baud rate; `None` means 9600.
     pub baud: Option<u32>,
+    /// RTU parity: `none`, `even` or `odd`; `None` means none.
     pub parity: Option<String>,
+    /// RTU stop bits: 1 or 2; `None` means 1.
     pub stop_bits: Option<u8>,
     /// Unit (slave) id.
     #[serde(default = "default_unit")]
@@ -149,6 +179,7 @@ pub struct ModbusConfig {
     /// Other poll groups: name = period in ms (`fast = 200`).
     #[serde(default)]
     pub groups: std::collections::BTreeMap<String, u64>,
+    /// The register map: one entry per point; none by default.
     #[serde(default)]
     pub points: Vec<pointhub_modbus_map::MapEntry>,
 }
@@ -174,10 +205,13 @@ fn default_poll() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
+    /// The source's name, part of its points' names; `sim` by default.
     #[serde(default = "default_sim_name")]
     pub name: String,
+    /// How many generated signals; 8 by default.
     #[serde(default = "default_signals")]
     pub signals: u32,
+    /// How many writable setpoints (`setpoint1`, …); 2 by default.
     #[serde(default = "default_setpoints")]
     pub setpoints: u32,
     /// Updates of every signal per second.
@@ -320,6 +354,7 @@ impl EdgeConfig {
         Ok(())
     }
 
+    /// Where the edge's points live: `namespace` if set, else the edge's name.
     pub fn namespace(&self) -> String {
         self.namespace.clone().unwrap_or_else(|| self.name.clone())
     }

@@ -26,8 +26,10 @@ pub enum AccessError {
     /// The hub's store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A token or password could not be made (no system randomness, or hashing failed).
     #[error("{0}")]
     Secret(#[from] SecretError),
+    /// The audit log (`audit.jsonl` in the data folder) could not be opened.
     #[error("audit log: {0}")]
     Audit(std::io::Error),
 }
@@ -41,8 +43,10 @@ impl From<String> for AccessError {
 /// Why a secret (a token, a password, its hash) could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// The system's random source failed, so no secret or salt could be drawn.
     #[error("the system gave no randomness")]
     NoRandomness,
+    /// argon2 could not encode the salt or hash the password; the string says why.
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
@@ -50,13 +54,20 @@ pub enum SecretError {
 /// What a node says about itself in its connection request (untrusted).
 #[derive(Clone, Debug, Default)]
 pub struct Claim {
+    /// The name the node asks for (`x-pointhub-node` header, cut to 128 chars); empty if none.
     pub name: String,
+    /// The role it asks for (`x-pointhub-role`); `None` if absent or not a role name.
     pub role: Option<Role>,
+    /// The enrollment token it presents (`x-pointhub-enroll`); `None` if it has none.
     pub token: Option<String>,
 }
 
+/// Who may connect: decides connecting keys and carries out operator requests, over the store,
+/// the config's `[[nodes]]` and the audit log.
 pub struct Access {
+    /// The hub's store (`hub.redb`): keys, pending keys, tokens, users, API tokens, saved points.
     pub store: Store,
+    /// The audit log every admission, refusal and operator action is recorded in.
     pub audit: AuditLog,
     config_nodes: HashMap<Fingerprint, NodeEntry>,
     /// Approved keys seen since the store last recorded it: (when, from where). Written in one
@@ -68,44 +79,70 @@ pub struct Access {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
+    /// Lists keys that tried to connect and are not approved, latest attempt first.
     KeysPending,
+    /// Lists approved and revoked keys, the store's and the config's `[[nodes]]`, by name.
     KeysList,
+    /// Shows what the hub knows of one key: its store record, pending record and config entry.
     KeysShow {
+        /// The key to look up; one the hub does not know at all is refused as `Invalid`.
         fingerprint: Fingerprint,
     },
+    /// Approves (or re-approves) a key with a grant, and takes it off the pending list.
     KeysApprove {
+        /// The key to approve (pending or not: a key may be approved before it first connects).
         fingerprint: Fingerprint,
+        /// What the key is approved as; checked by [`Grant::validate`] first.
         grant: Grant,
     },
+    /// Revokes a key for good (even one the hub never saw); the running hub ends its sessions.
     KeysRevoke {
+        /// The key to revoke: approved, listed in the config, pending or unknown.
         fingerprint: Fingerprint,
+        /// Why, kept in the key's record and in its `key.revoked` audit entry.
         reason: String,
     },
+    /// Makes a one-time enrollment token; the answer holds the token once (only its hash is kept).
     TokensCreate {
+        /// What the key that spends the token is approved as.
         grant: Grant,
+        /// How long the token is valid, in seconds: 1 s to 30 days.
         ttl_s: u64,
     },
+    /// Lists enrollment tokens, used and unused (by id: the store keeps only their hashes).
     TokensList,
     /// Adds (or resets) a console user with a new random password, returned once.
     UsersAdd {
+        /// The login name; an existing user gets a new password (and its sessions end).
         name: String,
+        /// Admin (manages keys and tokens) or viewer (looks only).
         role: crate::store::UserRole,
+        /// Patterns of points the user may see; empty means everything (`**`).
         namespaces: Vec<Pattern>,
+        /// Nodes the user may see; empty means all.
         nodes: Vec<String>,
     },
+    /// Lists console users with their role and limits (never their password hashes).
     UsersList,
+    /// Removes a console user; the running hub ends its console and JSON sessions.
     UsersRemove {
+        /// The user's login name; a name without an account is not an error.
         name: String,
     },
     /// Makes a JSON API token, returned once.
     ApiTokensCreate {
+        /// A label for the token; the audit log names its actions `api-token:<name>`.
         name: String,
+        /// Patterns of points it may read; empty means everything.
         read: Vec<Pattern>,
+        /// Patterns of writable points it may write; empty means none.
         write: Vec<Pattern>,
     },
+    /// Lists JSON API tokens by id and name (the store keeps only their hashes).
     ApiTokensList,
     /// Removes a JSON API token by its id.
     ApiTokensRevoke {
+        /// The token's id: the first 8 hex digits of its hash, as `ApiTokensList` shows.
         id: String,
     },
 }
@@ -113,11 +150,17 @@ pub enum AdminRequest {
 /// What an approval or a token grants.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Grant {
+    /// The role the key is admitted as: edge, client or hub (a child hub).
     pub role: Role,
+    /// The node's name on this hub: one segment without '/', at most 64 bytes.
     pub name: String,
+    /// Where an edge or child hub may publish; `None`: an edge's own name. A child hub needs one
+    /// (`*` for anywhere).
     pub namespace: Option<String>,
+    /// Patterns the node may read; empty gives a client everything, any other role nothing.
     #[serde(default)]
     pub read: Vec<Pattern>,
+    /// Patterns of writable points the node may write; empty (the default) means none.
     #[serde(default)]
     pub write: Vec<Pattern>,
 }
@@ -174,11 +217,15 @@ impl From<&KeyRecord> for NodeEntry {
 /// Why a node was refused: the sentence the node gets, and the short reason for the log.
 #[derive(Debug)]
 pub struct Refusal {
+    /// A short, fixed reason for the hub's log (e.g. "revoked key").
     pub reason: &'static str,
+    /// The sentence the node gets (the body of the HTTP 403): why, and what to do about it.
     pub message: String,
 }
 
 impl Access {
+    /// Opens the store and audit log in `dir` (the data folder), with the config's `[[nodes]]`;
+    /// the audit log rotates at `audit_max_bytes` and keeps `audit_keep` old files.
     pub fn open(
         dir: &Path,
         nodes: &[NodeEntry],

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// Binds the admin socket at `path`, owner-only (mode 0600), replacing a stale one.
 #[cfg(unix)]
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
@@ -24,6 +25,7 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// Answers requests on the admin socket, one JSON line each, until `shutdown` fires.
 #[cfg(unix)]
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::UnixListener, shutdown: CancellationToken) {
     loop {

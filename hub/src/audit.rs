@@ -20,6 +20,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// The hub's append-only, hash-chained audit log (`audit.jsonl` in the data folder).
 pub struct AuditLog {
     path: PathBuf,
     limiter: crate::audit_limit::Limiter,
@@ -69,6 +70,8 @@ fn last_line(dir: &Path) -> std::io::Result<Option<String>> {
 }
 
 impl AuditLog {
+    /// Opens (or starts) `audit.jsonl` in `dir`, chained to the newest kept line; the file
+    /// rotates at `max_bytes` and `keep` rotated files are kept.
     pub fn open(dir: &Path, max_bytes: u64, keep: usize) -> std::io::Result<AuditLog> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("audit.jsonl");
@@ -90,6 +93,7 @@ impl AuditLog {
         })
     }
 
+    /// The current log file: `audit.jsonl` in the data folder.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -4,25 +4,45 @@
 /// An audit log entry's kind (its `event` field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
+    /// A node's session was welcomed: fingerprint, name, role, address, software.
     ConnectionAccepted,
+    /// A connecting node was refused: no client key, a revoked key, or an unknown one (pending).
     ConnectionRefused,
+    /// A node's session ended, with the reason.
     ConnectionClosed,
+    /// A key was approved, by an operator or by spending an enrollment token.
     KeyApproved,
+    /// An operator revoked a key.
     KeyRevoked,
+    /// An operator made an enrollment token.
     TokenCreated,
+    /// A new key spent an enrollment token (a `KeyApproved` entry follows).
     TokenUsed,
+    /// An enrollment token was refused: unknown, already used, expired, or for another role.
     TokenRefused,
+    /// An edge's birth was refused: a point outside its namespace, a conflict, or too many points.
     PublishRefused,
+    /// A child hub was refused for a loop in the hub chain (it claims this hub or one above).
     ChainRefused,
+    /// A write to a point (from a client, the JSON API or a parent hub), with its result status.
     Write,
+    /// An edge answered a write sent to another node; its answer was not used.
     WriteResultRefused,
+    /// A console user logged in.
     Login,
+    /// A console login was refused (unknown user or wrong password).
     LoginFailed,
+    /// An operator added a console user, or reset its password.
     UserAdded,
+    /// An operator removed a console user.
     UserRemoved,
+    /// An operator made a JSON API token.
     ApiTokenCreated,
+    /// An operator revoked a JSON API token.
     ApiTokenRevoked,
+    /// The first entry of a new log file after a rotation, chained to the old file's last line.
     AuditRotated,
+    /// Refusals past their rate limit were left out: how many, from which source, since when.
     AuditSuppressed,
 }
 

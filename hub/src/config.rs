@@ -12,6 +12,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../examples/hub.toml");
 /// The namespace of a child hub that may publish anywhere (said explicitly).
 pub const ANY_NAMESPACE: &str = "*";
 
+/// The hub's configuration, as read from `hub.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
@@ -23,14 +24,19 @@ pub struct HubConfig {
     /// Where the hub keeps its key and certificate (made on first start) and its state.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// `[tls]`: the hub's own certificate and key, extra certificate names, TLS 1.2.
     #[serde(default)]
     pub tls: TlsFiles,
+    /// `[heartbeat]`: how often links ping, and when a silent one is dead.
     #[serde(default)]
     pub heartbeat: Heartbeat,
+    /// `[limits]`: sizes, rates and timeouts that bound what a node may cost the hub.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[audit]`: when the audit log rotates and how many old files are kept.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[web]`: the console and APIs.
     #[serde(default)]
     pub web: WebConfig,
     /// Parent hubs this hub dials out to as a node of role `hub` (plant DMZ hub → cloud hub).
@@ -41,11 +47,13 @@ pub struct HubConfig {
     pub nodes: Vec<NodeEntry>,
 }
 
+/// `[tls]`: the hub's certificate files; without them the hub makes its own key and certificate.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// PEM certificate chain; with `key`, replaces the key the hub makes for itself.
     pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`; give both or neither.
     pub key: Option<PathBuf>,
     /// Extra names for the hub's own certificate (IPs or DNS names nodes dial).
     #[serde(default)]
@@ -73,6 +81,7 @@ pub struct UpstreamConfig {
     pub urls: Vec<pointhub_link::HubAddr>,
     /// The parent's key fingerprint, or a CA file for its certificate.
     pub fingerprint: Option<Fingerprint>,
+    /// A PEM file of CA certificates the parent's certificate must chain to (or `fingerprint`).
     pub ca: Option<PathBuf>,
     /// What to forward (default everything; this hub's own `$sys` is never forwarded).
     #[serde(default = "default_forward")]
@@ -80,10 +89,13 @@ pub struct UpstreamConfig {
     /// Writes from the parent allowed into these points (default none).
     #[serde(default)]
     pub writes: Vec<Pattern>,
+    /// How often a ping goes to the parent, ms (default 1000).
     #[serde(default = "default_up_interval")]
     pub heartbeat_ms: u64,
+    /// Nothing heard from the parent for this long ends the link, ms (default 3000).
     #[serde(default = "default_up_timeout")]
     pub timeout_ms: u64,
+    /// Longest wait between reconnect attempts to the parent, ms (default 10000).
     #[serde(default = "default_up_backoff")]
     pub backoff_max_ms: u64,
 }
@@ -117,6 +129,7 @@ impl UpstreamConfig {
     }
 }
 
+/// `[audit]`: rotation of the audit log, `audit.jsonl` in the data folder.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
@@ -144,6 +157,7 @@ fn default_audit_keep() -> usize {
     10
 }
 
+/// `[heartbeat]`: the ping interval and dead-link timeout, also sent to nodes in the welcome.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
@@ -164,6 +178,7 @@ impl Default for Heartbeat {
     }
 }
 
+/// `[limits]`: what the hub accepts from nodes and clients: sizes, counts, rates, timeouts.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -230,8 +245,11 @@ impl Default for LimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeEntry {
+    /// The node's key fingerprint, as `pointhub keygen` printed it (`sha256:` and 64 hex digits).
     pub fingerprint: Fingerprint,
+    /// What the node is admitted as: edge, client or hub (a child hub).
     pub role: Role,
+    /// The node's name on this hub (one segment, no '/'); what the node claims does not count.
     pub name: String,
     /// Where an edge may publish; defaults to its name.
     pub namespace: Option<String>,
@@ -301,18 +319,28 @@ fn default_read() -> Vec<Pattern> {
 pub enum ConfigError {
     // The underlying errors are part of the message (not a `source`), so a report that
     // prints the chain says each once.
+    /// The configuration file could not be read (missing, not readable).
     #[error("cannot read {path}: {error}")]
-    Read { path: String, error: std::io::Error },
+    Read {
+        /// The file or folder concerned.
+        path: String,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
     /// Not TOML, an unknown key, a value of the wrong type, an invalid pattern: with the line.
     #[error("{}{error}", at(.path))]
     Parse {
+        /// The file the text came from; `None` for text given to [`HubConfig::parse`].
         path: Option<String>,
+        /// What the TOML reader found wrong, with its line.
         error: toml::de::Error,
     },
     /// Parsed, but the values do not fit together.
     #[error("{}{message}", at(.path))]
     Invalid {
+        /// The file the text came from; `None` for text given to [`HubConfig::parse`].
         path: Option<String>,
+        /// What does not fit, and what to change.
         message: String,
     },
 }
@@ -345,6 +373,7 @@ impl HubConfig {
         Ok(cfg)
     }
 
+    /// Parses and checks configuration text; relative paths are left as written.
     pub fn parse(text: &str) -> Result<HubConfig, ConfigError> {
         let cfg: HubConfig =
             toml::from_str(text).map_err(|error| ConfigError::Parse { path: None, error })?;
@@ -352,6 +381,8 @@ impl HubConfig {
         Ok(cfg)
     }
 
+    /// Makes the relative paths (data_dir, tls cert and key, upstream ca) relative to `base`,
+    /// the config file's folder.
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -372,6 +403,7 @@ impl HubConfig {
         }
     }
 
+    /// Checks that the values fit together (names, listen, heartbeat, tls, upstreams, nodes).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check().map_err(|message| ConfigError::Invalid {
             path: None,

@@ -24,19 +24,27 @@ use tracing::{info, warn};
 /// Why a hub could not be built or served. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    /// The configuration was refused (or `[tls]` gives only one of cert and key).
     #[error("hub configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The hub's key or certificate could not be read, made or written.
     #[error("hub identity: {0}")]
     Identity(#[from] IdentityError),
+    /// The TLS server set-up could not be made from the hub's key and certificate.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The store or audit log in the data folder could not be opened (in use, damaged, missing).
     #[error("{0}")]
     Store(#[from] crate::access::AccessError),
+    /// An `[[upstream]]` link could not be set up (e.g. its CA file could not be read).
     #[error("{source} (the parent at {url})")]
     Upstream {
+        /// The parent's first address, to say which section failed.
         url: String,
+        /// What is wrong with the section.
         source: pointhub_link::SectionError,
     },
+    /// An I/O error while serving (a listener's local address could not be read).
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -189,7 +197,7 @@ fn first_admin(hub: &Hub) {
 }
 
 impl Built {
-    /// The hub's state, for tests and embedders (its HTTP router: [`crate::server::router`]).
+    /// The hub's state, for tests and embedders (its HTTP router is `server::router`).
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }

@@ -92,12 +92,12 @@ impl HubStats {
 }
 
 impl Hub {
-    /// Live sessions of a node.
     /// How many sessions a node has, without copying them.
     pub fn session_count(&self, name: &str) -> usize {
         self.live.iter().filter(|e| e.name == name).count()
     }
 
+    /// Copies of the live sessions of the node named `name` (a client may have several).
     pub fn sessions_of(&self, name: &str) -> Vec<LiveNode> {
         self.live
             .iter()
@@ -193,10 +193,12 @@ impl Hub {
         n
     }
 
+    /// How often pings go out: `[heartbeat] interval_ms`.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(u64::from(self.config.heartbeat.interval_ms))
     }
 
+    /// How long a silent link lives: `[heartbeat] timeout_ms`.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(u64::from(self.config.heartbeat.timeout_ms))
     }

@@ -19,18 +19,41 @@ const MAX_PENDING: usize = 1000;
 /// Most pending keys from one address (IP, any port).
 const MAX_PENDING_PER_ADDR: usize = 16;
 
+/// Why the hub's store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process (most likely a running hub) holds the store open.
     #[error("the hub's store {path} is in use by another process (is the hub running? its admin socket did not answer)")]
-    InUse { path: String },
+    InUse {
+        /// The file or folder concerned.
+        path: String,
+    },
+    /// `hub.redb` exists but is 0 bytes long (truncated).
     #[error("the hub's store {path} is empty (0 bytes): it was truncated. Restore it from a backup; to start afresh on purpose, move the whole data folder aside (every approval, revocation, user and token in the store is then lost, and the keys listed in hub.toml are admitted again)")]
-    Empty { path: String },
+    Empty {
+        /// The file or folder concerned.
+        path: String,
+    },
+    /// `hub.redb` cannot be opened or read as a database; `detail` says what failed.
     #[error("the hub's store {path} is damaged ({detail}). Restore it from a backup; to start afresh on purpose, move the whole data folder aside (every approval, revocation, user and token in the store is then lost, and the keys listed in hub.toml are admitted again)")]
-    Damaged { path: String, detail: String },
+    Damaged {
+        /// The file or folder concerned.
+        path: String,
+        /// What the store reported.
+        detail: String,
+    },
+    /// `hub.redb` is gone from a folder a hub used before (`seen` names the file that shows it).
     #[error("the hub's store {path} is missing, but this data folder was used by a hub before (it holds {seen}): restore the store from a backup; to start afresh on purpose, move the whole data folder aside")]
-    Missing { path: String, seen: String },
+    Missing {
+        /// The file or folder concerned.
+        path: String,
+        /// What was found instead.
+        seen: String,
+    },
+    /// A database or file operation failed (I/O, a transaction); the string says which.
     #[error("store: {0}")]
     Db(String),
+    /// A stored record could not be encoded or decoded.
     #[error("store record: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -39,43 +62,63 @@ fn db<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
+/// Whether a known key is admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
+    /// Admitted with its record's grant.
     Approved,
+    /// Refused for good, across restarts, even if the config's `[[nodes]]` lists it.
     Revoked,
 }
 
 /// A key the hub knows, with what it may do.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct KeyRecord {
+    /// The key's fingerprint (also the record's key in the store).
     pub fingerprint: Fingerprint,
+    /// Approved or revoked.
     pub state: KeyState,
+    /// The role the node is admitted as.
     pub role: Role,
+    /// The node's name on this hub, as approved (what the node claims does not count).
     pub name: String,
     /// Where an edge (or child hub) may publish; defaults to its name.
     pub namespace: Option<String>,
+    /// Patterns of points the node may read.
     pub read: Vec<Pattern>,
+    /// Patterns of writable points the node may write.
     pub write: Vec<Pattern>,
     /// Who approved it: `cli`, `admin`, `token:<id>`.
     pub approved_by: String,
+    /// When it was approved (RFC 3339); empty for a config key, or one revoked without approval.
     pub approved_at: String,
+    /// When it was revoked (RFC 3339); `None` while approved.
     pub revoked_at: Option<String>,
+    /// The operator's reason for the revocation; `None` while approved.
     pub revoke_reason: Option<String>,
+    /// When the hub last admitted it (RFC 3339, written within a second); `None` if not yet.
     pub last_seen: Option<String>,
+    /// The address (IP:port) it was last admitted from; `None` if not yet.
     pub last_addr: Option<String>,
 }
 
 /// A key that tried to connect and is not known.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PendingRecord {
+    /// The unknown key's fingerprint.
     pub fingerprint: Fingerprint,
     /// The name and role the node asked for (its own claim, not trusted).
     pub name: String,
+    /// The role it asked for; `None` if it named none.
     pub role: Option<Role>,
+    /// The address (IP:port) of its latest attempt.
     pub addr: String,
+    /// When it first tried to connect (RFC 3339).
     pub first_attempt: String,
+    /// When it last tried (RFC 3339); the pending list is sorted by it, newest first.
     pub last_attempt: String,
+    /// How many times it tried to connect.
     pub attempts: u64,
 }
 
@@ -84,15 +127,23 @@ pub struct PendingRecord {
 pub struct TokenRecord {
     /// Short id for logs and listings (not secret).
     pub id: String,
+    /// The role the key that spends the token is approved as.
     pub role: Role,
+    /// The node name that key is approved with.
     pub name: String,
+    /// Where that node may publish; `None`: its name.
     pub namespace: Option<String>,
+    /// Patterns of points that node may read.
     pub read: Vec<Pattern>,
+    /// Patterns of writable points that node may write.
     pub write: Vec<Pattern>,
+    /// When the token was made (RFC 3339).
     pub created_at: String,
     /// Microseconds since the epoch.
     pub expires: u64,
+    /// The key that spent the token; `None` while unused.
     pub used_by: Option<Fingerprint>,
+    /// When it was spent (RFC 3339); `None` while unused.
     pub used_at: Option<String>,
 }
 
@@ -109,13 +160,17 @@ pub enum UserRole {
 /// An operator account of the web console. The password is kept as an argon2 hash only.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct UserRecord {
+    /// The login name (also the record's key in the store).
     pub name: String,
+    /// The password's argon2id hash, in PHC string form.
     pub hash: String,
+    /// What the user may do: manage keys and tokens (admin) or look only (viewer).
     pub role: UserRole,
     /// Points the user may see (patterns); `**` for all.
     pub namespaces: Vec<Pattern>,
     /// Nodes the user may see; empty for all.
     pub nodes: Vec<String>,
+    /// When the user was added, or its password last reset (RFC 3339).
     pub created_at: String,
 }
 
@@ -129,13 +184,19 @@ impl UserRecord {
 /// A token for the JSON API (browser HMIs, scripts). Only its SHA-256 is kept.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ApiTokenRecord {
+    /// Short id for listings and revoking: the first 8 hex digits of the token's hash (not secret).
     pub id: String,
+    /// The label the operator gave it; the audit log names its actions `api-token:<name>`.
     pub name: String,
+    /// Patterns of points it may read (empty at creation becomes everything).
     pub read: Vec<Pattern>,
+    /// Patterns of writable points it may write; empty means none.
     pub write: Vec<Pattern>,
+    /// When it was made (RFC 3339).
     pub created_at: String,
 }
 
+/// The current time as RFC 3339 UTC with microseconds, the form the store's records keep.
 pub fn now() -> String {
     Timestamp::now().to_rfc3339()
 }
@@ -146,6 +207,7 @@ pub fn token_hash(token: &str) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The hub's embedded store, `hub.redb` in the data folder; one process may open it at a time.
 pub struct Store {
     db: Database,
 }
@@ -154,6 +216,8 @@ pub struct Store {
 const STORE_CACHE: usize = 4 << 20;
 
 impl Store {
+    /// Opens `hub.redb` in `dir` (made in a fresh folder) and reads every record once; refuses a
+    /// store in use, empty, damaged, or missing from a folder a hub used before.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(db)?;
         let path = dir.join("hub.redb");
@@ -281,6 +345,7 @@ impl Store {
         tx.commit().map_err(db)
     }
 
+    /// The record of an approved or revoked key; `None` if the store does not know it.
     pub fn key(&self, fp: &Fingerprint) -> Result<Option<KeyRecord>, StoreError> {
         self.get(KEYS, &fp.to_string())
     }
@@ -312,6 +377,7 @@ impl Store {
         tx.commit().map_err(db)
     }
 
+    /// Every approved and revoked key in the store (not the config's `[[nodes]]`).
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.all(KEYS)
     }
@@ -323,12 +389,14 @@ impl Store {
         tx.commit().map_err(db)
     }
 
+    /// Keys that tried to connect and are not known, latest attempt first.
     pub fn pending(&self) -> Result<Vec<PendingRecord>, StoreError> {
         let mut v: Vec<PendingRecord> = self.all(PENDING)?;
         v.sort_by(|a, b| b.last_attempt.cmp(&a.last_attempt));
         Ok(v)
     }
 
+    /// The pending record of one key; `None` if it is not pending.
     pub fn pending_key(&self, fp: &Fingerprint) -> Result<Option<PendingRecord>, StoreError> {
         self.get(PENDING, &fp.to_string())
     }
@@ -418,6 +486,7 @@ impl Store {
         tx.commit().map_err(db)
     }
 
+    /// Stores (or replaces) an enrollment token under `hash`, its SHA-256 ([`token_hash`]).
     pub fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<(), StoreError> {
         self.put(TOKENS, hash, rec)
     }
@@ -457,34 +526,42 @@ impl Store {
         Ok(Ok(spent))
     }
 
+    /// The enrollment token whose SHA-256 is `hash`; `None` if there is none.
     pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.get(TOKENS, hash)
     }
 
+    /// Every enrollment token, used and unused.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.all(TOKENS)
     }
 
+    /// The console user named `name`; `None` if there is no such account.
     pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         self.get(USERS, name)
     }
 
+    /// Every console user.
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.all(USERS)
     }
 
+    /// Adds a console user, or replaces the one of that name.
     pub fn put_user(&self, u: &UserRecord) -> Result<(), StoreError> {
         self.put(USERS, &u.name.clone(), u)
     }
 
+    /// Removes the console user named `name`; a name without an account is not an error.
     pub fn remove_user(&self, name: &str) -> Result<(), StoreError> {
         self.remove(USERS, name)
     }
 
+    /// The JSON API token whose SHA-256 is `hash`; `None` if there is none.
     pub fn api_token(&self, hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
         self.get(API_TOKENS, hash)
     }
 
+    /// Stores (or replaces) a JSON API token under `hash`, its SHA-256 ([`token_hash`]).
     pub fn put_api_token(&self, hash: &str, t: &ApiTokenRecord) -> Result<(), StoreError> {
         self.put(API_TOKENS, hash, t)
     }
@@ -512,6 +589,7 @@ impl Store {
         Ok(found)
     }
 
+    /// Every JSON API token.
     pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
         self.all(API_TOKENS)
     }
@@ -546,6 +624,7 @@ impl Store {
         self.db.begin_write().map_err(db)?.commit().map_err(db)
     }
 
+    /// The saved point states, restored at start (stale until their edges return).
     pub fn points(&self) -> Result<Vec<crate::core::SavedPoint>, StoreError> {
         self.all(POINTS)
     }

@@ -27,21 +27,42 @@ use std::time::Duration;
 /// A link section that does not check out or cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {
+    /// The section's `urls` list is empty.
     #[error("{section}.urls: give at least one hub, e.g. [\"wss://127.0.0.1:7420\"]")]
-    NoUrls { section: String },
+    NoUrls {
+        /// The section's name in messages (`hub`, `upstream 0`).
+        section: String,
+    },
+    /// The section gives neither `fingerprint` nor `ca`, so the hub could not be checked.
     #[error("{section}: give fingerprint (the hub's key, as the hub logs it at start) or ca (a PEM file)")]
-    NoVerification { section: String },
+    NoVerification {
+        /// The section's name in messages (`hub`, `upstream 0`).
+        section: String,
+    },
+    /// The section gives both `fingerprint` and `ca`.
     #[error("{section}: give fingerprint or ca, not both")]
-    BothVerifications { section: String },
+    BothVerifications {
+        /// The section's name in messages (`hub`, `upstream 0`).
+        section: String,
+    },
+    /// `heartbeat_ms` is 0, or `timeout_ms` is not larger than `heartbeat_ms`.
     #[error("{section}: timeout_ms must be larger than heartbeat_ms")]
-    Timing { section: String },
+    Timing {
+        /// The section's name in messages (`hub`, `upstream 0`).
+        section: String,
+    },
+    /// The node's own certificate or key (`cert`, `key`) could not be loaded.
     #[error("node key: {0}")]
     Key(#[source] IdentityError),
+    /// The section's `ca` file could not be read or holds no PEM certificate.
     #[error("{section}.ca: {source}")]
     Ca {
+        /// The section's name in messages: `hub`, `upstream 0`.
         section: String,
+        /// Why the CA file could not be loaded.
         source: IdentityError,
     },
+    /// The client TLS configuration could not be built from the node's identity and verification.
     #[error(transparent)]
     Tls(#[from] TlsError),
 }

@@ -18,29 +18,62 @@ pub const SOFTWARE: &str = concat!("pointhub ", env!("CARGO_PKG_VERSION"));
 /// Why dialling a hub failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// The TCP connection to the hub could not be made.
     #[error("cannot reach {hub}: {source}")]
     Connect {
+        /// The hub dialled.
         hub: HubAddr,
+        /// What the operating system reported.
         source: std::io::Error,
     },
+    /// The TCP connect, TLS handshake, WebSocket upgrade or welcome took longer than
+    /// `connect_timeout`; `secs` is that timeout in whole seconds, at least 1.
     #[error("{hub} did not answer within {secs} s")]
-    Timeout { hub: HubAddr, secs: u64 },
+    Timeout {
+        /// The hub dialled.
+        hub: HubAddr,
+        /// The connect timeout, in seconds.
+        secs: u64,
+    },
+    /// The hub's host is not a valid TLS server name, or the TLS handshake failed (wrong pin, say).
     #[error("TLS with {hub} failed: {detail}")]
-    Tls { hub: HubAddr, detail: String },
+    Tls {
+        /// The hub dialled.
+        hub: HubAddr,
+        /// What the lower layer reported.
+        detail: String,
+    },
+    /// The hub answered the WebSocket upgrade with an HTTP error: 401 without a client key, 403
+    /// for a key it does not admit.
     #[error("{hub} refused this node (HTTP {status}): {message}")]
     Refused {
+        /// The hub dialled.
         hub: HubAddr,
+        /// The HTTP status code of the hub's answer.
         status: u16,
+        /// The body of the hub's answer, trimmed; empty if it had none.
         message: String,
     },
+    /// The hub answered the hello with an `Error` message instead of a welcome.
     #[error("{hub} ended the session: {code:?}: {message}")]
     Rejected {
+        /// The hub dialled.
         hub: HubAddr,
+        /// The error code the hub sent.
         code: ErrorCode,
+        /// The hub's explanation.
         message: String,
     },
+    /// The upgrade request could not be built, the upgrade failed other than by an HTTP answer, or
+    /// the session ended or sent another message before the welcome.
     #[error("WebSocket with {hub} failed: {detail}")]
-    WebSocket { hub: HubAddr, detail: String },
+    WebSocket {
+        /// The hub dialled.
+        hub: HubAddr,
+        /// What the lower layer reported.
+        detail: String,
+    },
+    /// A TLS configuration could not be built.
     #[error(transparent)]
     Config(#[from] TlsError),
 }
@@ -50,13 +83,21 @@ pub enum LinkError {
 pub struct LinkConfig {
     /// Hubs to try, in order.
     pub hubs: Vec<HubAddr>,
+    /// How the hub's certificate is checked: a pinned fingerprint or CA roots.
     pub verify: ServerVerification,
+    /// This node's certificate and key, shown to the hub as its client certificate.
     pub identity: Arc<Identity>,
+    /// The role this node claims, in the upgrade request and the hello.
     pub role: Role,
+    /// This node's name, sent in the upgrade request and the hello.
     pub name: String,
+    /// Timing and size rules of the session; `SessionOpts::default()` unless set.
     pub session: SessionOpts,
+    /// How long each step of a dial (TCP, TLS, WebSocket upgrade, welcome) may take; 5 s default.
     pub connect_timeout: Duration,
+    /// The first wait of the reconnect backoff between dialling rounds; 100 ms by default.
     pub backoff_min: Duration,
+    /// The longest wait of the reconnect backoff; 10 s by default, set from `backoff_max_ms`.
     pub backoff_max: Duration,
     /// A one-time enrollment token, sent while this node's key is not yet approved.
     pub enroll_token: Option<String>,
@@ -64,6 +105,8 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
+    /// A configuration for `hubs` with the defaults above and no enrollment token. Fails if the TLS
+    /// client configuration cannot be built (a certificate and key that do not fit, say).
     pub fn new(
         hubs: Vec<HubAddr>,
         verify: ServerVerification,
@@ -90,8 +133,11 @@ impl LinkConfig {
 
 /// A dialled, welcomed session.
 pub struct Link {
+    /// The running session with the hub.
     pub session: Session,
+    /// The hub's answer to this node's hello: its name, the node's name and namespace, the timing.
     pub welcome: Welcome,
+    /// The hub that answered.
     pub hub: HubAddr,
 }
 

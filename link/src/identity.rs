@@ -11,30 +11,56 @@ use std::str::FromStr;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 32]);
 
+/// Why an identity or a fingerprint could not be made, read, written or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// A certificate or key file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file that could not be read.
         path: PathBuf,
+        /// What the operating system reported.
         source: std::io::Error,
     },
+    /// The identity's folder could not be made, or its certificate or key file not written.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The folder or file that could not be made or written.
         path: PathBuf,
+        /// What the operating system reported.
         source: std::io::Error,
     },
+    /// A certificate file holds no `CERTIFICATE` block, or a block that is not valid PEM.
     #[error("{path} holds no PEM certificate ({detail})")]
-    NoCert { path: PathBuf, detail: String },
+    NoCert {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the lower layer reported.
+        detail: String,
+    },
+    /// A key file holds no PEM private key, or one that is not valid PEM.
     #[error("{path} holds no PEM private key ({detail})")]
-    NoKey { path: PathBuf, detail: String },
+    NoKey {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the lower layer reported.
+        detail: String,
+    },
+    /// A certificate's DER does not parse as X.509, so no fingerprint can be taken from it.
     #[error("not a valid X.509 certificate: {0}")]
     BadCert(String),
+    /// Making a new key pair or self-signed certificate failed (`generate`, `create`).
     #[error("cannot make a key or certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// Text parsed as a fingerprint is not `sha256:` and 64 hex digits; holds its first 100 chars.
     #[error("{0:?} is not a fingerprint: write sha256: followed by 64 hex digits")]
     BadFingerprint(String),
+    /// `create` found a key file at `path` already; a key is never overwritten.
     #[error("{path} already exists: pick another folder or remove it first (a key is never overwritten)")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The file concerned.
+        path: PathBuf,
+    },
 }
 
 impl Fingerprint {
@@ -53,6 +79,7 @@ impl Fingerprint {
         Fingerprint(out)
     }
 
+    /// The fingerprint as 64 lowercase hex digits, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -108,8 +135,11 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
 /// A loaded identity: certificate chain, private key and fingerprint.
 #[derive(Debug)]
 pub struct Identity {
+    /// The certificate chain from the certificate file, the node's own certificate first.
     pub certs: Vec<CertificateDer<'static>>,
+    /// The private key of the first certificate.
     pub key: PrivateKeyDer<'static>,
+    /// The fingerprint of the first certificate's public key.
     pub fingerprint: Fingerprint,
 }
 
@@ -125,8 +155,11 @@ impl Clone for Identity {
 
 /// The PEM texts of a new identity.
 pub struct NewIdentity {
+    /// The self-signed certificate, PEM (what `create` writes to `<stem>.crt`).
     pub cert_pem: String,
+    /// The private key, PEM (what `create` writes to `<stem>.key`, readable by its owner only).
     pub key_pem: String,
+    /// The fingerprint of the new certificate's public key.
     pub fingerprint: Fingerprint,
 }
 

@@ -7,7 +7,7 @@
 //! - [`addr`]: hub addresses (`wss://host:port/node`).
 //! - [`session`]: the session driver both ends run over a WebSocket: decoding within limits,
 //!   heartbeats and round trip, coalesced writes, a bad frame answered with a coded error.
-//! - [`dial`]: dialling a hub (TCP, TLS 1.3, WebSocket, hello/welcome), and the best of several.
+//! - [`mod@dial`]: dialling a hub (TCP, TLS 1.3, WebSocket, hello/welcome), and the best of several.
 //! - [`retry`]: exponential backoff with jitter, and the order to try hubs in.
 //! - [`config`]: the `[hub]` section of a node's configuration, and the settings an `[[upstream]]`
 //!   gives, built into a [`LinkConfig`] in one place.

@@ -30,6 +30,7 @@ pub struct SessionOpts {
     pub heartbeat: Duration,
     /// Nothing heard for this long ends the session.
     pub timeout: Duration,
+    /// Size limits every received frame is decoded within; `Limits::default()` by default.
     pub limits: Limits,
     /// Frames read per second at most; past it, reading pauses (the peer is throttled, not cut).
     pub max_frames_per_sec: u32,
@@ -48,9 +49,13 @@ impl Default for SessionOpts {
 
 /// What one WebSocket frame is, for the session driver.
 pub enum FrameKind {
+    /// A binary frame, with its bytes: an encoded message.
     Binary(Bytes),
+    /// A close frame, with the peer's reason if it gave one.
     Close(Option<String>),
+    /// A text frame: node sessions speak binary, so it ends the session with an error.
     Text,
+    /// Any other frame (a WebSocket ping or pong); skipped.
     Control,
 }
 
@@ -58,7 +63,9 @@ pub enum FrameKind {
 pub trait WsMessage: Send + Sized + 'static {
     /// A binary message; `Bytes`, so a frame shared by many sessions goes out without a copy.
     fn binary(bytes: Bytes) -> Self;
+    /// A close frame without a reason.
     fn close() -> Self;
+    /// What the frame is, with its bytes if binary.
     fn kind(self) -> FrameKind;
 }
 
@@ -83,6 +90,7 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
 /// What goes out on a session.
 #[derive(Debug)]
 pub enum Outgoing {
+    /// A message, encoded by the writer.
     Msg(Msg),
     /// An already encoded frame (one encode shared by many sessions).
     Frame(Bytes),
@@ -97,7 +105,9 @@ pub struct SessionStats {
     pub rtt_us: AtomicU64,
     /// When the peer was last heard, microseconds since the epoch.
     pub last_heard: AtomicU64,
+    /// WebSocket frames read from the peer, of any kind.
     pub frames_in: AtomicU64,
+    /// Frames written to the peer: queued messages and encoded frames, not heartbeat `Ping`s.
     pub frames_out: AtomicU64,
 }
 
@@ -112,6 +122,8 @@ impl SessionTx {
     pub async fn send(&self, msg: Msg) -> bool {
         self.tx.send(Outgoing::Msg(msg)).await.is_ok()
     }
+    /// Queues an already encoded frame; waits while the queue is full. `false` once the session has
+    /// ended.
     pub async fn send_frame(&self, frame: Bytes) -> bool {
         self.tx.send(Outgoing::Frame(frame)).await.is_ok()
     }
@@ -130,6 +142,7 @@ impl SessionTx {
             .await;
         let _ = self.tx.send(Outgoing::Close).await;
     }
+    /// Queues a close after everything queued before it; the session then ends.
     pub async fn close(&self) {
         let _ = self.tx.send(Outgoing::Close).await;
     }
@@ -137,8 +150,12 @@ impl SessionTx {
 
 /// A running session: messages in and out, figures, and how it ended.
 pub struct Session {
+    /// Sends on the session; clone it to send from several tasks.
     pub tx: SessionTx,
+    /// Messages from the peer, except `Ping` and `Pong` (the driver answers those); `None` once the
+    /// session has ended.
     pub rx: mpsc::Receiver<Msg>,
+    /// Live figures: round trip, when last heard, frames in and out.
     pub stats: Arc<SessionStats>,
     /// Cancelled when the session ends, for whatever reason.
     pub closed: CancellationToken,
@@ -164,6 +181,7 @@ impl Session {
     }
 }
 
+/// The reason held by a [`Session::reason_handle`], or `session closed` if none was set.
 pub fn close_reason(r: &Mutex<Option<String>>) -> String {
     r.lock()
         .ok()

@@ -32,10 +32,13 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// A TLS configuration that cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// rustls refused the configuration: a protocol version, or a key not matching its certificate.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A certificate of the CA file could not be added as a trust root; holds the reason.
     #[error("CA file: {0}")]
     Ca(String),
+    /// An identity or certificate could not be loaded or parsed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }

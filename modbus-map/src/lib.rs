@@ -45,37 +45,58 @@ pub struct Overlap {
 /// A value that does not go into a mapping's registers.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EncodeError {
+    /// A number type was given a value with no numeric form (a string or null); carries it.
     #[error("{0} is not a number")]
     NotANumber(Value),
+    /// A `bool` or `bit` mapping was given a value that does not coerce to true/false.
     #[error("{0} is not true/false")]
     NotABool(Value),
+    /// A `string` mapping was given a value that is not a string.
     #[error("{0} is not text")]
     NotText(Value),
+    /// The raw value (after inverse scale and offset, rounded for integers) is outside the
+    /// type's range or not finite.
     #[error("{value} is out of range for {ty:?} ({lo}..={hi} raw)")]
     OutOfRange {
+        /// The value that was to be written.
         value: Value,
+        /// The mapping's register type.
         ty: RegType,
+        /// The smallest raw value the type holds.
         lo: f64,
+        /// The largest raw value the type holds.
         hi: f64,
     },
+    /// The text has more bytes than the mapping's `length` registers hold (two per register).
     #[error("{chars} characters do not fit {registers} registers")]
-    TooLong { chars: usize, registers: usize },
+    TooLong {
+        /// Characters in the text.
+        chars: usize,
+        /// Registers the mapping has.
+        registers: usize,
+    },
 }
 
 /// The Modbus tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Table {
+    /// Coils: single bits a master may read and write.
     Coil,
+    /// Discrete inputs: single read-only bits.
     Discrete,
+    /// Holding registers: 16-bit words a master may read and write.
     Holding,
+    /// Input registers: read-only 16-bit words.
     Input,
 }
 
 impl Table {
+    /// Whether the table holds single bits (coils, discrete inputs) rather than 16-bit registers.
     pub fn is_bits(self) -> bool {
         matches!(self, Table::Coil | Table::Discrete)
     }
+    /// Whether a master may write the table: coils and holding registers only.
     pub fn writable(self) -> bool {
         matches!(self, Table::Coil | Table::Holding)
     }
@@ -87,6 +108,7 @@ impl Table {
             125
         }
     }
+    /// The table's name as configuration writes it (`coil`, `discrete`, `holding`, `input`).
     pub fn as_str(self) -> &'static str {
         match self {
             Table::Coil => "coil",
@@ -97,28 +119,46 @@ impl Table {
     }
 }
 
+/// How a point's value is laid out in its registers (`type` in configuration); see the crate
+/// docs for the registers each takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegType {
+    /// One bit of a coil or discrete input.
     Bool,
+    /// One bit (`bit`, 0 = least significant) of a holding or input register.
     Bit,
+    /// Unsigned 16-bit integer, one register.
     U16,
+    /// Signed (two's complement) 16-bit integer, one register.
     I16,
+    /// Unsigned 32-bit integer, two registers in `order`.
     U32,
+    /// Signed 32-bit integer, two registers in `order`.
     I32,
+    /// IEEE 754 single-precision float, two registers in `order`.
     F32,
+    /// Unsigned 64-bit integer, four registers in `order`.
     U64,
+    /// Signed 64-bit integer, four registers in `order`.
     I64,
+    /// IEEE 754 double-precision float, four registers in `order`.
     F64,
+    /// Text in `length` registers, two bytes each (high byte first); trailing NULs are trimmed.
     String,
 }
 
+/// The byte order of a 32- or 64-bit value in its registers, A being the most significant byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
 pub enum Order {
+    /// Big endian, most significant word first: the Modbus default.
     #[default]
     ABCD,
+    /// Words swapped: least significant word first, each word big endian.
     CDAB,
+    /// Bytes swapped in each word, most significant word first (also swaps a string's bytes).
     BADC,
+    /// Little endian: words and bytes both reversed (also swaps a string's bytes).
     DCBA,
 }
 
@@ -135,18 +175,24 @@ impl Order {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
+    /// The table the point sits in.
     pub table: Table,
+    /// The 0-based protocol address of its first register (or bit).
     pub address: u16,
+    /// How the registers encode the value (`type` in configuration).
     #[serde(rename = "type")]
     pub ty: RegType,
+    /// Byte order of 32- and 64-bit values; default `ABCD` (big endian).
     #[serde(default)]
     pub order: Order,
     /// Registers of a `string`.
     pub length: Option<u16>,
     /// The bit of a `bit`.
     pub bit: Option<u8>,
+    /// Multiplies the raw number into the engineering value (`raw × scale + offset`); default 1.
     #[serde(default = "one")]
     pub scale: f64,
+    /// Added to the scaled raw number (`raw × scale + offset`); default 0.
     #[serde(default)]
     pub offset: f64,
 }
@@ -441,20 +487,31 @@ fn bool_of(v: &Value) -> Result<bool, EncodeError> {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MapEntry {
+    /// The point's name: below `<namespace>/<source>/` on an edge, the full name on a client.
     pub name: String,
+    /// The table the point sits in.
     pub table: Table,
+    /// The 0-based protocol address of its first register (or bit).
     pub address: u16,
+    /// How the registers encode the value (`type` in configuration).
     #[serde(rename = "type")]
     pub ty: RegType,
+    /// Byte order of 32- and 64-bit values; default `ABCD` (big endian).
     #[serde(default)]
     pub order: Order,
+    /// Registers of a `string` (1 to 125, two characters each); only for that type.
     pub length: Option<u16>,
+    /// The bit (0 to 15, 0 = least significant) of a `bit`; only for that type.
     pub bit: Option<u8>,
+    /// Multiplies the raw number into the engineering value (`raw × scale + offset`); default 1.
     #[serde(default = "one")]
     pub scale: f64,
+    /// Added to the scaled raw number (`raw × scale + offset`); default 0.
     #[serde(default)]
     pub offset: f64,
+    /// The engineering unit (`bar`), carried to clients in the point's definition (edge).
     pub unit: Option<String>,
+    /// A human description, carried to clients in the point's definition (edge).
     pub description: Option<String>,
     /// Report a change only when it exceeds this much (edge).
     pub deadband: Option<f64>,
@@ -471,6 +528,7 @@ pub struct MapEntry {
 }
 
 impl MapEntry {
+    /// The entry's register part: where the point sits and how it is encoded.
     pub fn mapping(&self) -> Mapping {
         Mapping {
             table: self.table,

@@ -36,30 +36,62 @@ impl Default for Limits {
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The frame is longer than [`Limits::max_frame`]; checked before it is parsed.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The frame's length in bytes.
+        len: usize,
+        /// The largest frame allowed, in bytes.
+        max: usize,
+    },
+    /// The bytes do not parse as a [`Msg`]; carries postcard's error.
     #[error("frame does not decode as a pointhub message: {0}")]
     Malformed(#[from] postcard::Error),
+    /// Bytes are left over after one whole message.
     #[error("frame has {extra} bytes after the message")]
-    Trailing { extra: usize },
+    Trailing {
+        /// Bytes left over after the message.
+        extra: usize,
+    },
+    /// A birth, data batch, define, subscribe or chain holds more items than its limit allows.
     #[error("{what}: {count} items exceed the limit of {max}")]
     TooMany {
+        /// Which list: `birth points`, `data updates`, `patterns`, ….
         what: &'static str,
+        /// Items the frame holds.
         count: usize,
+        /// The limit that applies.
         max: usize,
     },
+    /// A name, string value, unit, description, pattern or message is longer than its limit.
     #[error("{what} of {len} bytes exceeds the limit of {max} bytes")]
     StringTooLong {
+        /// Which string: `node name`, `unit`, `string value`, ….
         what: &'static str,
+        /// Its length, in bytes.
         len: usize,
+        /// The limit, in bytes.
         max: usize,
     },
+    /// A point name in a birth or define is not a valid name.
     #[error("invalid point name: {0}")]
     Name(#[from] crate::NameError),
+    /// An update's source or hub time lies past `Timestamp::MAX` (the end of the year 9999).
     #[error("{what} {micros} µs after 1970 lies past the year 9999: check the clock of the device or node that made it")]
-    Timestamp { what: &'static str, micros: u64 },
+    Timestamp {
+        /// Which timestamp.
+        what: &'static str,
+        /// Its value, µs since the epoch.
+        micros: u64,
+    },
+    /// The frame is a `Hello` of another major protocol version than [`PROTOCOL_MAJOR`].
     #[error("peer speaks protocol {major}.x; this node speaks {ours}.x: upgrade the older side")]
-    Version { major: u16, ours: u16 },
+    Version {
+        /// The peer's protocol major version.
+        major: u16,
+        /// This side's protocol major version.
+        ours: u16,
+    },
 }
 
 /// Encodes one message into a frame.

@@ -18,16 +18,27 @@ pub const MAX_SEGMENTS: usize = 32;
 /// Why a name or pattern was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NameError {
+    /// The name or pattern is the empty string.
     #[error("empty name")]
     Empty,
+    /// The name or pattern is longer, in bytes, than the limit that applies.
     #[error("name is {len} bytes long; the limit is {max}")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name allowed, in bytes.
+        max: usize,
+    },
+    /// The name or pattern has more than [`MAX_SEGMENTS`] segments; carries the count.
     #[error("name has {0} segments; the limit is {MAX_SEGMENTS}")]
     TooManySegments(usize),
+    /// The name or pattern starts or ends with `/`, or holds `//`; carries it (cut to 80 chars).
     #[error("name {0:?} has an empty segment (a leading, trailing or doubled '/')")]
     EmptySegment(String),
+    /// A name holds a control character, `*` or `#` (a pattern: a control character or `#`).
     #[error("name {0:?} holds a character names may not hold (control characters, '*', '#')")]
     BadChar(String),
+    /// A pattern segment holds `*` beside other characters (`pump*`, `***`).
     #[error("pattern {0:?}: '*' and '**' must stand alone as a whole segment")]
     BadWildcard(String),
 }
@@ -86,6 +97,7 @@ pub struct Pattern {
 }
 
 impl Pattern {
+    /// Parses and checks a pattern of at most [`MAX_NAME_LEN`] bytes; `**/**` folds into `**`.
     pub fn parse(text: &str) -> Result<Pattern, NameError> {
         check_common(text, MAX_NAME_LEN)?;
         let mut segs = Vec::new();
@@ -111,6 +123,7 @@ impl Pattern {
         })
     }
 
+    /// The pattern as it was written.
     pub fn as_str(&self) -> &str {
         &self.text
     }

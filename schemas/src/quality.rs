@@ -85,14 +85,14 @@ impl Quality {
     pub fn is_bad(self) -> bool {
         self.0 & 0x8000_0000 != 0
     }
-    /// The quality of a point whose link to its authority was lost: the last value stays, but
-    /// it is no longer live.
     /// The quality a point turns to when the link to its authority is lost, given its quality
     /// before and whether it holds a value: only a good (or already uncertain) value stays usable.
     pub fn stale_from(prev: Quality, has_value: bool) -> Quality {
         Quality::stale(has_value && !prev.is_bad())
     }
 
+    /// The quality of a point whose authority is out of reach: usable last value if it had one
+    /// (`UncertainNoCommunicationLastUsableValue`), else `BadNoCommunication`.
     pub fn stale(had_value: bool) -> Quality {
         if had_value {
             Quality::UncertainNoCommunicationLastUsableValue

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
+    /// Zero: no time, for a point that never had a value or an edge's unset `hub_ts`.
     pub const NEVER: Timestamp = Timestamp(0);
 
     /// The last instant RFC 3339 can write: 9999-12-31T23:59:59.999999Z. A source time past it
@@ -18,10 +19,12 @@ impl Timestamp {
     /// hub holds prints.
     pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
 
+    /// The system clock's current time.
     pub fn now() -> Timestamp {
         Timestamp::from(SystemTime::now())
     }
 
+    /// Whether this is [`Timestamp::NEVER`] (zero).
     pub fn is_never(self) -> bool {
         self.0 == 0
     }

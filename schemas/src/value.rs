@@ -7,14 +7,20 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataType {
+    /// True or false.
     Bool,
+    /// Signed 64-bit integer.
     Int,
+    /// Unsigned 64-bit integer.
     UInt,
+    /// 64-bit IEEE 754 float.
     Float,
+    /// UTF-8 text.
     String,
 }
 
 impl DataType {
+    /// The type's lowercase name, as configuration and JSON write it (`bool`, `uint`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             DataType::Bool => "bool",
@@ -29,12 +35,18 @@ impl DataType {
 /// A point's value. `Null` is "no value" (a point that never had one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub enum Value {
+    /// No value: the point never had one.
     #[default]
     Null,
+    /// A true/false value (`bool` points).
     Bool(bool),
+    /// A signed integer (`int` points).
     Int(i64),
+    /// An unsigned integer (`uint` points).
     UInt(u64),
+    /// A float (`float` points); a non-finite one prints as `null` in JSON.
     Float(f64),
+    /// Text (`string` points).
     String(String),
 }
 
@@ -42,11 +54,14 @@ pub enum Value {
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("value {value} does not fit data type {ty}")]
 pub struct TypeMismatch {
+    /// The refused value, as its `Display` prints it.
     pub value: String,
+    /// The name of the data type it does not fit (`bool`, `int`, …).
     pub ty: &'static str,
 }
 
 impl Value {
+    /// Whether this is [`Value::Null`]: no value.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }

@@ -22,7 +22,9 @@ pub enum SinkError {
     /// The sink's own socket or file failed.
     #[error("{sink}: {source}")]
     Io {
+        /// Which sink failed, for messages: `modbus server`.
         sink: &'static str,
+        /// What the operating system reported.
         source: std::io::Error,
     },
 }

@@ -42,11 +42,13 @@ pub enum BadQuality {
 pub struct ServerConfig {
     /// Where the HMI connects: `0.0.0.0:502`, `127.0.0.1:1502`.
     pub listen: String,
+    /// What a read of a point whose quality is not `Good` gets; `exception` by default.
     #[serde(default)]
     pub bad_quality: BadQuality,
     /// How long an HMI's write may wait for the device.
     #[serde(default = "default_write_ms")]
     pub write_timeout_ms: u64,
+    /// The points served: each by full name, where it sits, and its optional `quality_register`.
     pub points: Vec<MapEntry>,
 }
 
@@ -57,10 +59,19 @@ fn default_write_ms() -> u64 {
 /// A `[modbus_server]` section that cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerConfigError {
+    /// `listen` is not an IP address and port; holds what was given.
     #[error("modbus_server.listen: {0:?} is not an address like 127.0.0.1:1502")]
     Listen(String),
+    /// A point's name or mapping is not valid, or it sets a key only an edge's map takes
+    /// (`deadband`, `group`).
     #[error("modbus_server point {name:?}: {message}")]
-    Point { name: String, message: String },
+    Point {
+        /// The point's name as configured.
+        name: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+    /// Two points, or a point and a quality register, claim the same registers.
     #[error("modbus_server: {0}")]
     Overlap(#[from] Overlap),
 }

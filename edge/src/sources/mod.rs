@@ -4,7 +4,7 @@
 //! [`Sample`]s on one channel the edge drains, and answers writes to its writable points on its
 //! own channel. The simulator ([`sim`]) and Modbus ([`modbus`]) are sources today; OPC UA and MQTT
 //! plug in the same way: a config type, an `impl Source`, a variant of
-//! [`SourceConfig`](crate::config::SourceConfig).
+//! [`SourceConfig`].
 
 pub mod modbus;
 pub mod sim;

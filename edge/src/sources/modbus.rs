@@ -26,9 +26,13 @@ use tracing::{info, warn};
 /// One read of adjacent addresses, and the points it feeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
+    /// The table read.
     pub table: Table,
+    /// The first address read.
     pub start: u16,
+    /// How many addresses are read: registers, or bits of coils and discrete inputs.
     pub count: u16,
+    /// The points the read feeds, as indices into the device's `points`.
     pub points: Vec<usize>,
 }
 

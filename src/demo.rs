@@ -174,7 +174,10 @@ read = ["**"]
         let view = pointhub_client::ClientConfig::load(&data.join("view.toml"))?;
         let link = view.hub.link_config(Role::Client, "demo-view")?;
         let opts = ClientOptions {
-            patterns: vec!["demo/**".into(), "$sys/demo/**".into()],
+            patterns: vec![
+                "demo/**".into(),
+                pointhub_schemas::sys::SysNamespace::of("demo").point("**"),
+            ],
             history: false,
         };
         let (client, mut events) = Client::spawn(link, opts, shutdown.clone());

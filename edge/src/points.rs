@@ -3,6 +3,7 @@
 
 use crate::config::EdgeConfig;
 use crate::sources::{Sample, SourceContext, SourceWrite};
+use pointhub_schemas::sys::{self, SysNamespace};
 use pointhub_schemas::{Birth, DataType, PointDef, Quality, Timestamp, Update, Value};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
@@ -85,7 +86,7 @@ impl Points {
             states.push(State {
                 def: PointDef {
                     id: base + i as u32,
-                    name: format!("$sys/{}/{k}", cfg.name),
+                    name: SysNamespace::of(&cfg.name).point(k),
                     dtype,
                     unit: None,
                     description: None,
@@ -161,7 +162,7 @@ impl Points {
     pub(crate) fn is_sys(&self, u: &Update) -> bool {
         self.states
             .get(u.id as usize)
-            .is_some_and(|s| s.def.name.starts_with("$sys/"))
+            .is_some_and(|s| sys::is_sys(&s.def.name))
     }
 
     /// Whether the table holds exactly this update's source time for its point (the birth carried

@@ -16,6 +16,7 @@
 //!   REST (`rest.rs`), the JSON WebSocket (`ws.rs`), metrics (`metrics.rs`).
 //! - `upstream`: this hub as a node of a parent hub.
 //! - `core`: the point table, subscribers and their conflating queues.
+//! - `delivery`: the one delivery step every subscriber's renderer (binary, JSON, upstream) uses.
 //! - [`access`], [`store`], [`audit`] (and `audit_limit`), [`admin`]: keys, tokens, users, the
 //!   embedded store, the audit log, the operator's socket.
 //! - [`config`]: `hub.toml`; `throttle`: per-session limits on costly requests; `saver`: last
@@ -31,6 +32,7 @@ mod audit_event;
 mod audit_limit;
 pub mod config;
 mod core;
+mod delivery;
 pub mod lifecycle;
 mod saver;
 mod server;

@@ -13,6 +13,7 @@ use pointhub_link::identity;
 use pointhub_link::identity::IdentityError;
 use pointhub_link::tls::TlsError;
 use pointhub_link::{tls, LinkConfig};
+use pointhub_schemas::sys::SysNamespace;
 use pointhub_schemas::{DataType, ErrorCode, Limits, Role, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,12 +143,12 @@ impl Hub {
             Err(e) => warn!(error = %e, "cannot restore last values"),
         }
         hub.set_sys(
-            &format!("$sys/{}/version", hub.name),
+            &SysNamespace::of(&hub.name).point("version"),
             DataType::String,
             Value::String(pointhub_link::SOFTWARE.into()),
         );
         hub.set_sys(
-            &format!("$sys/{}/connected", hub.name),
+            &SysNamespace::of(&hub.name).point("connected"),
             DataType::Bool,
             Value::Bool(true),
         );

@@ -12,6 +12,7 @@ use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use pointhub_link::identity::Fingerprint;
 use pointhub_link::WS_READ_BUFFER;
+use pointhub_schemas::sys::SysNamespace;
 use pointhub_schemas::{DataType, Value};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -228,24 +229,24 @@ pub(crate) async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         hub.access.audit.flush_suppressed();
-        let n = &hub.name;
+        let own = SysNamespace::of(&hub.name);
         hub.set_sys(
-            &format!("$sys/{n}/uptime_s"),
+            &own.point("uptime_s"),
             DataType::UInt,
             Value::UInt(hub.started.elapsed().as_secs()),
         );
         hub.set_sys(
-            &format!("$sys/{n}/sessions"),
+            &own.point("sessions"),
             DataType::UInt,
             Value::UInt(hub.live.len() as u64),
         );
         hub.set_sys(
-            &format!("$sys/{n}/points"),
+            &own.point("points"),
             DataType::UInt,
             Value::UInt(hub.core.point_count() as u64),
         );
         hub.set_sys(
-            &format!("$sys/{n}/updates_in"),
+            &own.point("updates_in"),
             DataType::UInt,
             Value::UInt(hub.core.updates_in.load(Ordering::Relaxed)),
         );
@@ -263,25 +264,26 @@ pub(crate) async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
             })
             .collect();
         for (name, rtt, heard, sub) in nodes {
+            let sys = SysNamespace::of(&name);
             if let Some(sub) = sub {
                 hub.set_sys(
-                    &format!("$sys/{name}/queue"),
+                    &sys.point("queue"),
                     DataType::UInt,
                     Value::UInt(sub.queue_len() as u64),
                 );
                 hub.set_sys(
-                    &format!("$sys/{name}/conflated"),
+                    &sys.point("conflated"),
                     DataType::UInt,
                     Value::UInt(sub.conflated.load(Ordering::Relaxed)),
                 );
             }
             hub.set_sys(
-                &format!("$sys/{name}/rtt_ms"),
+                &sys.point("rtt_ms"),
                 DataType::Float,
                 Value::Float(rtt as f64 / 1000.0),
             );
             hub.set_sys(
-                &format!("$sys/{name}/last_seen"),
+                &sys.point("last_seen"),
                 DataType::String,
                 Value::String(pointhub_schemas::Timestamp(heard).to_rfc3339()),
             );

@@ -10,11 +10,13 @@
 
 use crate::config::UpstreamConfig;
 use crate::core::Subscriber;
+use crate::delivery::{definitions, Delivery, Step};
+use crate::session::write::{Via, Writer};
 use crate::state::Hub;
 use pointhub_link::LinkConfig;
 use pointhub_link::{self as link, Backoff};
-use pointhub_schemas::name::in_namespace;
-use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Quality, Value, WriteResult};
+use pointhub_schemas::sys::SysNamespace;
+use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Value, WriteResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +36,8 @@ pub(crate) async fn run(
 ) {
     let forward: Vec<Pattern> = cfg.forward.clone();
     let writes: Vec<Pattern> = cfg.writes.clone();
-    let own_sys = format!("$sys/{}", hub.name);
-    let status = |k: &str| format!("$sys/{}/upstream/{index}/{k}", hub.name);
+    let own_sys = SysNamespace::of(&hub.name);
+    let status = |k: &str| own_sys.point(&format!("upstream/{index}/{k}"));
     hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
     let mut backoff = Backoff::new(link_cfg.backoff_min, link_cfg.backoff_max);
     while let Some(mut link) = link::dial_any(&link_cfg, &mut backoff, &shutdown).await {
@@ -69,33 +71,25 @@ pub(crate) async fn run(
         }
         let mut seq = 0u64;
         let mut part = 0u32;
-        let mut defined = crate::core::GidSet::default();
+        // This hub's own `$sys` is its own: never forwarded.
+        let own = own_sys.clone();
+        let mut delivery =
+            Delivery::new(sub.clone()).keeping(move |table, pt| !own.contains(table.name(pt)));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let reason = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break "shutting down".to_string(),
-                _ = sub.notify.notified() => {
-                    let p = sub.drain();
-                    if p.overflow {
-                        break "the parent fell too far behind".to_string();
-                    }
-                    let entries: Vec<_> = {
-                        let table = hub.core.table_read();
-                        p.entries.into_iter().filter(|e| table.points.get(e.id as usize).is_some_and(|pt| !in_namespace(table.name(pt), &own_sys))).collect()
+                _ = delivery.ready() => {
+                    let batch = match delivery.take(&hub) {
+                        Step::Send(batch) => batch,
+                        Step::Overflow => break "the parent fell too far behind".to_string(),
                     };
-                    let new: Vec<u32> = entries.iter().map(|e| e.id).filter(|g| defined.insert(*g)).collect();
-                    if !new.is_empty() {
-                        let defs: Vec<_> = {
-                            let table = hub.core.table_read();
-                            new.iter().filter_map(|&g| table.points.get(g as usize).map(|p| p.def(&table, g))).collect()
-                        };
-                        for chunk in defs.chunks(BATCH) {
-                            seq += 1;
-                            tx.send(Msg::Birth(Birth { seq, part, last: true, points: chunk.to_vec(), states: Vec::new() })).await;
-                            part += 1;
-                        }
+                    for chunk in definitions(&hub, &batch.new).chunks(BATCH) {
+                        seq += 1;
+                        tx.send(Msg::Birth(Birth { seq, part, last: true, points: chunk.to_vec(), states: Vec::new() })).await;
+                        part += 1;
                     }
-                    for chunk in entries.chunks(BATCH) {
+                    for chunk in batch.updates.chunks(BATCH) {
                         seq += 1;
                         tx.send(Msg::Data(Data { seq, updates: chunk.to_vec() })).await;
                     }
@@ -116,21 +110,16 @@ pub(crate) async fn run(
                         let tx = tx.clone();
                         let writes = writes.clone();
                         let parent = link.welcome.hub.clone();
+                        let by = Writer { name: parent, via: Via::Upstream, fingerprint: None };
                         tokio::spawn(async move {
                             let req = w.req;
-                            let point = w.point.clone();
-                            let (status, message) = if writes.iter().any(|p| p.matches(&w.point)) {
-                                crate::session::route_write(&hub, &format!("upstream {parent}"), &writes, w).await
-                            } else {
-                                (Quality::BadUserAccessDenied, format!("hub {} does not take writes to {point:?} from {parent}: not in its upstream writes", hub.name))
-                            };
-                            hub.access.audit.record(crate::audit::Event::Write, serde_json::json!({"name": format!("upstream:{parent}"), "point": point, "status": status.to_string(), "message": message}));
+                            let (status, message) = crate::session::write::write(&hub, &by, &writes, w).await;
                             tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;
                         });
                     }
                     Some(Msg::Rebirth(r)) => {
                         info!(reason = %r.reason, "parent asks for a rebirth");
-                        defined.clear();
+                        delivery.forget_definitions();
                         part = 0;
                         hub.core.resnapshot(&sub);
                     }

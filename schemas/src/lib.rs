@@ -15,6 +15,7 @@ pub mod json;
 pub mod msg;
 pub mod name;
 pub mod quality;
+pub mod sys;
 pub mod time;
 pub mod value;
 

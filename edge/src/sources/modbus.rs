@@ -13,6 +13,7 @@
 use super::{Sample, Source, SourceContext, SourceHandle, SourceWrite};
 use crate::config::{ModbusConfig, Transport};
 use pointhub_modbus_map::{MapEntry, Mapping, Table};
+use pointhub_schemas::sys::SysNamespace;
 use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -143,7 +144,7 @@ pub fn spawn(
     }
     let sys = |k: &str, dtype: DataType, id: u32| PointDef {
         id,
-        name: format!("$sys/{edge}/modbus/{}/{k}", cfg.name),
+        name: SysNamespace::of(edge).point(&format!("modbus/{}/{k}", cfg.name)),
         dtype,
         unit: None,
         description: None,

@@ -5,6 +5,7 @@ use crate::config::NodeEntry;
 use crate::state::Hub;
 use pointhub_link::Session;
 use pointhub_schemas::name::in_namespace;
+use pointhub_schemas::sys::{self, SysNamespace};
 use pointhub_schemas::{ErrorCode, Msg, Rebirth, Role};
 use serde_json::json;
 use std::sync::Arc;
@@ -19,22 +20,22 @@ pub(super) async fn edge(
     session: &mut Session,
 ) {
     let owner: Arc<str> = entry.name.as_str().into();
-    let sys_ns = format!("$sys/{}", entry.name);
+    let sys_ns = SysNamespace::of(&entry.name);
     // A child hub forwards what lies below it: its namespace if it has one, or anything, and
     // the `$sys` points of its nodes; never the `$sys` points this hub publishes of itself.
-    let own_sys = format!("$sys/{}", hub.name);
+    let own_sys = SysNamespace::of(&hub.name);
     let child_hub = entry.role == Role::Hub;
     let allowed = |n: &str| {
         if child_hub {
-            !in_namespace(n, &own_sys)
+            !own_sys.contains(n)
                 && (entry
                     .namespace
                     .as_deref()
                     .is_none_or(|ns| ns == crate::config::ANY_NAMESPACE)
                     || in_namespace(n, namespace)
-                    || n.starts_with("$sys/"))
+                    || sys::is_sys(n))
         } else {
-            in_namespace(n, namespace) || in_namespace(n, &sys_ns)
+            in_namespace(n, namespace) || sys_ns.contains(n)
         }
     };
     let mut local = LocalIds::new(hub.config.limits.max_points_per_node);
@@ -81,7 +82,7 @@ pub(super) async fn edge(
                             crate::core::BirthError::Namespace { name, .. } if child_hub => {
                                 std::iter::once(hub.name.to_string())
                                     .chain(hub.ancestors())
-                                    .find(|h| in_namespace(name, &format!("$sys/{h}")))
+                                    .find(|h| SysNamespace::of(h).contains(name))
                             }
                             _ => None,
                         };

@@ -1,13 +1,14 @@
 //! A client's session: subscribe, a snapshot then changes from its conflating queue (the pump),
 //! writes it is granted.
 
+use super::write::{Via, Writer};
 use crate::config::NodeEntry;
 use crate::core::Subscriber;
+use crate::delivery::{definitions, Delivery, Step};
 use crate::state::Hub;
 use crate::throttle::{paced_scan, Throttle, SCANS_PER_SEC};
 use pointhub_link::{Session, SessionTx};
 use pointhub_schemas::{Data, Define, ErrorCode, Msg, Pattern, Quality, SnapshotDone, WriteResult};
-use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,26 +101,15 @@ pub(super) async fn client(
                 let hub = hub.clone();
                 let tx = session.tx.clone();
                 let write = write.clone();
-                let who = entry.name.clone();
-                let fp = entry.fingerprint;
+                let by = Writer {
+                    name: entry.name.clone(),
+                    via: Via::Node,
+                    fingerprint: Some(entry.fingerprint),
+                };
                 tokio::spawn(async move {
                     let _permit = permit;
                     let req = w.req;
-                    let point = w.point.clone();
-                    let new = w.value.to_json();
-                    let old = {
-                        let t = hub.core.table_read();
-                        t.gid(&point)
-                            .and_then(|g| t.points.get(g as usize))
-                            .map(|p| p.value.to_json())
-                    };
-                    let (status, message) = super::write::route_write(&hub, &who, &write, w).await;
-                    info!(node = %who, point = %point, status = %status, "write");
-                    hub.stats.count_write(&status.to_string());
-                    hub.access.audit.record(
-                        crate::audit::Event::Write,
-                        json!({"name": who, "fingerprint": fp, "point": point, "old": old, "new": new, "status": status.to_string(), "message": message}),
-                    );
+                    let (status, message) = super::write::write(&hub, &by, &write, w).await;
                     tx.send(Msg::WriteResult(WriteResult {
                         req,
                         status,
@@ -152,55 +142,41 @@ pub(super) async fn pump(
     closed: tokio_util::sync::CancellationToken,
 ) {
     let mut seq = 0u64;
-    // The points this session has had defined to it.
-    let mut defined = crate::core::GidSet::default();
+    let mut delivery = Delivery::new(sub);
     loop {
         tokio::select! {
             _ = closed.cancelled() => return,
-            _ = sub.notify.notified() => {}
+            _ = delivery.ready() => {}
         }
-        let p = sub.drain();
-        if p.overflow {
-            warn!(
-                limit = hub.config.limits.subscriber_queue,
-                "client too slow: cut off"
-            );
-            tx.fail(
-                ErrorCode::SlowConsumer,
-                format!(
-                    "this client fell more than {} updates behind and was cut off; it reconnects for a fresh snapshot",
-                    hub.config.limits.subscriber_queue
-                ),
-            )
-            .await;
-            return;
-        }
-        let new: Vec<u32> = p
-            .entries
-            .iter()
-            .map(|e| e.id)
-            .filter(|g| defined.insert(*g))
-            .collect();
+        let batch = match delivery.take(&hub) {
+            Step::Send(batch) => batch,
+            Step::Overflow => {
+                let limit = hub.config.limits.subscriber_queue;
+                warn!(limit, "client too slow: cut off");
+                tx.fail(
+                    ErrorCode::SlowConsumer,
+                    format!(
+                        "this client fell more than {limit} updates behind and was cut off; it reconnects for a fresh snapshot"
+                    ),
+                )
+                .await;
+                return;
+            }
+        };
         // Definitions go out a frame at a time, built under a short read lock each, so a big
         // snapshot never holds a second copy of every name.
-        for chunk in new.chunks(BATCH) {
-            let points: Vec<_> = {
-                let table = hub.core.table_read();
-                chunk
-                    .iter()
-                    .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(&table, g)))
-                    .collect()
-            };
+        for chunk in batch.new.chunks(BATCH) {
+            let points = definitions(&hub, chunk);
             if !tx.send(Msg::Define(Define { points })).await {
                 return;
             }
         }
         // A small drain (the common case) goes out as the queue's own vector; a big one is
         // moved out a frame at a time.
-        let (mut whole, mut rest) = if p.entries.len() <= BATCH {
-            (Some(p.entries), Vec::new().into_iter())
+        let (mut whole, mut rest) = if batch.updates.len() <= BATCH {
+            (Some(batch.updates), Vec::new().into_iter())
         } else {
-            (None, p.entries.into_iter())
+            (None, batch.updates.into_iter())
         };
         loop {
             let updates: Vec<_> = match whole.take() {
@@ -211,13 +187,11 @@ pub(super) async fn pump(
                 break;
             }
             seq += 1;
-            let n = updates.len() as u64;
             if !tx.send(Msg::Data(Data { seq, updates })).await {
                 return;
             }
-            hub.stats.updates_out.fetch_add(n, Ordering::Relaxed);
         }
-        for points in p.snapshots_done {
+        for points in batch.snapshots_done {
             if !tx.send(Msg::SnapshotDone(SnapshotDone { points })).await {
                 return;
             }

@@ -12,6 +12,7 @@ use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pointhub_link::{spawn_session, FrameKind, Session, SessionOpts, WsMessage};
+use pointhub_schemas::sys::SysNamespace;
 use pointhub_schemas::{DataType, ErrorCode, Msg, Role, Value, Welcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -20,11 +21,10 @@ use tracing::{info, warn, Instrument};
 
 mod authority;
 mod client;
-mod write;
+pub(crate) mod write;
 
 use authority::edge;
 use client::client;
-pub(crate) use write::route_write;
 
 struct AxumMsg(Message);
 
@@ -205,7 +205,8 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         crate::audit::Event::ConnectionAccepted,
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "software": hello.software}),
     );
-    let sys = |k: &str| format!("$sys/{name}/{k}");
+    let own = SysNamespace::of(&name);
+    let sys = |k: &str| own.point(k);
     hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(true));
     hub.set_sys(
         &sys("role"),

@@ -117,7 +117,7 @@ impl Principal {
                 let mut segs = p.as_str().split('/');
                 match segs.next() {
                     Some("*" | "**") => true,
-                    Some("$sys") => {
+                    Some(root) if root == pointhub_schemas::sys::ROOT => {
                         matches!(segs.next(), Some(s) if s == name || s == "*" || s == "**")
                     }
                     Some(first) => first == name,

@@ -3,6 +3,8 @@
 use super::auth::*;
 use super::principal::*;
 use crate::core::Subscriber;
+use crate::delivery::{Delivery, Step};
+use crate::session::write::{Via, Writer};
 use crate::state::Hub;
 use crate::throttle::{paced_scan, Throttle};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -12,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use pointhub_schemas::{json as record, Pattern, Value, WriteRequest};
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -149,6 +150,11 @@ pub(super) async fn json_session(
     ));
     hub.core.add_subscriber(sub.clone());
     let _subscribed = Subscribed(hub.clone(), sub.clone());
+    // A user limited to some nodes sees only their points.
+    let sees = p.clone();
+    let mut delivery = Delivery::new(sub.clone())
+        .without_definitions()
+        .keeping(move |table, pt| sees.sees_owner(table.owner(pt)));
     // Registered so that revoking its token (or resetting its user) ends it at once; and
     // checked again now, for a revocation between the upgrade and here.
     let ended = hub.shutdown.child_token();
@@ -188,24 +194,22 @@ pub(super) async fn json_session(
                     break;
                 }
             }
-            _ = sub.notify.notified() => {
-                let pending = sub.drain();
-                if pending.overflow {
-                    let _ = send_json(&mut socket, &json!({"type": "error", "message": "too slow: cut off; reconnect for a fresh snapshot"})).await;
-                    break;
-                }
+            _ = delivery.ready() => {
+                let batch = match delivery.take(&hub) {
+                    Step::Send(batch) => batch,
+                    Step::Overflow => {
+                        let _ = send_json(&mut socket, &json!({"type": "error", "message": "too slow: cut off; reconnect for a fresh snapshot"})).await;
+                        break;
+                    }
+                };
                 let mut ok = true;
-                for chunk in pending.entries.chunks(JSON_CHUNK) {
-                    let (text, n) = {
+                for chunk in batch.updates.chunks(JSON_CHUNK) {
+                    let text = {
                         let table = hub.core.table_read();
                         let updates: Vec<serde_json::Value> = chunk
                             .iter()
                             .filter_map(|e| {
                                 let pt = table.points.get(e.id as usize)?;
-                                // A user limited to some nodes sees only their points.
-                                if !p.sees_owner(table.owner(pt)) {
-                                    return None;
-                                }
                                 let mut r = record::record(table.name(pt), &e.value, e.quality, e.source_ts, e.hub_ts, e.flags & pointhub_schemas::Update::HISTORY != 0);
                                 if let (Some(m), Some(unit)) = (r.as_object_mut(), pt.unit()) {
                                     m.insert("unit".into(), json!(unit));
@@ -213,22 +217,17 @@ pub(super) async fn json_session(
                                 Some(r)
                             })
                             .collect();
-                        let n = updates.len();
-                        (json!({"type": "updates", "updates": updates}).to_string(), n)
+                        json!({"type": "updates", "updates": updates}).to_string()
                     };
-                    if n == 0 {
-                        continue;
-                    }
                     if !send_text(&mut socket, text).await {
                         ok = false;
                         break;
                     }
-                    hub.stats.updates_out.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 if !ok {
                     break;
                 }
-                for n in pending.snapshots_done {
+                for n in batch.snapshots_done {
                     if !send_json(&mut socket, &json!({"type": "snapshot_done", "points": n})).await {
                         break;
                     }
@@ -340,13 +339,15 @@ pub(super) async fn json_request(
                 point: point.to_string(),
                 value,
             };
+            let by = Writer {
+                name: who,
+                via: Via::Api,
+                fingerprint: None,
+            };
             tokio::spawn(async move {
                 let _permit = permit;
                 let point = w.point.clone();
-                let new = w.value.to_json();
-                let (status, message) = crate::session::route_write(&hub, &who, &write, w).await;
-                hub.stats.count_write(&status.to_string());
-                hub.access.audit.record(crate::audit::Event::Write, json!({"name": who, "point": point, "new": new, "status": status.to_string(), "message": message}));
+                let (status, message) = crate::session::write::write(&hub, &by, &write, w).await;
                 let _ = tx.send(json!({"type": "write_result", "id": id, "point": point, "status": status.to_string(), "status_code": status.0, "message": message})).await;
             });
             None

@@ -34,6 +34,12 @@ pub enum AccessError {
     Audit(std::io::Error),
 }
 
+impl From<crate::grant::GrantError> for AccessError {
+    fn from(e: crate::grant::GrantError) -> Self {
+        AccessError::Invalid(e.0)
+    }
+}
+
 impl From<String> for AccessError {
     fn from(message: String) -> Self {
         AccessError::Invalid(message)
@@ -147,69 +153,13 @@ pub enum AdminRequest {
     },
 }
 
-/// What an approval or a token grants.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Grant {
-    /// The role the key is admitted as: edge, client or hub (a child hub).
-    pub role: Role,
-    /// The node's name on this hub: one segment without '/', at most 64 bytes.
-    pub name: String,
-    /// Where an edge or child hub may publish; `None`: an edge's own name. A child hub needs one
-    /// (`*` for anywhere).
-    pub namespace: Option<String>,
-    /// Patterns the node may read; empty gives a client everything, any other role nothing.
-    #[serde(default)]
-    pub read: Vec<Pattern>,
-    /// Patterns of writable points the node may write; empty (the default) means none.
-    #[serde(default)]
-    pub write: Vec<Pattern>,
-}
-
-impl Grant {
-    /// Whether the grant fits together; if not, what to change.
-    pub fn validate(&self) -> Result<(), AccessError> {
-        self.check().map_err(AccessError::Invalid)
-    }
-
-    fn check(&self) -> Result<(), String> {
-        pointhub_schemas::name::validate_name(&self.name, 64).map_err(|e| format!("name: {e}"))?;
-        if self.name.contains('/') {
-            return Err("name: a node name is one segment, without '/'".into());
-        }
-        match (self.role, self.namespace.as_deref()) {
-            (Role::Hub, None) => {
-                return Err("a child hub needs a namespace: the one it forwards (e.g. --namespace plant1), or \"*\" to let it publish under any namespace".into())
-            }
-            (Role::Hub, Some(crate::config::ANY_NAMESPACE)) => {}
-            (_, Some(crate::config::ANY_NAMESPACE)) => {
-                return Err("namespace \"*\" (anywhere) is for child hubs only".into())
-            }
-            (_, Some(ns)) => pointhub_schemas::name::validate_name(ns, 256)
-                .map_err(|e| format!("namespace: {e}"))?,
-            (_, None) => {}
-        }
-        Ok(())
-    }
-
-    /// Clients read everything unless told otherwise; nobody writes unless told.
-    fn read_or_default(&self) -> Vec<Pattern> {
-        if self.read.is_empty() && self.role == Role::Client {
-            vec![Pattern::all()]
-        } else {
-            self.read.clone()
-        }
-    }
-}
+pub use crate::grant::Grant;
 
 impl From<&KeyRecord> for NodeEntry {
     fn from(r: &KeyRecord) -> NodeEntry {
         NodeEntry {
             fingerprint: r.fingerprint,
-            role: r.role,
-            name: r.name.clone(),
-            namespace: r.namespace.clone(),
-            read: r.read.clone(),
-            write: r.write.clone(),
+            grant: r.grant.clone(),
         }
     }
 }
@@ -280,7 +230,7 @@ impl Access {
         if let Some(rec) = self.store.key(fp).map_err(internal)? {
             return match rec.state {
                 KeyState::Revoked => {
-                    self.audit.record(crate::audit::Event::ConnectionRefused, json!({"fingerprint": fp, "name": rec.name, "remote": addr, "reason": "revoked"}));
+                    self.audit.record(crate::audit::Event::ConnectionRefused, json!({"fingerprint": fp, "name": rec.grant.name, "remote": addr, "reason": "revoked"}));
                     Err(Refusal {
                         reason: "revoked key",
                         message: format!("key {fp} was revoked on hub {hub}; make a new key and have it approved"),
@@ -344,7 +294,7 @@ impl Access {
                 Err("enrollment token already used")
             } else if now > t.expires {
                 Err("enrollment token expired")
-            } else if claim.role.is_some_and(|r| r != t.role) {
+            } else if claim.role.is_some_and(|r| r != t.grant.role) {
                 Err("enrollment token is for another role")
             } else {
                 Ok(())
@@ -353,11 +303,7 @@ impl Access {
         let key = |t: &TokenRecord| KeyRecord {
             fingerprint: *fp,
             state: KeyState::Approved,
-            role: t.role,
-            name: t.name.clone(),
-            namespace: t.namespace.clone(),
-            read: t.read.clone(),
-            write: t.write.clone(),
+            grant: t.grant.clone(),
             approved_by: format!("token:{}", t.id),
             approved_at: store::now(),
             revoked_at: None,
@@ -376,10 +322,10 @@ impl Access {
                 });
             }
         };
-        self.audit.record(crate::audit::Event::TokenUsed, json!({"token": t.id, "fingerprint": fp, "name": t.name, "role": t.role, "remote": addr}));
+        self.audit.record(crate::audit::Event::TokenUsed, json!({"token": t.id, "fingerprint": fp, "name": t.grant.name, "role": t.grant.role, "remote": addr}));
         self.audit.record(
             crate::audit::Event::KeyApproved,
-            json!({"fingerprint": fp, "name": t.name, "role": t.role, "by": rec.approved_by}),
+            json!({"fingerprint": fp, "name": t.grant.name, "role": t.grant.role, "by": rec.approved_by}),
         );
         Ok(NodeEntry::from(&rec))
     }
@@ -396,7 +342,7 @@ impl Access {
                         keys.push(config_record(n));
                     }
                 }
-                keys.sort_by(|a, b| a.name.cmp(&b.name));
+                keys.sort_by(|a, b| a.grant.name.cmp(&b.grant.name));
                 Ok(json!(keys))
             }
             AdminRequest::KeysShow { fingerprint } => {
@@ -405,7 +351,7 @@ impl Access {
                 let config = self
                     .config_nodes
                     .get(&fingerprint)
-                    .map(|n| json!({"role": n.role, "name": n.name}));
+                    .map(|n| json!({"role": n.grant.role, "name": n.grant.name}));
                 if key.is_none() && pending.is_none() && config.is_none() {
                     return Err(format!("the hub does not know key {fingerprint}").into());
                 }
@@ -413,15 +359,10 @@ impl Access {
             }
             AdminRequest::KeysApprove { fingerprint, grant } => {
                 grant.validate()?;
-                let read = grant.read_or_default();
                 let rec = KeyRecord {
                     fingerprint,
                     state: KeyState::Approved,
-                    role: grant.role,
-                    name: grant.name.clone(),
-                    namespace: grant.namespace.clone(),
-                    read,
-                    write: grant.write.clone(),
+                    grant: grant.with_default_read(),
                     approved_by: by.into(),
                     approved_at: store::now(),
                     revoked_at: None,
@@ -432,7 +373,7 @@ impl Access {
                 self.store.put_key(&rec).map_err(e)?;
                 self.audit.record(
                     crate::audit::Event::KeyApproved,
-                    json!({"fingerprint": fingerprint, "name": grant.name, "role": grant.role, "namespace": grant.namespace, "read": rec.read, "write": rec.write, "by": by}),
+                    json!({"fingerprint": fingerprint, "name": grant.name, "role": grant.role, "namespace": grant.namespace, "read": rec.grant.read, "write": rec.grant.write, "by": by}),
                 );
                 Ok(json!(rec))
             }
@@ -450,11 +391,13 @@ impl Access {
                             KeyRecord {
                                 fingerprint,
                                 state: KeyState::Approved,
-                                role: p.as_ref().and_then(|p| p.role).unwrap_or(Role::Client),
-                                name: p.map(|p| p.name).unwrap_or_default(),
-                                namespace: None,
-                                read: vec![],
-                                write: vec![],
+                                grant: Grant {
+                                    role: p.as_ref().and_then(|p| p.role).unwrap_or(Role::Client),
+                                    name: p.map(|p| p.name).unwrap_or_default(),
+                                    namespace: None,
+                                    read: vec![],
+                                    write: vec![],
+                                },
                                 approved_by: String::new(),
                                 approved_at: String::new(),
                                 revoked_at: None,
@@ -469,7 +412,7 @@ impl Access {
                 rec.revoked_at = Some(store::now());
                 rec.revoke_reason = Some(reason.clone());
                 self.store.put_key(&rec).map_err(e)?;
-                self.audit.record(crate::audit::Event::KeyRevoked, json!({"fingerprint": fingerprint, "name": rec.name, "reason": reason, "by": by}));
+                self.audit.record(crate::audit::Event::KeyRevoked, json!({"fingerprint": fingerprint, "name": rec.grant.name, "reason": reason, "by": by}));
                 Ok(json!(rec))
             }
             AdminRequest::TokensCreate { grant, ttl_s } => {
@@ -483,11 +426,7 @@ impl Access {
                 let hash = store::token_hash(&token);
                 let rec = TokenRecord {
                     id: hash[..8].to_string(),
-                    role: grant.role,
-                    name: grant.name.clone(),
-                    namespace: grant.namespace.clone(),
-                    read: grant.read_or_default(),
-                    write: grant.write.clone(),
+                    grant: grant.with_default_read(),
                     created_at: store::now(),
                     expires: Timestamp::now().0 + ttl_s * 1_000_000,
                     used_by: None,
@@ -593,11 +532,7 @@ fn config_record(n: &NodeEntry) -> KeyRecord {
     KeyRecord {
         fingerprint: n.fingerprint,
         state: KeyState::Approved,
-        role: n.role,
-        name: n.name.clone(),
-        namespace: n.namespace.clone(),
-        read: n.read.clone(),
-        write: n.write.clone(),
+        grant: n.grant.clone(),
         approved_by: "config".into(),
         approved_at: String::new(),
         revoked_at: None,
@@ -685,7 +620,10 @@ mod tests {
         )
         .expect("approve");
         assert_eq!(
-            a.admit(&fp, &claim, "x", "hub").expect("admitted").name,
+            a.admit(&fp, &claim, "x", "hub")
+                .expect("admitted")
+                .grant
+                .name,
             "e1"
         );
         a.execute(
@@ -720,7 +658,10 @@ mod tests {
             token: Some(token.clone()),
         };
         assert_eq!(
-            a.admit(&fp2, &claim2, "x", "hub").expect("enrolled").name,
+            a.admit(&fp2, &claim2, "x", "hub")
+                .expect("enrolled")
+                .grant
+                .name,
             "e2"
         );
         let fp3 = Fingerprint([3; 32]);

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 /// A commented default configuration; `pointhub hub --print-config` prints it.
 pub const DEFAULT_TOML: &str = include_str!("../../examples/hub.toml");
 
-/// The namespace of a child hub that may publish anywhere (said explicitly).
-pub const ANY_NAMESPACE: &str = "*";
+use crate::grant::Grant;
+pub use crate::grant::ANY_NAMESPACE;
 
 /// The hub's configuration, as read from `hub.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -241,24 +241,49 @@ impl Default for LimitsConfig {
     }
 }
 
-/// A node the hub admits.
+/// A node the hub admits: its key and its grant.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "NodeSection")]
 pub struct NodeEntry {
     /// The node's key fingerprint, as `pointhub keygen` printed it (`sha256:` and 64 hex digits).
     pub fingerprint: Fingerprint,
+    /// What it may do.
+    pub grant: Grant,
+}
+
+/// A `[[nodes]]` entry as written: the grant's keys beside the fingerprint. (A separate type
+/// because `deny_unknown_fields` does not work through `#[serde(flatten)]`.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    fingerprint: Fingerprint,
     /// What the node is admitted as: edge, client or hub (a child hub).
-    pub role: Role,
+    role: Role,
     /// The node's name on this hub (one segment, no '/'); what the node claims does not count.
-    pub name: String,
+    name: String,
     /// Where an edge may publish; defaults to its name.
-    pub namespace: Option<String>,
+    namespace: Option<String>,
     /// Patterns a client may read; defaults to everything.
     #[serde(default = "default_read")]
-    pub read: Vec<Pattern>,
+    read: Vec<Pattern>,
     /// Patterns a client may write (writable points only); defaults to nothing.
     #[serde(default)]
-    pub write: Vec<Pattern>,
+    write: Vec<Pattern>,
+}
+
+impl From<NodeSection> for NodeEntry {
+    fn from(n: NodeSection) -> NodeEntry {
+        NodeEntry {
+            fingerprint: n.fingerprint,
+            grant: Grant {
+                role: n.role,
+                name: n.name,
+                namespace: n.namespace,
+                read: n.read,
+                write: n.write,
+            },
+        }
+    }
 }
 
 fn default_listen() -> Vec<String> {
@@ -413,9 +438,9 @@ impl HubConfig {
 
     fn check(&self) -> Result<(), String> {
         for n in &self.nodes {
-            if n.role == pointhub_schemas::Role::Hub && n.namespace.is_none() {
+            if n.grant.role == pointhub_schemas::Role::Hub && n.grant.namespace.is_none() {
                 tracing::warn!(
-                    node = %n.name,
+                    node = %n.grant.name,
                     "child hub without a namespace may publish under any namespace: write namespace = \"*\" to say so, or the namespace it forwards (e.g. plant1)"
                 );
             }
@@ -450,32 +475,14 @@ impl HubConfig {
         }
         let mut seen = std::collections::HashSet::new();
         for n in &self.nodes {
-            pointhub_schemas::name::validate_name(&n.name, 64)
-                .map_err(|e| format!("nodes: name {:?}: {e}", n.name))?;
-            if n.name.contains('/') {
-                return Err(format!(
-                    "nodes: name {:?}: a node name is one segment, without '/'",
-                    n.name
-                ));
-            }
+            n.grant
+                .validate_shape()
+                .map_err(|e| format!("nodes: {:?}: {e}", n.grant.name))?;
             if !seen.insert(n.fingerprint) {
                 return Err(format!(
                     "nodes: fingerprint {} is listed twice",
                     n.fingerprint
                 ));
-            }
-            match n.namespace.as_deref() {
-                Some(ANY_NAMESPACE) if n.role == pointhub_schemas::Role::Hub => {}
-                Some(ANY_NAMESPACE) => {
-                    return Err(format!(
-                        "nodes: {}: namespace \"*\" (anywhere) is for child hubs only: give this {} a namespace of its own",
-                        n.name,
-                        n.role.as_str()
-                    ))
-                }
-                Some(ns) => pointhub_schemas::name::validate_name(ns, 256)
-                    .map_err(|e| format!("nodes: {}: namespace: {e}", n.name))?,
-                None => {}
             }
         }
         Ok(())

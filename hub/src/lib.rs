@@ -19,6 +19,7 @@
 //! - `delivery`: the one delivery step every subscriber's renderer (binary, JSON, upstream) uses.
 //! - [`access`], [`store`], [`audit`] (and `audit_limit`), [`admin`]: keys, tokens, users, the
 //!   embedded store, the audit log, the operator's socket.
+//! - [`grant`]: the one grant type (role, name, namespace, read, write) every approval carries.
 //! - [`config`]: `hub.toml`; `throttle`: per-session limits on costly requests; `saver`: last
 //!   values to the store every second, on a low-priority thread.
 //!
@@ -33,6 +34,7 @@ mod audit_limit;
 pub mod config;
 mod core;
 mod delivery;
+pub mod grant;
 pub mod lifecycle;
 mod saver;
 mod server;

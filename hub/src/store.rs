@@ -2,6 +2,7 @@
 //! pending keys, enrollment tokens. Every change is one committed transaction, so a restart (or a
 //! crash) loses no approval and no revocation.
 
+use crate::grant::Grant;
 use pointhub_link::Fingerprint;
 use pointhub_schemas::{Pattern, Role, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -79,16 +80,9 @@ pub struct KeyRecord {
     pub fingerprint: Fingerprint,
     /// Approved or revoked.
     pub state: KeyState,
-    /// The role the node is admitted as.
-    pub role: Role,
-    /// The node's name on this hub, as approved (what the node claims does not count).
-    pub name: String,
-    /// Where an edge (or child hub) may publish; defaults to its name.
-    pub namespace: Option<String>,
-    /// Patterns of points the node may read.
-    pub read: Vec<Pattern>,
-    /// Patterns of writable points the node may write.
-    pub write: Vec<Pattern>,
+    /// What the key may do; stored at the record's top level, as before there was one type.
+    #[serde(flatten)]
+    pub grant: Grant,
     /// Who approved it: `cli`, `admin`, `token:<id>`.
     pub approved_by: String,
     /// When it was approved (RFC 3339); empty for a config key, or one revoked without approval.
@@ -127,16 +121,9 @@ pub struct PendingRecord {
 pub struct TokenRecord {
     /// Short id for logs and listings (not secret).
     pub id: String,
-    /// The role the key that spends the token is approved as.
-    pub role: Role,
-    /// The node name that key is approved with.
-    pub name: String,
-    /// Where that node may publish; `None`: its name.
-    pub namespace: Option<String>,
-    /// Patterns of points that node may read.
-    pub read: Vec<Pattern>,
-    /// Patterns of writable points that node may write.
-    pub write: Vec<Pattern>,
+    /// What the key that spends the token is approved with; stored at the record's top level.
+    #[serde(flatten)]
+    pub grant: Grant,
     /// When the token was made (RFC 3339).
     pub created_at: String,
     /// Microseconds since the epoch.
@@ -670,11 +657,13 @@ mod tests {
         let rec = KeyRecord {
             fingerprint: fp,
             state: KeyState::Approved,
-            role: Role::Edge,
-            name: "edge9".into(),
-            namespace: None,
-            read: vec![],
-            write: vec![],
+            grant: Grant {
+                role: Role::Edge,
+                name: "edge9".into(),
+                namespace: None,
+                read: vec![],
+                write: vec![],
+            },
             approved_by: "cli".into(),
             approved_at: now(),
             revoked_at: None,

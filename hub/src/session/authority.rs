@@ -19,16 +19,17 @@ pub(super) async fn edge(
     id: u64,
     session: &mut Session,
 ) {
-    let owner: Arc<str> = entry.name.as_str().into();
-    let sys_ns = SysNamespace::of(&entry.name);
+    let owner: Arc<str> = entry.grant.name.as_str().into();
+    let sys_ns = SysNamespace::of(&entry.grant.name);
     // A child hub forwards what lies below it: its namespace if it has one, or anything, and
     // the `$sys` points of its nodes; never the `$sys` points this hub publishes of itself.
     let own_sys = SysNamespace::of(&hub.name);
-    let child_hub = entry.role == Role::Hub;
+    let child_hub = entry.grant.role == Role::Hub;
     let allowed = |n: &str| {
         if child_hub {
             !own_sys.contains(n)
                 && (entry
+                    .grant
                     .namespace
                     .as_deref()
                     .is_none_or(|ns| ns == crate::config::ANY_NAMESPACE)
@@ -90,13 +91,13 @@ pub(super) async fn edge(
                             warn!(hub = %h, "refused: a loop in the hub chain (a child sends back points from above)");
                             hub.access.audit.record(
                                 crate::audit::Event::ChainRefused,
-                                json!({"fingerprint": entry.fingerprint, "name": entry.name, "reason": "loop", "hub": h}),
+                                json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "reason": "loop", "hub": h}),
                             );
                             session
                                 .tx
                                 .fail(
                                     ErrorCode::Conflict,
-                                    crate::state::loop_message(&hub.name, &entry.name, &h),
+                                    crate::state::loop_message(&hub.name, &entry.grant.name, &h),
                                 )
                                 .await;
                             break;
@@ -104,7 +105,7 @@ pub(super) async fn edge(
                         warn!(error = %e, "birth refused");
                         hub.access.audit.record(
                             crate::audit::Event::PublishRefused,
-                            json!({"fingerprint": entry.fingerprint, "name": entry.name, "reason": e.to_string()}),
+                            json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "reason": e.to_string()}),
                         );
                         let code = match e {
                             crate::core::BirthError::Namespace { .. } => ErrorCode::AccessDenied,
@@ -215,7 +216,7 @@ pub(super) async fn edge(
                         if foreign_results == 1 {
                             hub.access.audit.record(
                                 crate::audit::Event::WriteResultRefused,
-                                json!({"fingerprint": entry.fingerprint, "name": entry.name, "req": r.req, "reason": "the request went to another node"}),
+                                json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "req": r.req, "reason": "the request went to another node"}),
                             );
                         }
                     }
@@ -233,13 +234,13 @@ pub(super) async fn edge(
                     warn!(chain = ?c.hubs, clash = %clash, "refused: a loop in the hub chain");
                     hub.access.audit.record(
                         crate::audit::Event::ChainRefused,
-                        json!({"fingerprint": entry.fingerprint, "name": entry.name, "chain": c.hubs, "reason": "loop", "hub": clash}),
+                        json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "chain": c.hubs, "reason": "loop", "hub": clash}),
                     );
                     session
                         .tx
                         .fail(
                             ErrorCode::Conflict,
-                            crate::state::loop_message(&hub.name, &entry.name, &clash),
+                            crate::state::loop_message(&hub.name, &entry.grant.name, &clash),
                         )
                         .await;
                     break;

@@ -28,7 +28,7 @@ pub(super) async fn client(
     session: &mut Session,
 ) {
     // The config was validated at start, so the patterns parse.
-    let write = entry.write.clone();
+    let write = entry.grant.write.clone();
     hub.core.add_subscriber(sub.clone());
     let pump = tokio::spawn(pump(
         hub.clone(),
@@ -102,7 +102,7 @@ pub(super) async fn client(
                 let tx = session.tx.clone();
                 let write = write.clone();
                 let by = Writer {
-                    name: entry.name.clone(),
+                    name: entry.grant.name.clone(),
                     via: Via::Node,
                     fingerprint: Some(entry.fingerprint),
                 };

@@ -47,7 +47,7 @@ impl WsMessage for AxumMsg {
 
 /// Runs one node session on an upgraded WebSocket.
 pub(crate) async fn run(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket) {
-    let span = tracing::info_span!("session", node = %entry.name, role = entry.role.as_str(), remote = %peer.addr);
+    let span = tracing::info_span!("session", node = %entry.grant.name, role = entry.grant.role.as_str(), remote = %peer.addr);
     session(hub, entry, peer, socket).instrument(span).await
 }
 
@@ -100,7 +100,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
             return;
         }
     };
-    if hello.role != entry.role {
+    if hello.role != entry.grant.role {
         warn!(
             asked = hello.role.as_str(),
             "refused: key approved for another role"
@@ -111,8 +111,8 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
                 ErrorCode::AccessDenied,
                 format!(
                     "this key is approved as {} {:?}, not as {}: use the node's own key for each role",
-                    entry.role.as_str(),
-                    entry.name,
+                    entry.grant.role.as_str(),
+                    entry.grant.name,
                     hello.role.as_str()
                 ),
             )
@@ -120,9 +120,9 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         return;
     }
     let id = hub.core.next_id();
-    let name = entry.name.clone();
-    let sub = (entry.role == Role::Client).then(|| {
-        let read = entry.read.clone();
+    let name = entry.grant.name.clone();
+    let sub = (entry.grant.role == Role::Client).then(|| {
+        let read = entry.grant.read.clone();
         Arc::new(Subscriber::new(
             id,
             false,
@@ -131,14 +131,14 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         ))
     });
     // A client may have many sessions (counted); an authority has one (the old one is replaced).
-    let (others, count) = if entry.role == Role::Client {
+    let (others, count) = if entry.grant.role == Role::Client {
         (Vec::new(), hub.session_count(&name))
     } else {
         let o = hub.sessions_of(&name);
         let n = o.len();
         (o, n)
     };
-    if entry.role == Role::Client && count >= hub.config.limits.max_sessions_per_key {
+    if entry.grant.role == Role::Client && count >= hub.config.limits.max_sessions_per_key {
         warn!(sessions = count, "refused: too many sessions for this key");
         session
             .tx
@@ -157,7 +157,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         fingerprint: entry.fingerprint,
         sub: sub.clone(),
         session: id,
-        role: entry.role,
+        role: entry.grant.role,
         tx: session.tx.clone(),
         remote: peer.addr,
         stats: session.stats.clone(),
@@ -170,7 +170,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         hub.live.remove(&id);
         return;
     }
-    if entry.role != Role::Client {
+    if entry.grant.role != Role::Client {
         // An authority has one session: the newest wins (the old one may be half-open).
         for old in others {
             info!(
@@ -186,7 +186,11 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
                 .await;
         }
     }
-    let namespace = entry.namespace.clone().unwrap_or_else(|| name.clone());
+    let namespace = entry
+        .grant
+        .namespace
+        .clone()
+        .unwrap_or_else(|| name.clone());
     session
         .tx
         .send(Msg::Welcome(Welcome {
@@ -203,7 +207,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     info!(software = %hello.software, "node connected");
     hub.access.audit.record(
         crate::audit::Event::ConnectionAccepted,
-        json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "software": hello.software}),
+        json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.grant.role, "remote": peer.addr.to_string(), "software": hello.software}),
     );
     let own = SysNamespace::of(&name);
     let sys = |k: &str| own.point(k);
@@ -211,7 +215,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     hub.set_sys(
         &sys("role"),
         DataType::String,
-        Value::String(entry.role.as_str().into()),
+        Value::String(entry.grant.role.as_str().into()),
     );
     hub.set_sys(
         &sys("remote"),
@@ -224,7 +228,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         Value::String(hello.software.clone()),
     );
 
-    match entry.role {
+    match entry.grant.role {
         Role::Edge => edge(&hub, &entry, &namespace, id, &mut session).await,
         Role::Client => {
             if let Some(sub) = sub {
@@ -244,7 +248,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     info!(reason = %reason, "node disconnected");
     hub.access.audit.record(
         crate::audit::Event::ConnectionClosed,
-        json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.role, "remote": peer.addr.to_string(), "reason": reason}),
+        json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.grant.role, "remote": peer.addr.to_string(), "reason": reason}),
     );
 }
 

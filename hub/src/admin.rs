@@ -40,7 +40,7 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::UnixListener, shutdown: 
             },
         };
         let hub = hub.clone();
-        tokio::spawn(async move {
+        hub.tasks.clone().spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r.take(1 << 20)).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -59,41 +59,9 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::UnixListener, shutdown: 
 }
 
 async fn answer(hub: &Arc<Hub>, req: AdminRequest) -> serde_json::Value {
-    let revoked = match &req {
-        AdminRequest::KeysRevoke { fingerprint, .. } => Some(*fingerprint),
-        _ => None,
-    };
-    // Whose console and JSON sessions end once the request is carried out: a user whose
-    // password was reset or who was removed, a revoked API token.
-    let ends = match &req {
-        AdminRequest::UsersAdd { name, .. } | AdminRequest::UsersRemove { name } => {
-            Some(crate::web::PrincipalKey::user(name))
-        }
-        AdminRequest::ApiTokensRevoke { id } => Some(crate::web::PrincipalKey::token(id)),
-        _ => None,
-    };
-    let result = {
-        let hub = hub.clone();
-        tokio::task::spawn_blocking(move || hub.access.execute(req, "admin-socket")).await
-    };
-    match result {
-        Ok(Ok(data)) => {
-            if let Some(who) = ends {
-                let n = hub.web.end_sessions_of(&who);
-                if n > 0 {
-                    tracing::info!(who = %who.0, sessions = n, "console and JSON sessions ended");
-                }
-            }
-            if let Some(fp) = revoked {
-                let n = hub
-                    .end_sessions_of_key(&fp, "this node's key was revoked by the operator")
-                    .await;
-                tracing::info!(fingerprint = %fp, sessions = n, "key revoked: live sessions ended");
-            }
-            json!({"ok": true, "data": data})
-        }
-        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
-        Err(e) => json!({"ok": false, "error": format!("internal: {e}")}),
+    match crate::operator::carry_out(hub, req, "admin-socket".into()).await {
+        Ok(data) => json!({"ok": true, "data": data}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
     }
 }
 

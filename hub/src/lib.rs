@@ -19,6 +19,8 @@
 //! - `delivery`: the one delivery step every subscriber's renderer (binary, JSON, upstream) uses.
 //! - [`access`], [`store`], [`audit`] (and `audit_limit`), [`admin`]: keys, tokens, users, the
 //!   embedded store, the audit log, the operator's socket.
+//! - `operator`: an operator's request carried out on the running hub, and the one place a
+//!   revocation ends sessions.
 //! - [`grant`]: the one grant type (role, name, namespace, read, write) every approval carries.
 //! - [`config`]: `hub.toml`; `throttle`: per-session limits on costly requests; `saver`: last
 //!   values to the store every second, on a low-priority thread.
@@ -36,6 +38,7 @@ mod core;
 mod delivery;
 pub mod grant;
 pub mod lifecycle;
+mod operator;
 mod saver;
 mod server;
 mod session;

@@ -126,6 +126,7 @@ impl Hub {
             limits,
             shutdown: CancellationToken::new(),
             started: std::time::Instant::now(),
+            tasks: TaskTracker::new(),
             stats: HubStats::default(),
             web: crate::web::principal::WebState::default(),
             config,
@@ -215,7 +216,7 @@ impl Built {
         let app = crate::server::router(hub.clone());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let handshakes = Arc::new(Handshakes::default());
-        let tracker = TaskTracker::new();
+        let tracker = hub.tasks.clone();
         // Accepting stops first, at the outer signal; everything else at the hub's own token,
         // once the nodes were told.
         let accepting = shutdown.child_token();

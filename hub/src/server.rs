@@ -168,7 +168,7 @@ pub(crate) async fn accept_loop(
         let header_timeout = handshake_timeout;
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("conn", remote = %addr);
-        tokio::spawn(
+        hub.tasks.spawn(
             async move {
                 let evict = unauthenticated.token(seq);
                 let tls = tokio::select! {

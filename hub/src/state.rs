@@ -62,6 +62,9 @@ pub struct Hub {
     /// Fires when the hub shuts down; every session is a child of it.
     pub(crate) shutdown: CancellationToken,
     pub(crate) started: std::time::Instant,
+    /// Every task the hub starts (connections, sessions, pumps, writes, its loops): shutdown
+    /// waits for them, up to the grace period.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
     /// Figures for `/metrics`.
     pub(crate) stats: HubStats,
     /// Console sessions (cookie → operator).
@@ -184,7 +187,7 @@ impl Hub {
             .map(|e| e.value().1.clone())
             .collect();
         let n = conns.len().max(victims.len());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
             for c in conns {
                 c.cancel();

@@ -111,7 +111,7 @@ pub(crate) async fn run(
                         let writes = writes.clone();
                         let parent = link.welcome.hub.clone();
                         let by = Writer { name: parent, via: Via::Upstream, fingerprint: None };
-                        tokio::spawn(async move {
+                        hub.tasks.clone().spawn(async move {
                             let req = w.req;
                             let (status, message) = crate::session::write::write(&hub, &by, &writes, w).await;
                             tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;

@@ -30,7 +30,7 @@ pub(super) async fn client(
     // The config was validated at start, so the patterns parse.
     let write = entry.grant.write.clone();
     hub.core.add_subscriber(sub.clone());
-    let pump = tokio::spawn(pump(
+    let pump = hub.tasks.spawn(pump(
         hub.clone(),
         sub.clone(),
         session.tx.clone(),
@@ -106,7 +106,7 @@ pub(super) async fn client(
                     via: Via::Node,
                     fingerprint: Some(entry.fingerprint),
                 };
-                tokio::spawn(async move {
+                hub.tasks.clone().spawn(async move {
                     let _permit = permit;
                     let req = w.req;
                     let (status, message) = super::write::write(&hub, &by, &write, w).await;

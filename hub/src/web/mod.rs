@@ -30,7 +30,7 @@ mod ws;
 
 use auth::*;
 use metrics::*;
-pub(crate) use principal::{Principal, PrincipalKey};
+pub(crate) use principal::Principal;
 use rest::*;
 use ws::*;
 

@@ -140,20 +140,16 @@ pub(super) async fn run_admin(
     req: AdminRequest,
     by: String,
 ) -> Result<serde_json::Value, ApiError> {
-    let h = hub.clone();
-    tokio::task::spawn_blocking(move || h.access.execute(req, &by))
-        .await
-        .map_err(|e| {
-            warn!(error = %e, "admin task failed");
+    use crate::operator::{carry_out, OperateError};
+    carry_out(hub, req, by).await.map_err(|e| match e {
+        OperateError::Access(crate::access::AccessError::Invalid(m)) => {
+            ApiError(StatusCode::BAD_REQUEST, m)
+        }
+        other => {
+            warn!(error = %other, "admin request failed");
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-        })?
-        .map_err(|e| match e {
-            crate::access::AccessError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
-            other => {
-                warn!(error = %other, "admin request failed");
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-            }
-        })
+        }
+    })
 }
 
 pub(super) async fn api_keys(
@@ -223,8 +219,6 @@ pub(super) async fn api_revoke(
         p.name(),
     )
     .await?;
-    hub.end_sessions_of_key(&fp, "this node's key was revoked by the operator")
-        .await;
     Ok(Json(rec))
 }
 

@@ -344,7 +344,7 @@ pub(super) async fn json_request(
                 via: Via::Api,
                 fingerprint: None,
             };
-            tokio::spawn(async move {
+            hub.tasks.clone().spawn(async move {
                 let _permit = permit;
                 let point = w.point.clone();
                 let (status, message) = crate::session::write::write(&hub, &by, &write, w).await;

@@ -26,8 +26,17 @@ pub enum LinkError {
         /// What the operating system reported.
         source: std::io::Error,
     },
-    /// The TCP connect, TLS handshake, WebSocket upgrade or welcome took longer than
-    /// `connect_timeout`; `secs` is that timeout in whole seconds, at least 1.
+    /// The TCP connect took longer than `connect_timeout` (the path is down or blackholed);
+    /// `secs` is that timeout in whole seconds, at least 1.
+    #[error("{hub} did not accept a connection within {secs} s")]
+    Unreachable {
+        /// The hub dialled.
+        hub: HubAddr,
+        /// The connect timeout, in seconds.
+        secs: u64,
+    },
+    /// The TLS handshake, WebSocket upgrade or welcome took longer than `connect_timeout`;
+    /// `secs` is that timeout in whole seconds, at least 1.
     #[error("{hub} did not answer within {secs} s")]
     Timeout {
         /// The hub dialled.
@@ -77,6 +86,22 @@ pub enum LinkError {
     #[error(transparent)]
     Config(#[from] TlsError),
 }
+
+impl LinkError {
+    /// Whether the hub could not be reached at all (no TCP connection): the path is down, not
+    /// the hub refusing or failing. Only then does a dialler probe for the path's return.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            LinkError::Connect { .. } | LinkError::Unreachable { .. }
+        )
+    }
+}
+
+/// While no hub can be reached at all, a TCP connect checks this often whether a path is back,
+/// so a link returns within about this long of its path, however long the backoff has grown.
+/// (A hub that is up but refusing or failing gets the full backoff.)
+pub const PATH_PROBE: Duration = Duration::from_millis(500);
 
 /// Everything a node needs to dial its hubs.
 #[derive(Clone)]
@@ -152,7 +177,7 @@ pub async fn dial(
         tokio::net::TcpStream::connect((hub.host.as_str(), hub.port)),
     )
     .await
-    .map_err(|_| LinkError::Timeout {
+    .map_err(|_| LinkError::Unreachable {
         hub: hub.clone(),
         secs: cfg.connect_timeout.as_secs().max(1),
     })?
@@ -284,7 +309,8 @@ fn build_request(
 }
 
 /// Dials the configured hubs — the one with the lowest round trip first — waiting with backoff
-/// between rounds, until one welcomes this node or `shutdown` fires.
+/// between rounds, until one welcomes this node or `shutdown` fires. While no hub can be reached
+/// at all, the wait is cut short as soon as a TCP probe finds one again ([`PATH_PROBE`]).
 pub async fn dial_any(
     cfg: &LinkConfig,
     backoff: &mut Backoff,
@@ -300,6 +326,8 @@ pub async fn dial_any(
         } else {
             vec![0]
         };
+        // Whether every hub of this round failed for want of a path (no TCP connection).
+        let mut unreachable = true;
         for i in order {
             let Some(hub) = cfg.hubs.get(i) else { continue };
             if shutdown.is_cancelled() {
@@ -310,13 +338,38 @@ pub async fn dial_any(
                     info!(hub = %hub, node = %link.welcome.node, "connected");
                     return Some(link);
                 }
-                Err(e) => warn!(error = %e, "cannot connect; will retry"),
+                Err(e) => {
+                    unreachable &= e.is_unreachable();
+                    warn!(error = %e, "cannot connect; will retry");
+                }
             }
         }
         let wait = backoff.next_delay();
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            let step = if unreachable {
+                (until - now).min(PATH_PROBE)
+            } else {
+                until - now
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(step) => {}
+            }
+            if unreachable
+                && tokio::time::Instant::now() < until
+                && probe(&cfg.hubs, PATH_PROBE)
+                    .await
+                    .iter()
+                    .any(Option::is_some)
+            {
+                info!("a hub is reachable again: dialling now");
+                break;
+            }
         }
     }
 }

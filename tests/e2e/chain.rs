@@ -401,3 +401,55 @@ fn edge_and_client_fail_over_to_the_second_hub() {
     );
     edge.wait_stderr(T, &format!("connected hub=wss://{}/node", h2.hub_addr));
 }
+
+#[test]
+fn an_upstream_link_is_back_within_seconds_of_its_path_however_long_its_backoff_grew() {
+    // edge1 → dmz (A) → a path the test cuts → cloud (B) → hmi; the upstream has the default
+    // backoff (up to 10 s), which a 15 s cut lets grow to its cap.
+    let (mut a, mut b) = (Plant::new(), Plant::new());
+    a.write_hub_named("dmz", "127.0.0.1:0", &[Node::edge("edge1")], "");
+    let a_fp = a.hub_fingerprint();
+    b.write_hub_named(
+        "cloud",
+        "127.0.0.1:0",
+        &[Node::client("hmi", "[]"), Node::hub("dmz", &a_fp)],
+        "",
+    );
+    let _b = b.start_hub();
+    let path = crate::path::Path::to(&b.hub_addr);
+    let up = format!(
+        "[[upstream]]\nurls = [\"wss://127.0.0.1:{}\"]\nfingerprint = \"{}\"\nheartbeat_ms = 250\ntimeout_ms = 750\n",
+        path.port, b.hub_fp
+    );
+    a.write_hub_named("dmz", "127.0.0.1:0", &[Node::edge("edge1")], &up);
+    let a_hub = a.start_hub();
+    a.write_edge("edge1", 2, 10.0);
+    b.write_client("hmi");
+    let _edge = a.start_edge("edge1");
+    let w = b.watch("hmi", "edge1/**");
+    let mut board = Board::default();
+    watch_until(&w, &mut board, T, "Good through the path", |b| {
+        b.all("edge1/sim/", 4, "Good")
+    });
+    path.cut();
+    watch_until(&w, &mut board, T, "stale at the top once cut", |b| {
+        b.all("edge1/sim/", 4, UNCERTAIN)
+    });
+    std::thread::sleep(Duration::from_secs(15));
+    path.restore();
+    let restored = Instant::now();
+    watch_until(&w, &mut board, T, "Good again once the path is back", |b| {
+        b.all("edge1/sim/", 4, "Good")
+    });
+    let back = restored.elapsed();
+    eprintln!(
+        "upstream link back {:.2} s after its path returned (15 s cut, default backoff)",
+        back.as_secs_f64()
+    );
+    assert!(
+        back < Duration::from_secs(5),
+        "the link took {back:?} to return after its path; dmz hub:\n{}",
+        a_hub.stderr_text()
+    );
+    assert!(a_hub.stderr_text().contains("reachable again"));
+}

@@ -9,4 +9,5 @@ mod harness;
 mod hostile;
 mod layout;
 mod modbus;
+mod path;
 mod probe;

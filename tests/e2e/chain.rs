@@ -59,7 +59,7 @@ fn store_and_forward_delivers_the_outage_to_a_historian_exactly_once_and_in_orde
     );
     let _hub = p.start_hub();
     // The edge reaches the hub through a proxy the test cuts for 30 s.
-    let proxy = Proxy::start(p.hub_addr.clone());
+    let proxy = crate::path::Path::to(&p.hub_addr);
     let direct = p.hub_addr.clone();
     p.hub_addr = format!("127.0.0.1:{}", proxy.port);
     let cfg = p.write_edge("edge1", 99, 10.0); // 99 signals + tick at 10 Hz: 1,000 updates/s

@@ -6,11 +6,11 @@
 //! live mirror, the buffer is replayed oldest first, flagged as history; the hub drops replays it
 //! already applied, so a batch it applied but did not acknowledge in time is not doubled.
 
-use crate::buffer::{Buffer, BufferError};
 use crate::config::BufferConfig;
 use crate::points::Points;
 use pointhub_link::Link;
 use pointhub_schemas::{Data, Msg, Update};
+use pointhub_spool::{Buffer, BufferError};
 use std::collections::VecDeque;
 use tracing::{info, warn};
 

@@ -7,11 +7,9 @@
 //!   the birth that carries it.
 //! - `forward`: store-and-forward: unacknowledged batches kept, the disk buffer while offline,
 //!   the replay as history after the next birth.
-//! - [`buffer`]: the bounded on-disk buffer (redb) under `forward`.
 //! - [`run`]: the run loop: dial (with backoff and jitter), birth on every connect, batches of
 //!   changes, write-back to the sources, heartbeats, a death message when stopped.
 
-pub mod buffer;
 pub mod config;
 mod forward;
 mod points;
@@ -30,5 +28,5 @@ pub enum EdgeError {
     Link(#[from] pointhub_link::SectionError),
     /// The store-and-forward buffer cannot be opened.
     #[error(transparent)]
-    Buffer(#[from] buffer::BufferError),
+    Buffer(#[from] pointhub_spool::BufferError),
 }

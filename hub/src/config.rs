@@ -98,6 +98,15 @@ pub struct UpstreamConfig {
     /// Longest wait between reconnect attempts to the parent, ms (default 10000).
     #[serde(default = "default_up_backoff")]
     pub backoff_max_ms: u64,
+    /// Bytes of the spool on disk (`<data_dir>/upstream-<n>/`) that keeps what this hub forwards
+    /// while the parent is out of reach; past it the oldest updates are dropped and counted.
+    /// 0: no spool. Default 256 MiB.
+    #[serde(default = "default_up_buffer")]
+    pub buffer_max_bytes: u64,
+}
+
+fn default_up_buffer() -> u64 {
+    256 << 20
 }
 
 fn default_forward() -> Vec<Pattern> {

@@ -453,3 +453,121 @@ fn an_upstream_link_is_back_within_seconds_of_its_path_however_long_its_backoff_
     );
     assert!(a_hub.stderr_text().contains("reachable again"));
 }
+
+#[test]
+fn an_outage_between_hubs_reaches_the_top_historian_exactly_once_and_in_order() {
+    // edge1 (1,000 updates/s) → dmz (A) → a path cut for 10 s → cloud (B) → historian, hmi.
+    // The edge never loses its hub: only the dmz hub's spool can keep the outage.
+    let (mut a, mut b) = (Plant::new(), Plant::new());
+    a.write_hub_named("dmz", "127.0.0.1:0", &[Node::edge("edge1")], "");
+    let a_fp = a.hub_fingerprint();
+    b.write_hub_named(
+        "cloud",
+        "127.0.0.1:0",
+        &[
+            Node::client("historian", "[]"),
+            Node::client("hmi", "[]"),
+            Node::hub("dmz", &a_fp),
+        ],
+        "",
+    );
+    let _b = b.start_hub();
+    let path = crate::path::Path::to(&b.hub_addr);
+    let up = format!(
+        "[[upstream]]\nurls = [\"wss://127.0.0.1:{}\"]\nfingerprint = \"{}\"\nheartbeat_ms = 250\ntimeout_ms = 750\nbackoff_max_ms = 500\n",
+        path.port, b.hub_fp
+    );
+    a.write_hub_named("dmz", "127.0.0.1:0", &[Node::edge("edge1")], &up);
+    let a_hub = a.start_hub();
+    let cfg = a.write_edge("edge1", 99, 10.0); // 99 signals + tick at 10 Hz: 1,000 updates/s
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("rate_hz = 10\n", "rate_hz = 10\ntick = true\n");
+    std::fs::write(&cfg, text).expect("write");
+    b.write_client("historian");
+    b.write_client("hmi");
+    let _edge = a.start_edge("edge1");
+    let hist = Proc::spawn(
+        "historian",
+        &[
+            "client",
+            "watch",
+            "--history",
+            "--config",
+            &b.cfg("historian"),
+            "edge1/sim/tick",
+        ],
+    );
+    let hmi = b.watch("hmi", "edge1/sim/tick");
+    let first = hist.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    hmi.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+
+    let outage = Duration::from_secs(10);
+    path.cut();
+    let t0 = Instant::now();
+    std::thread::sleep(outage);
+    path.restore();
+
+    let mut before: Vec<u64> = first["value"].as_u64().into_iter().collect();
+    let mut after: Vec<u64> = Vec::new();
+    let mut history: Vec<u64> = Vec::new();
+    let mut stale_seen = false;
+    let deadline = Instant::now() + T;
+    while let Some(l) = hist.next_line(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        let n = v["value"].as_u64().unwrap_or(0);
+        if v["history"] == true {
+            history.push(n);
+        } else if v["quality"] != "Good" {
+            stale_seen = true;
+        } else if stale_seen {
+            after.push(n);
+        } else {
+            before.push(n);
+        }
+        if after
+            .first()
+            .is_some_and(|&b| history.last().is_some_and(|&h| h + 1 >= b))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replay did not finish: after {after:?} history {history:?}\ndmz:\n{}",
+            a_hub.stderr_text()
+        );
+    }
+    let took = t0.elapsed();
+    assert!(stale_seen, "the historian at the top saw the path go stale");
+    assert!(
+        !history.is_empty(),
+        "history arrived: dmz:\n{}",
+        a_hub.stderr_text()
+    );
+    assert!(
+        history.windows(2).all(|w| w[1] == w[0] + 1),
+        "history in order, no gap, no duplicate: {history:?}"
+    );
+    let last_live = before.iter().copied().max().unwrap_or(0);
+    assert_eq!(
+        history[0],
+        last_live + 1,
+        "history starts right after the last live value before the outage"
+    );
+    assert!(
+        history.len() as f64 >= outage.as_secs_f64() * 10.0 * 0.9,
+        "about 100 ticks spooled: {}",
+        history.len()
+    );
+    println!(
+        "hub-to-hub store-and-forward: {} ticks (~{} updates) of a {} s cut replayed in order at the top; cut to caught up {} ms",
+        history.len(),
+        history.len() * 100,
+        outage.as_secs(),
+        took.as_millis()
+    );
+    // The HMI at the top got only live values.
+    hmi.drain();
+    let v = hmi.expect_json(T, "live again", |v| v["quality"] == "Good");
+    assert!(v.get("history").is_none(), "{v}");
+}

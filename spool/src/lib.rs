@@ -1,7 +1,8 @@
-//! Store-and-forward: while the hub is unreachable, the edge keeps every update in a bounded
-//! buffer on disk (redb), in order. When the link returns, the birth restores the live mirror
-//! first, then the buffered updates follow in order, flagged as history. When the buffer is full,
-//! the oldest updates are dropped and counted.
+//! The store-and-forward spool, shared by the edge and the hub's upstream links: while the next
+//! hop is unreachable, a node keeps every update in a bounded buffer on disk (redb), in order.
+//! When the link returns, the birth restores the live mirror first, then the buffered updates
+//! follow in order, flagged as history. When the buffer is full, the oldest updates are dropped
+//! and counted.
 
 use pointhub_schemas::Update;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 /// Bytes the WebSocket layer reads at a time per session, on nodes and on the hub: one TLS
@@ -34,6 +35,9 @@ pub struct SessionOpts {
     pub limits: Limits,
     /// Frames read per second at most; past it, reading pauses (the peer is throttled, not cut).
     pub max_frames_per_sec: u32,
+    /// Where the session's reader and writer tasks are tracked (the hub waits for them when it
+    /// shuts down); `None`: plain tasks.
+    pub tasks: Option<TaskTracker>,
 }
 
 impl Default for SessionOpts {
@@ -43,6 +47,7 @@ impl Default for SessionOpts {
             timeout: Duration::from_secs(3),
             limits: Limits::default(),
             max_frames_per_sec: 100_000,
+            tasks: None,
         }
     }
 }
@@ -220,15 +225,16 @@ where
         .store(Timestamp::now().0, Ordering::Relaxed);
     let reason = Arc::new(Mutex::new(None));
     let tx = SessionTx { tx: out_tx };
-    tokio::spawn(write_loop(
+    let tasks = opts.tasks.clone();
+    let writer = write_loop(
         sink,
         out_rx,
         opts.heartbeat,
         closed.clone(),
         reason.clone(),
         stats.clone(),
-    ));
-    tokio::spawn(read_loop(
+    );
+    let reader = read_loop(
         stream,
         in_tx,
         tx.clone(),
@@ -236,7 +242,17 @@ where
         closed.clone(),
         reason.clone(),
         stats.clone(),
-    ));
+    );
+    match tasks {
+        Some(t) => {
+            t.spawn(writer);
+            t.spawn(reader);
+        }
+        None => {
+            tokio::spawn(writer);
+            tokio::spawn(reader);
+        }
+    }
     Session {
         tx,
         rx: in_rx,

@@ -44,6 +44,9 @@ pub struct Subscriber {
     pub notify: Notify,
     pub(crate) limit: usize,
     pub conflated: AtomicU64,
+    /// Queue every update, never replacing a queued one: for a store-and-forward link, which
+    /// owes its next hop every value, not only the latest.
+    keep_all: bool,
 }
 
 impl Subscriber {
@@ -65,7 +68,14 @@ impl Subscriber {
             notify: Notify::new(),
             limit,
             conflated: AtomicU64::new(0),
+            keep_all: false,
         }
+    }
+
+    /// The same subscriber, queueing every update instead of conflating.
+    pub(crate) fn without_conflation(mut self) -> Subscriber {
+        self.keep_all = true;
+        self
     }
 
     pub(crate) fn wants(&self, state: &SubState, name: &str) -> bool {
@@ -91,7 +101,7 @@ impl Subscriber {
                 if history && !history_ok {
                     continue;
                 }
-                if !history {
+                if !history && !self.keep_all {
                     if let Some(&i) = q.last.get(&e.id) {
                         let prev = &mut q.entries[i as usize];
                         if prev.quality == e.quality && !is_history(prev) {

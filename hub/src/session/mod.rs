@@ -60,6 +60,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         timeout: hub.timeout(),
         limits: hub.limits.clone(),
         max_frames_per_sec: hub.config.limits.max_frames_per_sec,
+        tasks: Some(hub.tasks.clone()),
     };
     // The connection is the key's from here on: registered before its hello, so a revocation
     // from now on ends it; and a revocation that came since it was admitted is seen now.

@@ -53,6 +53,9 @@ pub(crate) async fn run(
     link_cfg: LinkConfig,
     shutdown: CancellationToken,
 ) {
+    let mut link_cfg = link_cfg;
+    // The link's reader and writer are the hub's tasks too: shutdown waits for them.
+    link_cfg.session.tasks = Some(hub.tasks.clone());
     let patterns: Vec<Pattern> = cfg.forward.clone();
     let writes: Arc<Vec<Pattern>> = Arc::new(cfg.writes.clone());
     let own_sys = SysNamespace::of(&hub.name);
@@ -66,12 +69,16 @@ pub(crate) async fn run(
             Forward::none()
         }
     };
-    let sub = Arc::new(Subscriber::new(
-        hub.core.next_id(),
-        true,
-        patterns.clone(),
-        hub.config.limits.subscriber_queue,
-    ));
+    // Every update, not the latest of each point: the parent's historians are owed them all.
+    let sub = Arc::new(
+        Subscriber::new(
+            hub.core.next_id(),
+            true,
+            patterns.clone(),
+            hub.config.limits.subscriber_queue,
+        )
+        .without_conflation(),
+    );
     let own = own_sys.clone();
     // This hub's own `$sys` is its own: never forwarded.
     let mut delivery =

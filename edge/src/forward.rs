@@ -10,8 +10,7 @@ use crate::config::BufferConfig;
 use crate::points::Points;
 use pointhub_link::Link;
 use pointhub_schemas::{Data, Msg, Update};
-use pointhub_spool::{Buffer, BufferError};
-use std::collections::VecDeque;
+use pointhub_spool::{Buffer, BufferError, Unacked};
 use tracing::{info, warn};
 
 /// Updates kept for a hub that has not acknowledged them; older ones are let go.
@@ -23,8 +22,7 @@ const REPLAY_BATCH: usize = 8192;
 pub(crate) struct Forward {
     buffer: Option<Buffer>,
     /// Live batches the hub has not acknowledged yet (only with a buffer).
-    unacked: VecDeque<(u64, Vec<Update>)>,
-    unacked_len: usize,
+    unacked: Unacked,
 }
 
 impl Forward {
@@ -44,8 +42,7 @@ impl Forward {
         }
         Ok(Forward {
             buffer,
-            unacked: VecDeque::new(),
-            unacked_len: 0,
+            unacked: Unacked::new(MAX_UNACKED),
         })
     }
 
@@ -64,13 +61,7 @@ impl Forward {
             .filter(|u| !points.is_sys(u))
             .cloned()
             .collect();
-        self.unacked_len += keep.len();
-        self.unacked.push_back((seq, keep));
-        while self.unacked_len > MAX_UNACKED {
-            if let Some((_, old)) = self.unacked.pop_front() {
-                self.unacked_len -= old.len();
-            }
-        }
+        self.unacked.sent(seq, keep);
     }
 
     /// Updates made with no hub link: into the buffer. `false` when there is no buffer.
@@ -87,11 +78,7 @@ impl Forward {
 
     /// The hub acknowledged everything through `seq`.
     pub(crate) fn acked(&mut self, seq: u64) {
-        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            if let Some((_, u)) = self.unacked.pop_front() {
-                self.unacked_len -= u.len();
-            }
-        }
+        self.unacked.acked(seq);
     }
 
     /// The link dropped: what the hub may not have applied goes to the buffer first.
@@ -99,8 +86,7 @@ impl Forward {
         let Some(b) = self.buffer.as_mut() else {
             return;
         };
-        let pending: Vec<Update> = self.unacked.drain(..).flat_map(|(_, u)| u).collect();
-        self.unacked_len = 0;
+        let pending = self.unacked.take_all();
         if let Err(e) = b.push(&pending) {
             warn!(error = %e, "cannot buffer unacknowledged updates");
         }

@@ -173,6 +173,53 @@ impl Buffer {
     }
 }
 
+/// Batches sent to the next hop and not acknowledged yet, oldest first, bounded: past
+/// `max_updates` the oldest are let go (the next hop most likely has them by then).
+#[derive(Debug)]
+pub struct Unacked {
+    batches: std::collections::VecDeque<(u64, Vec<Update>)>,
+    len: usize,
+    max_updates: usize,
+}
+
+impl Unacked {
+    /// An empty window of at most `max_updates` updates.
+    pub fn new(max_updates: usize) -> Unacked {
+        Unacked {
+            batches: std::collections::VecDeque::new(),
+            len: 0,
+            max_updates,
+        }
+    }
+
+    /// A batch went out as `seq`.
+    pub fn sent(&mut self, seq: u64, batch: Vec<Update>) {
+        self.len += batch.len();
+        self.batches.push_back((seq, batch));
+        while self.len > self.max_updates {
+            match self.batches.pop_front() {
+                Some((_, old)) => self.len -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The next hop acknowledged everything through `seq`.
+    pub fn acked(&mut self, seq: u64) {
+        while self.batches.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((_, u)) = self.batches.pop_front() {
+                self.len -= u.len();
+            }
+        }
+    }
+
+    /// Everything still unacknowledged, oldest first, leaving the window empty (the link broke).
+    pub fn take_all(&mut self) -> Vec<Update> {
+        self.len = 0;
+        self.batches.drain(..).flat_map(|(_, u)| u).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +275,18 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&sub), 0o700);
         assert_eq!(mode(&sub.join("buffer.redb")), 0o600);
+    }
+
+    #[test]
+    fn the_unacked_window_lets_go_of_what_is_acknowledged_and_of_the_oldest_past_its_bound() {
+        let mut w = Unacked::new(25);
+        for seq in 1..=3 {
+            w.sent(seq, (seq * 10..seq * 10 + 10).map(up).collect());
+        }
+        // 30 updates past a bound of 25: the oldest batch went.
+        w.acked(2);
+        let left: Vec<u64> = w.take_all().iter().map(|u| u.source_ts.0).collect();
+        assert_eq!(left, (30..40).collect::<Vec<_>>());
+        assert!(w.take_all().is_empty());
     }
 }

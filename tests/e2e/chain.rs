@@ -62,29 +62,12 @@ fn store_and_forward_delivers_the_outage_to_a_historian_exactly_once_and_in_orde
     let proxy = crate::path::Path::to(&p.hub_addr);
     let direct = p.hub_addr.clone();
     p.hub_addr = format!("127.0.0.1:{}", proxy.port);
-    let cfg = p.write_edge("edge1", 99, 10.0); // 99 signals + tick at 10 Hz: 1,000 updates/s
-    let text = std::fs::read_to_string(&cfg)
-        .expect("read")
-        .replace("rate_hz = 10\n", "rate_hz = 10\ntick = true\n");
-    std::fs::write(&cfg, text).expect("write");
+    write_tick_edge(&p);
     p.hub_addr = direct;
     p.write_client("historian");
     p.write_client("hmi");
     let _edge = p.start_edge("edge1");
-    let hist = Proc::spawn(
-        "historian",
-        &[
-            "client",
-            "watch",
-            "--history",
-            "--config",
-            &p.cfg("historian"),
-            "edge1/sim/tick",
-        ],
-    );
-    let hmi = p.watch("hmi", "edge1/sim/tick");
-    let first = hist.expect_json(T, "live ticks", |v| v["quality"] == "Good");
-    hmi.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    let (hist, hmi, first) = historian_and_hmi(&p);
 
     let outage = Duration::from_secs(
         std::env::var("OUTAGE_SECS")
@@ -98,54 +81,10 @@ fn store_and_forward_delivers_the_outage_to_a_historian_exactly_once_and_in_orde
     proxy.restore();
 
     // Read the historian until the replay is over: live Good again and history caught up.
-    let mut before: Vec<u64> = first["value"].as_u64().into_iter().collect(); // live values before the outage
-    let mut after: Vec<u64> = Vec::new(); // live values after it came back
-    let mut history: Vec<u64> = Vec::new();
-    let mut stale_seen = false;
-    let deadline = Instant::now() + T;
-    while let Some(l) = hist.next_line(Duration::from_secs(5)) {
-        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
-        let n = v["value"].as_u64().unwrap_or(0);
-        if v["history"] == true {
-            history.push(n);
-        } else if v["quality"] != "Good" {
-            stale_seen = true;
-        } else if stale_seen {
-            after.push(n);
-        } else {
-            before.push(n);
-        }
-        // Done when the edge is back and the history reached the birth's value.
-        if after
-            .first()
-            .is_some_and(|&b| history.last().is_some_and(|&h| h + 1 >= b))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replay did not finish: after {after:?} history {history:?}"
-        );
-    }
+    let o = read_outage(&hist, &first);
     let took = t0.elapsed();
-    assert!(stale_seen, "the historian saw the edge go stale");
-    assert!(!history.is_empty(), "history arrived");
-    assert!(
-        history.windows(2).all(|w| w[1] == w[0] + 1),
-        "history in order, no gap, no duplicate: {history:?}"
-    );
-    let last_live = before.iter().copied().max().unwrap_or(0);
-    assert_eq!(
-        history[0],
-        last_live + 1,
-        "history starts right after the last live value before the outage"
-    );
-    assert!(
-        history.len() as f64 >= outage.as_secs_f64() * 10.0 * 0.9,
-        "about 300 ticks buffered: {}",
-        history.len()
-    );
-    println!("store-and-forward: {} ticks of history (x100 points = ~{} updates) replayed in order; outage to caught up {} ms", history.len(), history.len() * 100, took.as_millis());
+    o.assert_exactly_once(outage);
+    println!("store-and-forward: {} ticks of history (x100 points = ~{} updates) replayed in order; outage to caught up {} ms", o.history.len(), o.history.len() * 100, took.as_millis());
 
     // The HMI got only live values, never history.
     hmi.drain();
@@ -478,29 +417,12 @@ fn an_outage_between_hubs_reaches_the_top_historian_exactly_once_and_in_order() 
         path.port, b.hub_fp
     );
     a.write_hub_named("dmz", "127.0.0.1:0", &[Node::edge("edge1")], &up);
-    let a_hub = a.start_hub();
-    let cfg = a.write_edge("edge1", 99, 10.0); // 99 signals + tick at 10 Hz: 1,000 updates/s
-    let text = std::fs::read_to_string(&cfg)
-        .expect("read")
-        .replace("rate_hz = 10\n", "rate_hz = 10\ntick = true\n");
-    std::fs::write(&cfg, text).expect("write");
+    let _a_hub = a.start_hub();
+    write_tick_edge(&a);
     b.write_client("historian");
     b.write_client("hmi");
     let _edge = a.start_edge("edge1");
-    let hist = Proc::spawn(
-        "historian",
-        &[
-            "client",
-            "watch",
-            "--history",
-            "--config",
-            &b.cfg("historian"),
-            "edge1/sim/tick",
-        ],
-    );
-    let hmi = b.watch("hmi", "edge1/sim/tick");
-    let first = hist.expect_json(T, "live ticks", |v| v["quality"] == "Good");
-    hmi.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    let (hist, hmi, first) = historian_and_hmi(&b);
 
     let outage = Duration::from_secs(10);
     path.cut();
@@ -508,61 +430,13 @@ fn an_outage_between_hubs_reaches_the_top_historian_exactly_once_and_in_order() 
     std::thread::sleep(outage);
     path.restore();
 
-    let mut before: Vec<u64> = first["value"].as_u64().into_iter().collect();
-    let mut after: Vec<u64> = Vec::new();
-    let mut history: Vec<u64> = Vec::new();
-    let mut stale_seen = false;
-    let deadline = Instant::now() + T;
-    while let Some(l) = hist.next_line(Duration::from_secs(5)) {
-        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
-        let n = v["value"].as_u64().unwrap_or(0);
-        if v["history"] == true {
-            history.push(n);
-        } else if v["quality"] != "Good" {
-            stale_seen = true;
-        } else if stale_seen {
-            after.push(n);
-        } else {
-            before.push(n);
-        }
-        if after
-            .first()
-            .is_some_and(|&b| history.last().is_some_and(|&h| h + 1 >= b))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replay did not finish: after {after:?} history {history:?}\ndmz:\n{}",
-            a_hub.stderr_text()
-        );
-    }
+    let o = read_outage(&hist, &first);
     let took = t0.elapsed();
-    assert!(stale_seen, "the historian at the top saw the path go stale");
-    assert!(
-        !history.is_empty(),
-        "history arrived: dmz:\n{}",
-        a_hub.stderr_text()
-    );
-    assert!(
-        history.windows(2).all(|w| w[1] == w[0] + 1),
-        "history in order, no gap, no duplicate: {history:?}"
-    );
-    let last_live = before.iter().copied().max().unwrap_or(0);
-    assert_eq!(
-        history[0],
-        last_live + 1,
-        "history starts right after the last live value before the outage"
-    );
-    assert!(
-        history.len() as f64 >= outage.as_secs_f64() * 10.0 * 0.9,
-        "about 100 ticks spooled: {}",
-        history.len()
-    );
+    o.assert_exactly_once(outage);
     println!(
         "hub-to-hub store-and-forward: {} ticks (~{} updates) of a {} s cut replayed in order at the top; cut to caught up {} ms",
-        history.len(),
-        history.len() * 100,
+        o.history.len(),
+        o.history.len() * 100,
         outage.as_secs(),
         took.as_millis()
     );
@@ -570,4 +444,104 @@ fn an_outage_between_hubs_reaches_the_top_historian_exactly_once_and_in_order() 
     hmi.drain();
     let v = hmi.expect_json(T, "live again", |v| v["quality"] == "Good");
     assert!(v.get("history").is_none(), "{v}");
+}
+
+/// What a historian watching a 10 Hz `tick` saw around an outage.
+struct Outage {
+    /// Live values before the outage.
+    before: Vec<u64>,
+    /// Values replayed as history.
+    history: Vec<u64>,
+    /// Whether it saw the point go stale.
+    stale_seen: bool,
+}
+
+/// Reads the historian until the replay is over: live Good again and history caught up.
+fn read_outage(hist: &Proc, first: &serde_json::Value) -> Outage {
+    let mut o = Outage {
+        before: first["value"].as_u64().into_iter().collect(),
+        history: Vec::new(),
+        stale_seen: false,
+    };
+    let mut after: Vec<u64> = Vec::new(); // live values after it came back
+    let deadline = Instant::now() + T;
+    while let Some(l) = hist.next_line(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        let n = v["value"].as_u64().unwrap_or(0);
+        if v["history"] == true {
+            o.history.push(n);
+        } else if v["quality"] != "Good" {
+            o.stale_seen = true;
+        } else if o.stale_seen {
+            after.push(n);
+        } else {
+            o.before.push(n);
+        }
+        // Done when the link is back and the history reached the birth's value.
+        if after
+            .first()
+            .is_some_and(|&b| o.history.last().is_some_and(|&h| h + 1 >= b))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replay did not finish: after {after:?} history {:?}",
+            o.history
+        );
+    }
+    o
+}
+
+impl Outage {
+    /// Every tick of the outage once, in order, right after the last live one.
+    fn assert_exactly_once(&self, outage: Duration) {
+        let history = &self.history;
+        assert!(self.stale_seen, "the historian saw the point go stale");
+        assert!(!history.is_empty(), "history arrived");
+        assert!(
+            history.windows(2).all(|w| w[1] == w[0] + 1),
+            "history in order, no gap, no duplicate: {history:?}"
+        );
+        let last_live = self.before.iter().copied().max().unwrap_or(0);
+        assert_eq!(
+            history[0],
+            last_live + 1,
+            "history starts right after the last live value before the outage"
+        );
+        assert!(
+            history.len() as f64 >= outage.as_secs_f64() * 10.0 * 0.9,
+            "a tick every 100 ms of the outage: {}",
+            history.len()
+        );
+    }
+}
+
+/// An edge `edge1` with 99 signals and a `tick` counter, at 10 Hz: 1,000 updates/s.
+fn write_tick_edge(p: &Plant) {
+    let cfg = p.write_edge("edge1", 99, 10.0);
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("rate_hz = 10\n", "rate_hz = 10\ntick = true\n");
+    std::fs::write(&cfg, text).expect("write");
+}
+
+/// A historian (`watch --history`) and an HMI on `edge1/sim/tick` at `p`'s hub, both live; and
+/// the historian's first record.
+fn historian_and_hmi(p: &Plant) -> (Proc, Proc, serde_json::Value) {
+    let hist = Proc::spawn(
+        "historian",
+        &[
+            "client",
+            "watch",
+            "--history",
+            "--config",
+            &p.cfg("historian"),
+            "edge1/sim/tick",
+        ],
+    );
+    let hmi = p.watch("hmi", "edge1/sim/tick");
+    let first = hist.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    hmi.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    (hist, hmi, first)
 }

@@ -7,8 +7,7 @@
 use crate::state::Hub;
 use pointhub_link::SessionTx;
 use pointhub_schemas::{Data, Msg, Update};
-use pointhub_spool::{Buffer, BufferError};
-use std::collections::VecDeque;
+use pointhub_spool::{Buffer, BufferError, Unacked};
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -19,8 +18,7 @@ const REPLAY_BATCH: usize = 4096;
 
 pub(super) struct Forward {
     spool: Option<Buffer>,
-    unacked: VecDeque<(u64, Vec<Update>)>,
-    unacked_len: usize,
+    unacked: Unacked,
 }
 
 impl Forward {
@@ -39,8 +37,7 @@ impl Forward {
         }
         Ok(Forward {
             spool,
-            unacked: VecDeque::new(),
-            unacked_len: 0,
+            unacked: Unacked::new(MAX_UNACKED),
         })
     }
 
@@ -48,8 +45,7 @@ impl Forward {
     pub(super) fn none() -> Forward {
         Forward {
             spool: None,
-            unacked: VecDeque::new(),
-            unacked_len: 0,
+            unacked: Unacked::new(MAX_UNACKED),
         }
     }
 
@@ -63,28 +59,17 @@ impl Forward {
         if self.spool.is_none() {
             return;
         }
-        self.unacked_len += batch.len();
-        self.unacked.push_back((seq, batch.to_vec()));
-        while self.unacked_len > MAX_UNACKED {
-            if let Some((_, old)) = self.unacked.pop_front() {
-                self.unacked_len -= old.len();
-            }
-        }
+        self.unacked.sent(seq, batch.to_vec());
     }
 
     /// The parent acknowledged everything through `seq`.
     pub(super) fn acked(&mut self, seq: u64) {
-        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            if let Some((_, u)) = self.unacked.pop_front() {
-                self.unacked_len -= u.len();
-            }
-        }
+        self.unacked.acked(seq);
     }
 
     /// The link dropped: what the parent may not have applied goes to the spool first.
     pub(super) fn lost(&mut self) {
-        let pending: Vec<Update> = self.unacked.drain(..).flat_map(|(_, u)| u).collect();
-        self.unacked_len = 0;
+        let pending = self.unacked.take_all();
         self.offline(&pending);
     }
 

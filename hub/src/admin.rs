@@ -40,7 +40,7 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::UnixListener, shutdown: 
             },
         };
         let hub = hub.clone();
-        hub.tasks.clone().spawn(async move {
+        hub.tasks().clone().spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r.take(1 << 20)).lines();
             while let Ok(Some(line)) = lines.next_line().await {

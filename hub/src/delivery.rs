@@ -88,7 +88,7 @@ impl Delivery {
         }
         let mut updates = pending.entries;
         if let Some(keep) = &self.keep {
-            let table = hub.core.table_read();
+            let table = hub.core().table_read();
             updates.retain(|e| {
                 table
                     .points
@@ -104,7 +104,7 @@ impl Delivery {
                 .collect(),
             None => Vec::new(),
         };
-        hub.stats
+        hub.stats()
             .updates_out
             .fetch_add(updates.len() as u64, Ordering::Relaxed);
         Step::Send(Batch {
@@ -117,7 +117,7 @@ impl Delivery {
 
 /// The definitions of `gids`, built under one short read lock of the table.
 pub(crate) fn definitions(hub: &Hub, gids: &[u32]) -> Vec<PointDef> {
-    let table = hub.core.table_read();
+    let table = hub.core().table_read();
     gids.iter()
         .filter_map(|&g| table.points.get(g as usize).map(|p| p.def(&table, g)))
         .collect()

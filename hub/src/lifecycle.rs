@@ -5,10 +5,8 @@
 //! sessions to end within the configured grace period, and stops every task it started.
 
 use crate::config::HubConfig;
-use crate::core::Core;
 use crate::server::Handshakes;
-use crate::state::{Hub, HubStats};
-use dashmap::DashMap;
+use crate::state::Hub;
 use pointhub_link::identity;
 use pointhub_link::identity::IdentityError;
 use pointhub_link::tls::TlsError;
@@ -19,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// Why a hub could not be built or served. Each says what to fix.
@@ -114,24 +111,8 @@ impl Hub {
             max_name_len: config.limits.max_name_len,
             ..Limits::default()
         };
-        let hub = Arc::new(Hub {
-            name: config.name.as_str().into(),
-            access,
-            core: Core::new(config.limits.max_points_per_node),
-            live: DashMap::new(),
-            writes: DashMap::new(),
-            conns: DashMap::new(),
-            below: DashMap::new(),
-            above: DashMap::new(),
-            limits,
-            shutdown: CancellationToken::new(),
-            started: std::time::Instant::now(),
-            tasks: TaskTracker::new(),
-            stats: HubStats::default(),
-            web: crate::web::principal::WebState::default(),
-            config,
-        });
-        match hub.access.store.points() {
+        let hub = Arc::new(Hub::new(config, access, limits));
+        match hub.access().store.points() {
             Ok(saved) => {
                 if !saved.is_empty() {
                     info!(
@@ -139,17 +120,17 @@ impl Hub {
                         "restored last values (stale until their edges return)"
                     );
                 }
-                hub.core.restore(saved);
+                hub.core().restore(saved);
             }
             Err(e) => warn!(error = %e, "cannot restore last values"),
         }
         hub.set_sys(
-            &SysNamespace::of(&hub.name).point("version"),
+            &SysNamespace::of(hub.name()).point("version"),
             DataType::String,
             Value::String(pointhub_link::SOFTWARE.into()),
         );
         hub.set_sys(
-            &SysNamespace::of(&hub.name).point("connected"),
+            &SysNamespace::of(hub.name()).point("connected"),
             DataType::Bool,
             Value::Bool(true),
         );
@@ -163,7 +144,7 @@ impl Hub {
 /// by more people than the operator).
 fn first_admin(hub: &Hub) {
     if !hub
-        .access
+        .access()
         .store
         .users()
         .map(|u| u.is_empty())
@@ -177,9 +158,9 @@ fn first_admin(hub: &Hub) {
         namespaces: vec![],
         nodes: vec![],
     };
-    match hub.access.execute(req, "first-start") {
+    match hub.access().execute(req, "first-start") {
         Ok(v) => {
-            let file = hub.config.data_dir.join("admin-password.txt");
+            let file = hub.config().data_dir.join("admin-password.txt");
             let text = format!("{}\n", v["password"].as_str().unwrap_or_default());
             let written = std::fs::write(&file, text)
                 .and_then(|_| pointhub_link::identity::owner_only(&file));
@@ -216,7 +197,7 @@ impl Built {
         let app = crate::server::router(hub.clone());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let handshakes = Arc::new(Handshakes::default());
-        let tracker = hub.tasks.clone();
+        let tracker = hub.tasks().clone();
         // Accepting stops first, at the outer signal; everything else at the hub's own token,
         // once the nodes were told.
         let accepting = shutdown.child_token();
@@ -232,17 +213,17 @@ impl Built {
                 accepting.clone(),
             ));
         }
-        let stop = hub.shutdown.clone();
+        let stop = hub.shutdown().clone();
         tracker.spawn(crate::server::sys_ticker(hub.clone(), stop.clone()));
         tracker.spawn(crate::saver::run(hub.clone(), stop.clone()));
         for (i, link) in upstream.into_iter().enumerate() {
-            if let Some(up) = hub.config.upstream.get(i).cloned() {
+            if let Some(up) = hub.config().upstream.get(i).cloned() {
                 tracker.spawn(crate::upstream::run(hub.clone(), i, up, link, stop.clone()));
             }
         }
         #[cfg(unix)]
         {
-            let sock = hub.config.data_dir.join("admin.sock");
+            let sock = hub.config().data_dir.join("admin.sock");
             match crate::admin::bind(&sock) {
                 Ok(l) => {
                     info!(path = %sock.display(), "admin socket (owner only): pointhub hub keys|tokens use it");
@@ -255,9 +236,9 @@ impl Built {
         }
         tracker.close();
         shutdown.cancelled().await;
-        let grace = Duration::from_millis(hub.config.limits.shutdown_grace_ms);
+        let grace = Duration::from_millis(hub.config().limits.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
-        let nodes: Vec<_> = hub.live.iter().map(|e| e.value().tx.clone()).collect();
+        let nodes: Vec<_> = hub.sessions().all().into_iter().map(|n| n.tx).collect();
         info!(
             sessions = nodes.len(),
             grace_ms = grace.as_millis() as u64,
@@ -265,15 +246,15 @@ impl Built {
         );
         let why = format!(
             "hub {} is shutting down: this node reconnects by itself (to another hub, if it has one)",
-            hub.name
+            hub.name()
         );
         for tx in nodes {
             tx.fail(ErrorCode::ShuttingDown, why.clone()).await;
         }
-        while !hub.live.is_empty() && tokio::time::Instant::now() < deadline {
+        while !hub.sessions().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        hub.shutdown.cancel();
+        hub.shutdown().cancel();
         if tokio::time::timeout_at(deadline + Duration::from_millis(500), tracker.wait())
             .await
             .is_err()

@@ -39,10 +39,10 @@ pub(crate) async fn carry_out(
     };
     let data = {
         let hub = hub.clone();
-        tokio::task::spawn_blocking(move || hub.access.execute(req, &by)).await??
+        tokio::task::spawn_blocking(move || hub.access().execute(req, &by)).await??
     };
     if let Some(who) = ended_principal {
-        let n = hub.web.end_sessions_of(&who);
+        let n = hub.web().end_sessions_of(&who);
         if n > 0 {
             info!(who = %who.0, sessions = n, "console and JSON sessions ended");
         }

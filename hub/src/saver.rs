@@ -138,11 +138,11 @@ pub(crate) async fn run(
             _ = tick.tick() => false,
         };
         let h = hub.clone();
-        let seen = tokio::task::spawn_blocking(move || h.access.flush_seen()).await;
+        let seen = tokio::task::spawn_blocking(move || h.access().flush_seen()).await;
         if let Ok(Err(e)) = seen {
             warn!(error = %e, "cannot record when keys were last seen");
         }
-        if let Err(e) = save_changed(&hub.core, &writer).await {
+        if let Err(e) = save_changed(hub.core(), &writer).await {
             warn!(error = %e, "cannot save last values");
             if matches!(e, SaveError::WriterGone) {
                 return;
@@ -160,7 +160,7 @@ struct Access(std::sync::Arc<crate::Hub>);
 impl std::ops::Deref for Access {
     type Target = Store;
     fn deref(&self) -> &Store {
-        &self.0.access.store
+        &self.0.access().store
     }
 }
 

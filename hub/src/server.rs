@@ -39,7 +39,7 @@ async fn node_endpoint(
 ) -> Response {
     let Some(fp) = peer.fingerprint else {
         warn!(remote = %peer.addr, reason = "no client key", "refused node");
-        hub.access.audit.record(
+        hub.access().audit.record(
             crate::audit::Event::ConnectionRefused,
             json!({"remote": peer.addr.to_string(), "reason": "no client key"}),
         );
@@ -63,12 +63,13 @@ async fn node_endpoint(
     let addr = peer.addr.to_string();
     let decision = {
         let hub = hub.clone();
-        tokio::task::spawn_blocking(move || hub.access.admit(&fp, &claim, &addr, &hub.name)).await
+        tokio::task::spawn_blocking(move || hub.access().admit(&fp, &claim, &addr, hub.name()))
+            .await
     };
     let entry = match decision {
         Ok(Ok(entry)) => entry,
         Ok(Err(refusal)) => {
-            hub.stats.refused.fetch_add(1, Ordering::Relaxed);
+            hub.stats().refused.fetch_add(1, Ordering::Relaxed);
             warn!(remote = %peer.addr, fingerprint = %fp, reason = refusal.reason, "refused node");
             return (StatusCode::FORBIDDEN, format!("{}\n", refusal.message)).into_response();
         }
@@ -77,7 +78,7 @@ async fn node_endpoint(
             return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
         }
     };
-    let max = hub.limits.max_frame;
+    let max = hub.limits().max_frame;
     // The read buffer is the WebSocket layer's per-session allocation (128 KiB by default);
     // one TLS record's worth keeps an idle session small and costs big frames nothing
     // measurable (docs/benchmarks.md).
@@ -139,7 +140,7 @@ pub(crate) async fn accept_loop(
     unauthenticated: Arc<Handshakes>,
     shutdown: CancellationToken,
 ) {
-    let handshake_timeout = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
+    let handshake_timeout = Duration::from_millis(hub.config().limits.handshake_timeout_ms);
     loop {
         let (tcp, addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -159,7 +160,7 @@ pub(crate) async fn accept_loop(
         // a legitimate handshake takes milliseconds, so the oldest are the idle ones, and a
         // flood of idle connections cycles itself out instead of locking everyone else out.
         let (seq, evicted, pending_now) =
-            unauthenticated.admit(hub.config.limits.max_unauthenticated);
+            unauthenticated.admit(hub.config().limits.max_unauthenticated);
         if let Some(old) = evicted {
             debug!(remote = %addr, pending = pending_now, "connections in their TLS handshake at the limit: the oldest closed");
             old.cancel();
@@ -168,7 +169,7 @@ pub(crate) async fn accept_loop(
         let header_timeout = handshake_timeout;
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("conn", remote = %addr);
-        hub.tasks.spawn(
+        hub.tasks().spawn(
             async move {
                 let evict = unauthenticated.token(seq);
                 let tls = tokio::select! {
@@ -228,31 +229,32 @@ pub(crate) async fn sys_ticker(hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        hub.access.audit.flush_suppressed();
-        let own = SysNamespace::of(&hub.name);
+        hub.access().audit.flush_suppressed();
+        let own = SysNamespace::of(hub.name());
         hub.set_sys(
             &own.point("uptime_s"),
             DataType::UInt,
-            Value::UInt(hub.started.elapsed().as_secs()),
+            Value::UInt(hub.uptime().as_secs()),
         );
         hub.set_sys(
             &own.point("sessions"),
             DataType::UInt,
-            Value::UInt(hub.live.len() as u64),
+            Value::UInt(hub.sessions().len() as u64),
         );
         hub.set_sys(
             &own.point("points"),
             DataType::UInt,
-            Value::UInt(hub.core.point_count() as u64),
+            Value::UInt(hub.core().point_count() as u64),
         );
         hub.set_sys(
             &own.point("updates_in"),
             DataType::UInt,
-            Value::UInt(hub.core.updates_in.load(Ordering::Relaxed)),
+            Value::UInt(hub.core().updates_in.load(Ordering::Relaxed)),
         );
         let nodes: Vec<(String, u64, u64, Option<Arc<crate::core::Subscriber>>)> = hub
-            .live
-            .iter()
+            .sessions()
+            .all()
+            .into_iter()
             .map(|e| {
                 let s = &e.stats;
                 (

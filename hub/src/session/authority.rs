@@ -2,7 +2,7 @@
 //! results back to their writers, the chain of hubs below; when it ends, its points turn stale.
 
 use crate::config::NodeEntry;
-use crate::state::Hub;
+use crate::state::{Answer, Hub};
 use pointhub_link::Session;
 use pointhub_schemas::name::in_namespace;
 use pointhub_schemas::sys::{self, SysNamespace};
@@ -23,7 +23,7 @@ pub(super) async fn edge(
     let sys_ns = SysNamespace::of(&entry.grant.name);
     // A child hub forwards what lies below it: its namespace if it has one, or anything, and
     // the `$sys` points of its nodes; never the `$sys` points this hub publishes of itself.
-    let own_sys = SysNamespace::of(&hub.name);
+    let own_sys = SysNamespace::of(hub.name());
     let child_hub = entry.grant.role == Role::Hub;
     let allowed = |n: &str| {
         if child_hub {
@@ -39,12 +39,12 @@ pub(super) async fn edge(
             in_namespace(n, namespace) || sys_ns.contains(n)
         }
     };
-    let mut local = LocalIds::new(hub.config.limits.max_points_per_node);
+    let mut local = LocalIds::new(hub.config().limits.max_points_per_node);
     let mut owned = crate::core::GidSet::default();
     let mut last_seq: Option<u64> = None;
     let mut unknown_ids = 0u64;
     let mut foreign_results = 0u64;
-    let max_rate = hub.config.limits.max_updates_per_sec;
+    let max_rate = hub.config().limits.max_updates_per_sec;
     let mut window_start = tokio::time::Instant::now();
     let mut window_updates = 0u64;
     let mut last_ack = tokio::time::Instant::now();
@@ -66,7 +66,7 @@ pub(super) async fn edge(
                     local.clear();
                 }
                 match hub
-                    .core
+                    .core()
                     .define(&owner, id, &b.points, owned.len(), allowed, namespace)
                 {
                     Ok(gids) => {
@@ -81,7 +81,7 @@ pub(super) async fn edge(
                         // `Chain` messages have said so far.
                         let looped = match &e {
                             crate::core::BirthError::Namespace { name, .. } if child_hub => {
-                                std::iter::once(hub.name.to_string())
+                                std::iter::once(hub.name().to_string())
                                     .chain(hub.ancestors())
                                     .find(|h| SysNamespace::of(h).contains(name))
                             }
@@ -89,7 +89,7 @@ pub(super) async fn edge(
                         };
                         if let Some(h) = looped {
                             warn!(hub = %h, "refused: a loop in the hub chain (a child sends back points from above)");
-                            hub.access.audit.record(
+                            hub.access().audit.record(
                                 crate::audit::Event::ChainRefused,
                                 json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "reason": "loop", "hub": h}),
                             );
@@ -97,13 +97,13 @@ pub(super) async fn edge(
                                 .tx
                                 .fail(
                                     ErrorCode::Conflict,
-                                    crate::state::loop_message(&hub.name, &entry.grant.name, &h),
+                                    crate::state::loop_message(hub.name(), &entry.grant.name, &h),
                                 )
                                 .await;
                             break;
                         }
                         warn!(error = %e, "birth refused");
-                        hub.access.audit.record(
+                        hub.access().audit.record(
                             crate::audit::Event::PublishRefused,
                             json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "reason": e.to_string()}),
                         );
@@ -117,7 +117,7 @@ pub(super) async fn edge(
                     }
                 }
                 let n = b.states.len() as u64;
-                hub.core.apply(
+                hub.core().apply(
                     b.states
                         .into_iter()
                         .filter_map(|u| local.get(u.id).map(|g| (g, u))),
@@ -162,7 +162,7 @@ pub(super) async fn edge(
                 last_seq = Some(d.seq);
                 let before = d.updates.len() as u64;
                 let mut unknown = 0u64;
-                hub.core
+                hub.core()
                     .apply(d.updates.into_iter().filter_map(|u| match local.get(u.id) {
                         Some(g) => Some((g, u)),
                         None => {
@@ -202,25 +202,24 @@ pub(super) async fn edge(
             }
             Msg::WriteResult(r) => {
                 // Only the session the request went to may answer it.
-                match hub.writes.remove_if(&r.req, |_, w| w.session == id) {
-                    Some((_, w)) => {
-                        let _ = w.reply.send(r);
-                    }
-                    None if hub.writes.contains_key(&r.req) => {
+                let req = r.req;
+                match hub.writes().answer(id, r) {
+                    // Unknown: answered after its timeout, or never asked.
+                    Answer::Delivered | Answer::Unknown => {}
+                    Answer::Foreign => {
                         foreign_results += 1;
                         warn!(
-                            req = r.req,
+                            req,
                             count = foreign_results,
                             "refused a write result for a request sent to another node"
                         );
                         if foreign_results == 1 {
-                            hub.access.audit.record(
+                            hub.access().audit.record(
                                 crate::audit::Event::WriteResultRefused,
-                                json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "req": r.req, "reason": "the request went to another node"}),
+                                json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "req": req, "reason": "the request went to another node"}),
                             );
                         }
                     }
-                    None => {} // answered after its timeout, or never asked
                 }
             }
             Msg::Chain(c) if child_hub => {
@@ -228,11 +227,11 @@ pub(super) async fn edge(
                 let clash = c
                     .hubs
                     .iter()
-                    .find(|h| *h == hub.name.as_ref() || ancestors.contains(h))
+                    .find(|h| *h == hub.name() || ancestors.contains(h))
                     .cloned();
                 if let Some(clash) = clash {
                     warn!(chain = ?c.hubs, clash = %clash, "refused: a loop in the hub chain");
-                    hub.access.audit.record(
+                    hub.access().audit.record(
                         crate::audit::Event::ChainRefused,
                         json!({"fingerprint": entry.fingerprint, "name": entry.grant.name, "chain": c.hubs, "reason": "loop", "hub": clash}),
                     );
@@ -240,12 +239,12 @@ pub(super) async fn edge(
                         .tx
                         .fail(
                             ErrorCode::Conflict,
-                            crate::state::loop_message(&hub.name, &entry.grant.name, &clash),
+                            crate::state::loop_message(hub.name(), &entry.grant.name, &clash),
                         )
                         .await;
                     break;
                 }
-                hub.below.insert(id, c.hubs);
+                hub.sessions().set_below(id, c.hubs);
             }
             Msg::Death(d) => {
                 info!(reason = %d.reason, "edge leaves");
@@ -263,12 +262,11 @@ pub(super) async fn edge(
             }
         }
     }
-    hub.below.remove(&id);
     let owned: Vec<u32> = owned.iter().collect();
-    hub.core.authority_lost(id, &owned);
+    hub.core().authority_lost(id, &owned);
     // Writes still waiting on this edge are answered now (BadNoCommunication), not at their
     // timeout: dropping their reply channel tells the writer the authority went away.
-    hub.writes.retain(|_, w| w.session != id);
+    hub.writes().session_gone(id);
     info!(points = owned.len(), "authority lost: points marked stale");
 }
 

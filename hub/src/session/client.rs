@@ -29,8 +29,8 @@ pub(super) async fn client(
 ) {
     // The config was validated at start, so the patterns parse.
     let write = entry.grant.write.clone();
-    hub.core.add_subscriber(sub.clone());
-    let pump = hub.tasks.spawn(pump(
+    hub.core().add_subscriber(sub.clone());
+    let pump = hub.tasks().spawn(pump(
         hub.clone(),
         sub.clone(),
         session.tx.clone(),
@@ -55,7 +55,7 @@ pub(super) async fn client(
                     info!(patterns = ?s.patterns, "subscribe");
                     let (h, sb) = (hub.clone(), sub.clone());
                     let (waited, done) =
-                        paced_scan(&mut scans, move || h.core.subscribe(&sb, p)).await;
+                        paced_scan(&mut scans, move || h.core().subscribe(&sb, p)).await;
                     if waited {
                         warn!("subscribing faster than {SCANS_PER_SEC}/s: slowed down");
                     }
@@ -77,14 +77,14 @@ pub(super) async fn client(
             },
             Msg::Unsubscribe(u) => {
                 let (h, sb) = (hub.clone(), sub.clone());
-                paced_scan(&mut scans, move || h.core.unsubscribe(&sb, &u.patterns)).await;
+                paced_scan(&mut scans, move || h.core().unsubscribe(&sb, &u.patterns)).await;
             }
             Msg::Rebirth(r) => {
                 if rebirths.wait().await {
                     warn!("asking for fresh snapshots faster than one per {REBIRTH_EVERY:?}: slowed down");
                 }
                 info!(reason = %r.reason, "client asks for a fresh snapshot");
-                hub.core.resnapshot(&sub);
+                hub.core().resnapshot(&sub);
             }
             Msg::Write(w) => {
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
@@ -106,7 +106,7 @@ pub(super) async fn client(
                     via: Via::Node,
                     fingerprint: Some(entry.fingerprint),
                 };
-                hub.tasks.clone().spawn(async move {
+                hub.tasks().clone().spawn(async move {
                     let _permit = permit;
                     let req = w.req;
                     let (status, message) = super::write::write(&hub, &by, &write, w).await;
@@ -130,7 +130,7 @@ pub(super) async fn client(
             }
         }
     }
-    hub.core.remove_subscriber(&sub);
+    hub.core().remove_subscriber(&sub);
     pump.abort();
 }
 
@@ -151,7 +151,7 @@ pub(super) async fn pump(
         let batch = match delivery.take(&hub) {
             Step::Send(batch) => batch,
             Step::Overflow => {
-                let limit = hub.config.limits.subscriber_queue;
+                let limit = hub.config().limits.subscriber_queue;
                 warn!(limit, "client too slow: cut off");
                 tx.fail(
                     ErrorCode::SlowConsumer,

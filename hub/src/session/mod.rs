@@ -58,21 +58,22 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
     let opts = SessionOpts {
         heartbeat: hub.heartbeat(),
         timeout: hub.timeout(),
-        limits: hub.limits.clone(),
-        max_frames_per_sec: hub.config.limits.max_frames_per_sec,
-        tasks: Some(hub.tasks.clone()),
+        limits: hub.limits().clone(),
+        max_frames_per_sec: hub.config().limits.max_frames_per_sec,
+        tasks: Some(hub.tasks().clone()),
     };
     // The connection is the key's from here on: registered before its hello, so a revocation
     // from now on ends it; and a revocation that came since it was admitted is seen now.
-    let conn = hub.shutdown.child_token();
-    let conn_id = hub.core.next_id();
-    hub.conns.insert(conn_id, (entry.fingerprint, conn.clone()));
-    let _registered = Registered(&hub, conn_id);
+    let conn = hub.shutdown().child_token();
+    let conn_id = hub.core().next_id();
+    let _registered = hub
+        .sessions()
+        .connection(conn_id, entry.fingerprint, conn.clone());
     let mut session = spawn_session(ws, opts, &conn);
     if refused_as_revoked(&hub, &entry, &session).await {
         return;
     }
-    let handshake = Duration::from_millis(hub.config.limits.handshake_timeout_ms);
+    let handshake = Duration::from_millis(hub.config().limits.handshake_timeout_ms);
     let hello = match tokio::time::timeout(handshake, session.rx.recv()).await {
         Ok(Some(Msg::Hello(h))) => h,
         Ok(Some(other)) => {
@@ -120,7 +121,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
             .await;
         return;
     }
-    let id = hub.core.next_id();
+    let id = hub.core().next_id();
     let name = entry.grant.name.clone();
     let sub = (entry.grant.role == Role::Client).then(|| {
         let read = entry.grant.read.clone();
@@ -128,7 +129,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
             id,
             false,
             read,
-            hub.config.limits.subscriber_queue,
+            hub.config().limits.subscriber_queue,
         ))
     });
     // A client may have many sessions (counted); an authority has one (the old one is replaced).
@@ -139,7 +140,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         let n = o.len();
         (o, n)
     };
-    if entry.grant.role == Role::Client && count >= hub.config.limits.max_sessions_per_key {
+    if entry.grant.role == Role::Client && count >= hub.config().limits.max_sessions_per_key {
         warn!(sessions = count, "refused: too many sessions for this key");
         session
             .tx
@@ -147,7 +148,8 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
                 ErrorCode::LimitExceeded,
                 format!(
                     "this key already has {} sessions (limit {}): give each client its own key",
-                    count, hub.config.limits.max_sessions_per_key
+                    count,
+                    hub.config().limits.max_sessions_per_key
                 ),
             )
             .await;
@@ -164,11 +166,11 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         stats: session.stats.clone(),
         software: hello.software.clone(),
     };
-    hub.live.insert(id, live);
+    hub.sessions().insert(live);
     // A revocation committed before this point is seen here; one after it finds this session
     // in `live` and ends it. Either way no revoked key is welcomed.
     if refused_as_revoked(&hub, &entry, &session).await {
-        hub.live.remove(&id);
+        hub.sessions().remove(id);
         return;
     }
     if entry.grant.role != Role::Client {
@@ -178,7 +180,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
                 old_session = old.session,
                 "a new session of this node replaces its old one"
             );
-            hub.live.remove(&old.session);
+            hub.sessions().remove(old.session);
             old.tx
                 .fail(
                     ErrorCode::Conflict,
@@ -197,16 +199,16 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         .send(Msg::Welcome(Welcome {
             major: pointhub_schemas::PROTOCOL_MAJOR,
             minor: pointhub_schemas::PROTOCOL_MINOR,
-            hub: hub.name.to_string(),
+            hub: hub.name().to_string(),
             node: name.clone(),
             namespace: namespace.clone(),
-            heartbeat_ms: hub.config.heartbeat.interval_ms,
-            timeout_ms: hub.config.heartbeat.timeout_ms,
+            heartbeat_ms: hub.config().heartbeat.interval_ms,
+            timeout_ms: hub.config().heartbeat.timeout_ms,
             software: pointhub_link::SOFTWARE.into(),
         }))
         .await;
     info!(software = %hello.software, "node connected");
-    hub.access.audit.record(
+    hub.access().audit.record(
         crate::audit::Event::ConnectionAccepted,
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.grant.role, "remote": peer.addr.to_string(), "software": hello.software}),
     );
@@ -239,15 +241,15 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
         Role::Hub => edge(&hub, &entry, &namespace, id, &mut session).await,
     }
     session.finish().await;
-    hub.live.remove(&id);
+    hub.sessions().remove(id);
     // A write routed here in the moment before the session left the list: answer it now.
-    hub.writes.retain(|_, w| w.session != id);
+    hub.writes().session_gone(id);
     if hub.sessions_of(&name).is_empty() {
         hub.set_sys(&sys("connected"), DataType::Bool, Value::Bool(false));
     }
     let reason = session.close_reason();
     info!(reason = %reason, "node disconnected");
-    hub.access.audit.record(
+    hub.access().audit.record(
         crate::audit::Event::ConnectionClosed,
         json!({"fingerprint": entry.fingerprint, "name": name, "role": entry.grant.role, "remote": peer.addr.to_string(), "reason": reason}),
     );
@@ -255,7 +257,7 @@ async fn session(hub: Arc<Hub>, entry: NodeEntry, peer: Peer, socket: WebSocket)
 
 /// Whether the key was revoked since it was admitted; if so the session is told and ended.
 async fn refused_as_revoked(hub: &Hub, entry: &NodeEntry, session: &Session) -> bool {
-    if !hub.access.is_revoked(&entry.fingerprint) {
+    if !hub.access().is_revoked(&entry.fingerprint) {
         return false;
     }
     warn!("refused: the key was revoked while it connected");
@@ -268,13 +270,4 @@ async fn refused_as_revoked(hub: &Hub, entry: &NodeEntry, session: &Session) -> 
         .await;
     session.finish().await;
     true
-}
-
-/// Removes a connection from the hub's list when its session ends, however it ends.
-struct Registered<'a>(&'a Hub, u64);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0.conns.remove(&self.1);
-    }
 }

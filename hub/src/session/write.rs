@@ -7,7 +7,6 @@ use pointhub_link::Fingerprint;
 use pointhub_schemas::{Msg, Pattern, Quality, WriteRequest};
 use serde_json::json;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tracing::info;
 
 /// How a writer reaches the hub.
@@ -52,15 +51,15 @@ pub(crate) async fn write(
     let point = w.point.clone();
     let new = w.value.to_json();
     let old = {
-        let t = hub.core.table_read();
+        let t = hub.core().table_read();
         t.gid(&point)
             .and_then(|g| t.points.get(g as usize))
             .map(|p| p.value.to_json())
     };
     let (status, message) = route_write(hub, by, rights, w).await;
     info!(by = %by.name, via = by.via.as_str(), point = %point, status = %status, "write");
-    hub.stats.count_write(&status.to_string());
-    hub.access.audit.record(
+    hub.stats().count_write(&status.to_string());
+    hub.access().audit.record(
         crate::audit::Event::Write,
         json!({
             "name": by.name,
@@ -89,7 +88,8 @@ fn refusal(hub: &Hub, by: &Writer, point: &str) -> String {
         ),
         Via::Upstream => format!(
             "hub {} does not take writes to {point:?} from {}: not in its upstream writes",
-            hub.name, by.name
+            hub.name(),
+            by.name
         ),
     }
 }
@@ -104,7 +104,7 @@ async fn route_write(
         return (Quality::BadUserAccessDenied, refusal(hub, by, &w.point));
     }
     let (value, owner, owner_session) = {
-        let table = hub.core.table_read();
+        let table = hub.core().table_read();
         let Some(gid) = table.gid(&w.point) else {
             return (
                 Quality::BadNodeIdUnknown,
@@ -135,25 +135,18 @@ async fn route_write(
             format!("the point's authority {owner:?} is not connected"),
         );
     };
-    let Some(edge_tx) = hub.live.get(&owner_session).map(|l| l.tx.clone()) else {
+    let Some(edge_tx) = hub.sessions().tx(owner_session) else {
         return (
             Quality::BadNoCommunication,
             format!("the point's authority {owner:?} is not connected"),
         );
     };
-    let req = hub.core.next_id();
-    let (reply_tx, reply_rx) = oneshot::channel();
-    hub.writes.insert(
-        req,
-        crate::state::PendingWrite {
-            session: owner_session,
-            reply: reply_tx,
-        },
-    );
+    let req = hub.core().next_id();
+    let reply_rx = hub.writes().open(req, owner_session);
     // The authority may have gone between the look-up and the insert: then nobody would
     // answer, so check again.
-    if !hub.live.contains_key(&owner_session) {
-        hub.writes.remove(&req);
+    if !hub.sessions().is_live(owner_session) {
+        hub.writes().cancel(req);
         return (
             Quality::BadNoCommunication,
             format!("the point's authority {owner:?} is not connected"),
@@ -167,13 +160,13 @@ async fn route_write(
         }))
         .await
     {
-        hub.writes.remove(&req);
+        hub.writes().cancel(req);
         return (
             Quality::BadNoCommunication,
             format!("the point's authority {owner:?} disconnected"),
         );
     }
-    let timeout = Duration::from_millis(hub.config.limits.write_timeout_ms);
+    let timeout = Duration::from_millis(hub.config().limits.write_timeout_ms);
     match tokio::time::timeout(timeout, reply_rx).await {
         Ok(Ok(r)) => (r.status, r.message),
         Ok(Err(_)) => (
@@ -181,7 +174,7 @@ async fn route_write(
             format!("the point's authority {owner:?} disconnected"),
         ),
         Err(_) => {
-            hub.writes.remove(&req);
+            hub.writes().cancel(req);
             (
                 Quality::BadTimeout,
                 format!("{owner:?} did not answer within {} ms", timeout.as_millis()),

@@ -103,7 +103,7 @@ impl Forward {
             };
             let last = chunk.last().map(|(k, _)| *k).unwrap_or(0);
             let updates: Vec<Update> = {
-                let table = hub.core.table_read();
+                let table = hub.core().table_read();
                 chunk
                     .into_iter()
                     .map(|(_, u)| u)

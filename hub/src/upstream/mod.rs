@@ -55,13 +55,13 @@ pub(crate) async fn run(
 ) {
     let mut link_cfg = link_cfg;
     // The link's reader and writer are the hub's tasks too: shutdown waits for them.
-    link_cfg.session.tasks = Some(hub.tasks.clone());
+    link_cfg.session.tasks = Some(hub.tasks().clone());
     let patterns: Vec<Pattern> = cfg.forward.clone();
     let writes: Arc<Vec<Pattern>> = Arc::new(cfg.writes.clone());
-    let own_sys = SysNamespace::of(&hub.name);
+    let own_sys = SysNamespace::of(hub.name());
     let status = |k: &str| own_sys.point(&format!("upstream/{index}/{k}"));
     hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
-    let dir = hub.config.data_dir.join(format!("upstream-{index}"));
+    let dir = hub.config().data_dir.join(format!("upstream-{index}"));
     let mut fwd = match Forward::open(&dir, cfg.buffer_max_bytes) {
         Ok(f) => f,
         Err(e) => {
@@ -72,10 +72,10 @@ pub(crate) async fn run(
     // Every update, not the latest of each point: the parent's historians are owed them all.
     let sub = Arc::new(
         Subscriber::new(
-            hub.core.next_id(),
+            hub.core().next_id(),
             true,
             patterns.clone(),
-            hub.config.limits.subscriber_queue,
+            hub.config().limits.subscriber_queue,
         )
         .without_conflation(),
     );
@@ -85,7 +85,7 @@ pub(crate) async fn run(
         Delivery::new(sub.clone()).keeping(move |table, pt| !own.contains(table.name(pt)));
     let mut subscribed = false;
     let lost = Arc::new(Notify::new());
-    let mut links = connector(&hub.tasks, link_cfg, lost.clone(), shutdown.clone());
+    let mut links = connector(hub.tasks(), link_cfg, lost.clone(), shutdown.clone());
     let mut current: Option<Up> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -95,7 +95,7 @@ pub(crate) async fn run(
                 let Some(link) = l else { break };
                 info!(parent = %link.welcome.hub, url = %link.hub, "connected upstream");
                 // The parent is above this hub; its own `Chain` names the hubs above it.
-                hub.above.insert(index, vec![link.welcome.hub.clone()]);
+                hub.set_above(index, vec![link.welcome.hub.clone()]);
                 hub.ancestors_changed().await;
                 hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(true));
                 hub.set_sys(&status("hub"), DataType::String, Value::String(link.hub.to_string()));
@@ -104,10 +104,10 @@ pub(crate) async fn run(
                 // The birth: every forwarded point, defined again, with its current value.
                 delivery.forget_definitions();
                 if subscribed {
-                    hub.core.resnapshot(&sub);
+                    hub.core().resnapshot(&sub);
                 } else {
-                    hub.core.add_subscriber(sub.clone());
-                    if let Err(e) = hub.core.subscribe(&sub, patterns.clone()) {
+                    hub.core().add_subscriber(sub.clone());
+                    if let Err(e) = hub.core().subscribe(&sub, patterns.clone()) {
                         warn!(error = %e, "upstream {index}: forward patterns refused");
                     }
                     subscribed = true;
@@ -167,7 +167,7 @@ pub(crate) async fn run(
                 (Some(Msg::Write(w)), Some(up)) => {
                     let (hub, tx, writes) = (hub.clone(), up.link.session.tx.clone(), writes.clone());
                     let by = Writer { name: up.link.welcome.hub.clone(), via: Via::Upstream, fingerprint: None };
-                    hub.tasks.clone().spawn(async move {
+                    hub.tasks().clone().spawn(async move {
                         let req = w.req;
                         let (status, message) = crate::session::write::write(&hub, &by, &writes, w).await;
                         tx.send(Msg::WriteResult(WriteResult { req, status, message })).await;
@@ -178,17 +178,17 @@ pub(crate) async fn run(
                     info!(reason = %r.reason, "parent asks for a rebirth");
                     delivery.forget_definitions();
                     up.part = 0;
-                    hub.core.resnapshot(&sub);
+                    hub.core().resnapshot(&sub);
                     None
                 }
                 (Some(Msg::Chain(c)), Some(up)) => {
-                    if c.hubs.iter().any(|h| h == hub.name.as_ref()) {
+                    if c.hubs.iter().any(|h| h == hub.name()) {
                         Some(format!(
                             "loop in the hub chain: this hub {} is already above its parent {} ({}); remove one of the upstream links",
-                            hub.name, up.link.welcome.hub, c.hubs.join(" > ")
+                            hub.name(), up.link.welcome.hub, c.hubs.join(" > ")
                         ))
                     } else {
-                        hub.above.insert(index, c.hubs);
+                        hub.set_above(index, c.hubs);
                         hub.ancestors_changed().await;
                         None
                     }
@@ -203,7 +203,7 @@ pub(crate) async fn run(
         if let Some(reason) = ended {
             if let Some(up) = current.take() {
                 up.link.session.finish().await;
-                hub.above.remove(&index);
+                hub.clear_above(index);
                 hub.ancestors_changed().await;
                 hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
                 warn!(reason = %reason, "upstream link lost; reconnecting");
@@ -218,7 +218,7 @@ pub(crate) async fn run(
         up.link.session.finish().await;
     }
     if subscribed {
-        hub.core.remove_subscriber(&sub);
+        hub.core().remove_subscriber(&sub);
     }
 }
 

@@ -28,7 +28,7 @@ pub(super) fn cookie(headers: &HeaderMap) -> Option<String> {
 /// The console session of a request's cookie, if it is live: (user, CSRF token).
 pub(super) fn console_session(hub: &Hub, headers: &HeaderMap) -> Option<(String, String)> {
     let sid = cookie(headers)?;
-    let s = hub.web.sessions.get(&sid)?;
+    let s = hub.web().sessions.get(&sid)?;
     (s.expires > Instant::now()).then(|| (s.user.clone(), s.csrf.clone()))
 }
 
@@ -39,7 +39,7 @@ pub(super) async fn principal(
     query_token: Option<&str>,
 ) -> Result<Principal, ApiError> {
     if let Some((user, _)) = console_session(hub, headers) {
-        if let Ok(Some(u)) = hub.access.store.user(&user) {
+        if let Ok(Some(u)) = hub.access().store.user(&user) {
             return Ok(Principal::User(u));
         }
     }
@@ -51,7 +51,7 @@ pub(super) async fn principal(
         .or_else(|| query_token.map(str::to_string));
     if let Some(t) = bearer {
         let hash = crate::store::token_hash(t.trim());
-        if let Ok(Some(rec)) = hub.access.store.api_token(&hash) {
+        if let Ok(Some(rec)) = hub.access().store.api_token(&hash) {
             return Ok(Principal::Token(rec));
         }
     }
@@ -140,8 +140,8 @@ pub(super) async fn login(
     if let Err(e) = same_origin(&hub, &headers) {
         return e.into_response();
     }
-    let queued = hub.web.login_queue.fetch_add(1, Ordering::Relaxed);
-    let _queued = Decrement(&hub.web.login_queue);
+    let queued = hub.web().login_queue.fetch_add(1, Ordering::Relaxed);
+    let _queued = Decrement(&hub.web().login_queue);
     if queued >= LOGIN_QUEUE {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -150,9 +150,9 @@ pub(super) async fn login(
         )
             .into_response();
     }
-    let user = hub.access.store.user(&f.name).ok().flatten();
+    let user = hub.access().store.user(&f.name).ok().flatten();
     let ok = {
-        let Ok(_check) = hub.web.login_checks.acquire().await else {
+        let Ok(_check) = hub.web().login_checks.acquire().await else {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
         };
         let exists = user.is_some();
@@ -167,15 +167,15 @@ pub(super) async fn login(
             && exists
     };
     if !ok {
-        hub.access.audit.record(crate::audit::Event::LoginFailed, json!({"user": f.name.chars().take(64).collect::<String>(), "remote": peer.addr.to_string()}));
+        hub.access().audit.record(crate::audit::Event::LoginFailed, json!({"user": f.name.chars().take(64).collect::<String>(), "remote": peer.addr.to_string()}));
         tokio::time::sleep(Duration::from_millis(500)).await;
         return Redirect::to("/login?failed=1").into_response();
     }
     let (Ok(sid), Ok(csrf)) = (crate::access::new_secret(32), crate::access::new_secret(32)) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     };
-    hub.web.sessions.retain(|_, s| s.expires > Instant::now());
-    hub.web.sessions.insert(
+    hub.web().sessions.retain(|_, s| s.expires > Instant::now());
+    hub.web().sessions.insert(
         sid.clone(),
         ConsoleSession {
             user: f.name.clone(),
@@ -183,7 +183,7 @@ pub(super) async fn login(
             csrf,
         },
     );
-    hub.access.audit.record(
+    hub.access().audit.record(
         crate::audit::Event::Login,
         json!({"user": f.name, "remote": peer.addr.to_string()}),
     );
@@ -211,7 +211,7 @@ pub(super) async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> R
         return e.into_response();
     }
     if let Some(sid) = cookie(&headers) {
-        hub.web.sessions.remove(&sid);
+        hub.web().sessions.remove(&sid);
     }
     let c = format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, c)], Redirect::to("/login")).into_response()
@@ -225,10 +225,10 @@ pub(super) async fn api_me(
     let csrf = console_session(&hub, &headers).map(|(_, c)| c);
     Ok(Json(match &p {
         Principal::User(u) => {
-            json!({"kind": "user", "name": u.name, "role": u.role, "admin": p.is_admin(), "hub": hub.name.as_ref(), "csrf": csrf})
+            json!({"kind": "user", "name": u.name, "role": u.role, "admin": p.is_admin(), "hub": hub.name(), "csrf": csrf})
         }
         Principal::Token(t) => {
-            json!({"kind": "api-token", "name": t.name, "role": "viewer", "admin": false, "hub": hub.name.as_ref()})
+            json!({"kind": "api-token", "name": t.name, "role": "viewer", "admin": false, "hub": hub.name()})
         }
     }))
 }

@@ -13,7 +13,7 @@ pub(super) async fn metrics(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !hub.config.web.metrics_public {
+    if !hub.config().web.metrics_public {
         principal(&hub, &headers, None).await?;
     }
     use prometheus_client::encoding::EncodeLabelSet;
@@ -39,7 +39,7 @@ pub(super) async fn metrics(
         sessions.get_or_create(&RoleL { role: r.into() }).set(0);
     }
     let queue = Family::<NodeL, Gauge>::default();
-    for e in hub.live.iter() {
+    for e in hub.sessions().all() {
         sessions
             .get_or_create(&RoleL {
                 role: e.role.as_str().into(),
@@ -60,7 +60,7 @@ pub(super) async fn metrics(
         queue,
     );
     let points = Gauge::<i64>::default();
-    points.set(hub.core.point_count() as i64);
+    points.set(hub.core().point_count() as i64);
     reg.register("points", "Points in the table", points);
     let counter = |v: u64| {
         let c = Counter::<u64>::default();
@@ -70,12 +70,12 @@ pub(super) async fn metrics(
     reg.register(
         "updates_in",
         "Point updates received from authorities",
-        counter(hub.core.updates_in.load(Ordering::Relaxed)),
+        counter(hub.core().updates_in.load(Ordering::Relaxed)),
     );
     reg.register(
         "updates_out",
         "Point updates sent to subscribers",
-        counter(hub.stats.updates_out.load(Ordering::Relaxed)),
+        counter(hub.stats().updates_out.load(Ordering::Relaxed)),
     );
     reg.register(
         "conflated",
@@ -85,10 +85,10 @@ pub(super) async fn metrics(
     reg.register(
         "connections_refused",
         "Node connections refused",
-        counter(hub.stats.refused.load(Ordering::Relaxed)),
+        counter(hub.stats().refused.load(Ordering::Relaxed)),
     );
     let writes = Family::<StatusL, Counter<u64>>::default();
-    if let Ok(w) = hub.stats.writes.lock() {
+    if let Ok(w) = hub.stats().writes.lock() {
         for (k, v) in w.iter() {
             writes
                 .get_or_create(&StatusL { status: k.clone() })

@@ -50,7 +50,7 @@ pub(super) async fn api_points(
     let pattern = Pattern::parse(q.pattern.as_deref().unwrap_or("**"))
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("pattern: {e}")))?;
     let read = p.read();
-    let table = hub.core.table_read();
+    let table = hub.core().table_read();
     let mut out: Vec<serde_json::Value> = table
         .points
         .iter()
@@ -73,19 +73,19 @@ pub(super) async fn api_nodes(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = principal(&hub, &headers, None).await?;
     let keys = hub
-        .access
+        .access()
         .execute(AdminRequest::KeysList, "console")
         .unwrap_or_else(|_| json!([]));
     let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     {
-        let table = hub.core.table_read();
+        let table = hub.core().table_read();
         for pt in &table.points {
             *counts.entry(table.owner(pt).to_string()).or_default() += 1;
         }
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for e in hub.live.iter() {
+    for e in hub.sessions().all() {
         if !p.sees_node(&e.name) {
             continue;
         }
@@ -268,7 +268,7 @@ pub(super) async fn api_audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = principal(&hub, &headers, None).await?;
-    let dir = hub.config.data_dir.clone();
+    let dir = hub.config().data_dir.clone();
     let all = tokio::task::spawn_blocking(move || crate::audit::read_all(&dir))
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?

@@ -46,7 +46,7 @@ pub(super) async fn api_ws(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let limit = hub.config.limits.max_sessions_per_key;
+    let limit = hub.config().limits.max_sessions_per_key;
     let Some(slot) = WsSlot::take(&hub, p.name(), limit) else {
         return ApiError(
             StatusCode::TOO_MANY_REQUESTS,
@@ -69,7 +69,7 @@ pub(super) struct WsSlot {
 
 impl WsSlot {
     fn take(hub: &Arc<Hub>, who: String, limit: usize) -> Option<WsSlot> {
-        let mut n = hub.web.ws_sessions.entry(who.clone()).or_insert(0);
+        let mut n = hub.web().ws_sessions.entry(who.clone()).or_insert(0);
         if *n >= limit {
             return None;
         }
@@ -84,7 +84,7 @@ impl WsSlot {
 
 impl Drop for WsSlot {
     fn drop(&mut self) {
-        self.hub.web.ws_sessions.remove_if_mut(&self.who, |_, n| {
+        self.hub.web().ws_sessions.remove_if_mut(&self.who, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0
         });
@@ -96,7 +96,7 @@ pub(super) struct JsonRegistered(Arc<Hub>, u64);
 
 impl Drop for JsonRegistered {
     fn drop(&mut self) {
-        self.0.web.json.remove(&self.1);
+        self.0.web().json.remove(&self.1);
     }
 }
 
@@ -104,10 +104,10 @@ impl Drop for JsonRegistered {
 pub(super) fn principal_still_valid(hub: &Hub, p: &Principal) -> bool {
     match p {
         Principal::User(u) => {
-            matches!(hub.access.store.user(&u.name), Ok(Some(now)) if now.hash == u.hash)
+            matches!(hub.access().store.user(&u.name), Ok(Some(now)) if now.hash == u.hash)
         }
         Principal::Token(t) => hub
-            .access
+            .access()
             .store
             .api_tokens()
             .is_ok_and(|all| all.iter().any(|x| x.id == t.id)),
@@ -119,7 +119,7 @@ pub(super) struct Subscribed(Arc<Hub>, Arc<Subscriber>);
 
 impl Drop for Subscribed {
     fn drop(&mut self) {
-        self.0.core.remove_subscriber(&self.1);
+        self.0.core().remove_subscriber(&self.1);
     }
 }
 
@@ -141,14 +141,14 @@ pub(super) async fn json_session(
     mut socket: WebSocket,
     _slot: WsSlot,
 ) {
-    let id = hub.core.next_id();
+    let id = hub.core().next_id();
     let sub = Arc::new(Subscriber::new(
         id,
         false,
         p.read(),
-        hub.config.limits.subscriber_queue,
+        hub.config().limits.subscriber_queue,
     ));
-    hub.core.add_subscriber(sub.clone());
+    hub.core().add_subscriber(sub.clone());
     let _subscribed = Subscribed(hub.clone(), sub.clone());
     // A user limited to some nodes sees only their points.
     let sees = p.clone();
@@ -157,15 +157,15 @@ pub(super) async fn json_session(
         .keeping(move |table, pt| sees.sees_owner(table.owner(pt)));
     // Registered so that revoking its token (or resetting its user) ends it at once; and
     // checked again now, for a revocation between the upgrade and here.
-    let ended = hub.shutdown.child_token();
-    hub.web.json.insert(id, (p.key(), ended.clone()));
+    let ended = hub.shutdown().child_token();
+    hub.web().json.insert(id, (p.key(), ended.clone()));
     let _registered = JsonRegistered(hub.clone(), id);
     if !principal_still_valid(&hub, &p) {
         return;
     }
     let write = Arc::new(p.write());
     let who = p.name();
-    let hello = json!({"type": "hello", "hub": hub.name.as_ref(), "as": who, "protocol": 1});
+    let hello = json!({"type": "hello", "hub": hub.name(), "as": who, "protocol": 1});
     if !send_json(&mut socket, &hello).await {
         return;
     }
@@ -180,7 +180,7 @@ pub(super) async fn json_session(
         let mut error: Option<String> = None;
         tokio::select! {
             _ = ended.cancelled() => {
-                let why = if hub.shutdown.is_cancelled() {
+                let why = if hub.shutdown().is_cancelled() {
                     "the hub is shutting down: reconnect in a moment"
                 } else {
                     "this session's API token was revoked, or its user reset or removed"
@@ -205,7 +205,7 @@ pub(super) async fn json_session(
                 let mut ok = true;
                 for chunk in batch.updates.chunks(JSON_CHUNK) {
                     let text = {
-                        let table = hub.core.table_read();
+                        let table = hub.core().table_read();
                         let updates: Vec<serde_json::Value> = chunk
                             .iter()
                             .filter_map(|e| {
@@ -306,10 +306,10 @@ pub(super) async fn json_request(
             };
             let (h, s) = (hub.clone(), sub.clone());
             let (_, done) = if op == "subscribe" {
-                paced_scan(scans, move || h.core.subscribe(&s, parsed)).await
+                paced_scan(scans, move || h.core().subscribe(&s, parsed)).await
             } else {
                 paced_scan(scans, move || {
-                    h.core.unsubscribe(&s, &pats);
+                    h.core().unsubscribe(&s, &pats);
                     Ok(())
                 })
                 .await
@@ -344,7 +344,7 @@ pub(super) async fn json_request(
                 via: Via::Api,
                 fingerprint: None,
             };
-            hub.tasks.clone().spawn(async move {
+            hub.tasks().clone().spawn(async move {
                 let _permit = permit;
                 let point = w.point.clone();
                 let (status, message) = crate::session::write::write(&hub, &by, &write, w).await;

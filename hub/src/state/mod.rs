@@ -1,18 +1,24 @@
 //! The hub's state: the point table, who is connected, writes on their way, the chain of hubs
 //! around this one, access and audit, and the HTTP side's sessions. Built by [`crate::Hub::build`].
 
+mod sessions;
+mod writes;
+
+pub(crate) use sessions::LiveNode;
+pub(crate) use sessions::Sessions;
+pub(crate) use writes::{Answer, PendingWrites};
+
 use crate::config::HubConfig;
 use crate::core::Core;
 use dashmap::DashMap;
 use pointhub_link::identity::Fingerprint;
-use pointhub_link::SessionTx;
 use pointhub_schemas::ErrorCode;
-use pointhub_schemas::{DataType, Limits, Value, WriteResult};
+use pointhub_schemas::{DataType, Limits, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 /// Who is on the other end of a TLS connection.
@@ -22,60 +28,33 @@ pub(crate) struct Peer {
     pub fingerprint: Option<Fingerprint>,
 }
 
-/// A connected node, as the hub sees it.
-#[derive(Clone)]
-pub struct LiveNode {
-    pub name: String,
-    pub fingerprint: Fingerprint,
-    pub session: u64,
-    pub role: pointhub_schemas::Role,
-    pub tx: SessionTx,
-    pub remote: SocketAddr,
-    pub stats: Arc<pointhub_link::SessionStats>,
-    pub software: String,
-    /// A client's subscription, for its queue figures.
-    pub sub: Option<Arc<crate::core::Subscriber>>,
-}
-
-/// The running hub.
+/// The running hub. Its fields are its own; the hub's rooms reach them through the methods
+/// below: the shared services by reference, the registries through their narrow methods.
 pub struct Hub {
-    pub(crate) name: Arc<str>,
-    pub(crate) config: HubConfig,
-    pub(crate) core: Core,
+    name: Arc<str>,
+    config: HubConfig,
+    core: Core,
     /// Keys, tokens, pending keys and the audit log.
-    pub(crate) access: crate::access::Access,
-    /// Live sessions by session id.
-    pub(crate) live: DashMap<u64, LiveNode>,
-    /// The hubs below each child-hub session (their `Chain`), to refuse loops.
-    pub(crate) below: DashMap<u64, Vec<String>>,
+    access: crate::access::Access,
+    /// Connections and live sessions, and the hubs below each child hub.
+    sessions: Sessions,
     /// The hubs above this one, per upstream link: its parent and the parent's own ancestors
     /// (the parent's `Chain`). A child that claims one of them below it is refused: that is a
     /// loop, or a forged chain that would get this hub refused by its parent.
-    pub(crate) above: DashMap<usize, Vec<String>>,
-    /// Writes on their way to an edge: hub request id → the edge session asked and where the
-    /// answer goes. Only that session may answer.
-    pub(crate) writes: DashMap<u64, PendingWrite>,
-    /// Every upgraded node connection, from before its hello to its end: (key, its token).
-    /// A revocation cancels them all, so no connection admitted before it outlives it.
-    pub(crate) conns: DashMap<u64, (Fingerprint, CancellationToken)>,
-    pub(crate) limits: Limits,
+    above: DashMap<usize, Vec<String>>,
+    /// Writes on their way to an authority.
+    writes: PendingWrites,
+    limits: Limits,
     /// Fires when the hub shuts down; every session is a child of it.
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) started: std::time::Instant,
+    shutdown: CancellationToken,
+    started: std::time::Instant,
     /// Every task the hub starts (connections, sessions, pumps, writes, its loops): shutdown
     /// waits for them, up to the grace period.
-    pub(crate) tasks: tokio_util::task::TaskTracker,
+    tasks: TaskTracker,
     /// Figures for `/metrics`.
-    pub(crate) stats: HubStats,
+    stats: HubStats,
     /// Console sessions (cookie → operator).
-    pub(crate) web: crate::web::principal::WebState,
-}
-
-/// A write sent to an edge, waiting for its answer.
-pub(crate) struct PendingWrite {
-    /// The edge session the request went to: a result from any other session is refused.
-    pub(crate) session: u64,
-    pub(crate) reply: oneshot::Sender<WriteResult>,
+    web: crate::web::principal::WebState,
 }
 
 /// Counters the hub keeps for `/metrics`.
@@ -95,25 +74,108 @@ impl HubStats {
 }
 
 impl Hub {
+    /// A hub with an empty registry, from what [`crate::Hub::build`] loaded and checked.
+    pub(crate) fn new(config: HubConfig, access: crate::access::Access, limits: Limits) -> Self {
+        Hub {
+            name: config.name.as_str().into(),
+            access,
+            core: Core::new(config.limits.max_points_per_node),
+            sessions: Sessions::default(),
+            writes: PendingWrites::default(),
+            above: DashMap::new(),
+            limits,
+            shutdown: CancellationToken::new(),
+            started: std::time::Instant::now(),
+            tasks: TaskTracker::new(),
+            stats: HubStats::default(),
+            web: crate::web::principal::WebState::default(),
+            config,
+        }
+    }
+
+    /// The hub's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The point table and its subscribers.
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Keys, tokens, users and the audit log.
+    pub fn access(&self) -> &crate::access::Access {
+        &self.access
+    }
+
+    /// Connections and live sessions.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Writes waiting for their authority.
+    pub(crate) fn writes(&self) -> &PendingWrites {
+        &self.writes
+    }
+
+    /// The frame and name limits sessions are held to.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Fires when the hub shuts down.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// How long the hub has run.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Every task the hub starts.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Figures for `/metrics`.
+    pub(crate) fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// Console sessions.
+    pub(crate) fn web(&self) -> &crate::web::principal::WebState {
+        &self.web
+    }
+
+    /// Upstream link `index` is connected to a parent whose chain is `hubs` (the parent first).
+    pub(crate) fn set_above(&self, index: usize, hubs: Vec<String>) {
+        self.above.insert(index, hubs);
+    }
+
+    /// Upstream link `index` is down.
+    pub(crate) fn clear_above(&self, index: usize) {
+        self.above.remove(&index);
+    }
+
     /// How many sessions a node has, without copying them.
     pub fn session_count(&self, name: &str) -> usize {
-        self.live.iter().filter(|e| e.name == name).count()
+        self.sessions.count_of(name)
     }
 
     /// Copies of the live sessions of the node named `name` (a client may have several).
     pub fn sessions_of(&self, name: &str) -> Vec<LiveNode> {
-        self.live
-            .iter()
-            .filter(|e| e.name == name)
-            .map(|e| e.value().clone())
-            .collect()
+        self.sessions.filtered(|n| n.name == name)
     }
 
     /// This hub and every hub below it.
     pub fn chain(&self) -> Vec<String> {
-        let mut below: Vec<String> = self.below.iter().flat_map(|e| e.value().clone()).collect();
-        below.sort();
-        below.dedup();
+        let mut below = self.sessions.all_below();
         below.retain(|h| h != self.name.as_ref());
         let mut out = vec![self.name.to_string()];
         out.extend(below);
@@ -140,17 +202,9 @@ impl Hub {
     pub async fn ancestors_changed(&self) {
         let ancestors = self.ancestors();
         let down = self.chain_down();
-        let children: Vec<LiveNode> = self
-            .live
-            .iter()
-            .filter(|e| e.role == pointhub_schemas::Role::Hub)
-            .map(|e| e.value().clone())
-            .collect();
+        let children = self.sessions.of_role(pointhub_schemas::Role::Hub);
         for c in children {
-            let clash = self
-                .below
-                .get(&c.session)
-                .and_then(|b| b.iter().find(|h| ancestors.contains(h)).cloned());
+            let clash = self.sessions.below_clash(c.session, &ancestors);
             match clash {
                 Some(h) => {
                     warn!(child = %c.name, hub = %h, "a child hub claims a hub above this one: ended");
@@ -171,21 +225,11 @@ impl Hub {
     /// every connection of the key, also one upgraded but still before its hello, is cancelled
     /// a moment later (the moment lets the reason reach the live ones).
     pub async fn end_sessions_of_key(&self, fp: &Fingerprint, why: &str) -> usize {
-        let victims: Vec<LiveNode> = self
-            .live
-            .iter()
-            .filter(|e| e.fingerprint == *fp)
-            .map(|e| e.value().clone())
-            .collect();
+        let victims = self.sessions.filtered(|n| n.fingerprint == *fp);
         for v in &victims {
             v.tx.fail(ErrorCode::AccessDenied, why.to_string()).await;
         }
-        let conns: Vec<CancellationToken> = self
-            .conns
-            .iter()
-            .filter(|e| e.value().0 == *fp)
-            .map(|e| e.value().1.clone())
-            .collect();
+        let conns = self.sessions.connections_of_key(fp);
         let n = conns.len().max(victims.len());
         self.tasks.spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,7 +1,6 @@
 //! A client node's configuration file (`client.toml`): its name, the `[hub]` link section, and
 //! the sinks it feeds (`[modbus_server]`).
 
-use crate::sinks::modbus::ServerConfig;
 use pointhub_link::config::{HubSection, SectionError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -34,6 +33,7 @@ pub enum ConfigError {
         source: SectionError,
     },
     /// The `[modbus_server]` section cannot be served.
+    #[cfg(feature = "modbus")]
     #[error("{path}: {source}")]
     ModbusServer {
         /// The configuration file.
@@ -52,7 +52,8 @@ pub struct ClientConfig {
     /// The hub to dial and how to verify it.
     pub hub: HubSection,
     /// A local Modbus TCP server for an HMI (`pointhub client modbus-server`).
-    pub modbus_server: Option<ServerConfig>,
+    #[cfg(feature = "modbus")]
+    pub modbus_server: Option<crate::sinks::modbus::ServerConfig>,
 }
 
 impl ClientConfig {
@@ -70,6 +71,7 @@ impl ClientConfig {
             path: path.to_path_buf(),
             source,
         })?;
+        #[cfg(feature = "modbus")]
         if let Some(m) = &cfg.modbus_server {
             m.validate().map_err(|source| ConfigError::ModbusServer {
                 path: path.to_path_buf(),
@@ -82,7 +84,7 @@ impl ClientConfig {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "modbus"))]
 mod tests {
     use super::*;
 

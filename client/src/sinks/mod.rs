@@ -7,6 +7,7 @@
 //! them and hands the sink the client and its events until shutdown.
 
 pub mod lines;
+#[cfg(feature = "modbus")]
 pub mod modbus;
 
 use crate::client::{Client, ClientOptions, Event};

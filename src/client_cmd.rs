@@ -41,6 +41,26 @@ pub(crate) enum ClientCmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Record points in PostgreSQL, exactly once, live and history apart (the historian section of the config).
+    Historian {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print what the historian's database holds for the matching points over a time range.
+    History {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// From when: a duration back from now (1h, 30min, 2days) or an RFC 3339 time.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Until when (excluded): a duration back from now or an RFC 3339 time; default now.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::historian_cmd::HistoryFormat::Jsonl)]
+        format: crate::historian_cmd::HistoryFormat,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
     /// Write a value to a writable point; prints the result. Exit code 0 only when the device took it.
     Write {
         #[arg(long, short)]
@@ -127,6 +147,18 @@ pub(crate) async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<E
                 listener,
             };
             sinks::run(link, Box::new(sink), shutdown).await?;
+        }
+        ClientCmd::Historian { config } => crate::historian_cmd::record(&config, shutdown).await?,
+        ClientCmd::History {
+            config,
+            since,
+            until,
+            format,
+            patterns,
+        } => {
+            let patterns = checked(patterns)?;
+            crate::historian_cmd::history(&config, &patterns, &since, until.as_deref(), format)
+                .await?
         }
         ClientCmd::Get {
             config,

@@ -2,6 +2,7 @@
 
 mod client_cmd;
 mod demo;
+mod historian_cmd;
 mod hub_cmd;
 
 #[cfg(not(target_env = "msvc"))]

@@ -54,6 +54,11 @@ pub struct PointRecord {
     pub writable: bool,
     /// The engineering unit, if the point has one.
     pub unit: Option<String>,
+    /// The point's description, if its source gave one.
+    pub description: Option<Arc<str>>,
+    /// The client marked the point stale by itself because its own link to the hub dropped: the
+    /// hub said nothing about the point (a historian does not record this as the point's state).
+    pub link_lost: bool,
 }
 
 impl PointRecord {
@@ -224,6 +229,7 @@ struct Meta {
     dtype: DataType,
     writable: bool,
     unit: Option<String>,
+    description: Option<Arc<str>>,
 }
 
 async fn run(
@@ -268,7 +274,7 @@ async fn run(
                     match msg {
                         Msg::Define(d) => {
                             for p in d.points {
-                                ids.insert(p.id, Meta { name: p.name.into(), dtype: p.dtype, writable: p.writable, unit: p.unit });
+                                ids.insert(p.id, Meta { name: p.name.into(), dtype: p.dtype, writable: p.writable, unit: p.unit, description: p.description.map(Arc::from) });
                             }
                         }
                         Msg::Data(d) => {
@@ -340,6 +346,8 @@ fn apply(client: &Client, ids: &HashMap<u32, Meta>, u: Update) -> Option<PointRe
         dtype: meta.dtype,
         writable: meta.writable,
         unit: meta.unit.clone(),
+        description: meta.description.clone(),
+        link_lost: false,
     };
     if !rec.history {
         client.mirror.insert(rec.name.clone(), rec.clone());
@@ -355,6 +363,7 @@ fn mark_stale(client: &Client) -> Vec<PointRecord> {
         let q = Quality::stale_from(rec.quality, !rec.value.is_null());
         if rec.quality != q {
             rec.quality = q;
+            rec.link_lost = true;
             changed.push(rec.clone());
         }
     }

@@ -1,5 +1,5 @@
 //! A client node's configuration file (`client.toml`): its name, the `[hub]` link section, and
-//! the sinks it feeds (`[modbus_server]`).
+//! the sinks it feeds (`[modbus_server]`, `[historian]`).
 
 use pointhub_link::config::{HubSection, SectionError};
 use serde::Deserialize;
@@ -32,6 +32,14 @@ pub enum ConfigError {
         /// What is wrong with the section.
         source: SectionError,
     },
+    /// The `[historian]` section does not check out.
+    #[error("{path}: {source}")]
+    Historian {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with the section.
+        source: HistorianSectionError,
+    },
     /// The `[modbus_server]` section cannot be served.
     #[cfg(feature = "modbus")]
     #[error("{path}: {source}")]
@@ -54,6 +62,102 @@ pub struct ClientConfig {
     /// A local Modbus TCP server for an HMI (`pointhub client modbus-server`).
     #[cfg(feature = "modbus")]
     pub modbus_server: Option<crate::sinks::modbus::ServerConfig>,
+    /// Where `pointhub client historian` records the points (a PostgreSQL database).
+    pub historian: Option<HistorianSection>,
+}
+
+/// A `[historian]` key that does not check out.
+#[derive(Debug, thiserror::Error)]
+#[error("historian.{key}: {message}")]
+pub struct HistorianSectionError {
+    /// The key concerned (`points`, `batch_rows`, …).
+    pub key: &'static str,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+fn section_error(key: &'static str, message: impl Into<String>) -> HistorianSectionError {
+    HistorianSectionError {
+        key,
+        message: message.into(),
+    }
+}
+
+/// `[historian]`: what `pointhub client historian` records and where (docs/historian.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorianSection {
+    /// The PostgreSQL connection string, either `postgresql://user@host:port/dbname` or
+    /// `host=… port=… user=… dbname=…`.
+    pub database: String,
+    /// The point patterns to record (default `**`: every point the client's key may read).
+    #[serde(default = "every_point")]
+    pub points: Vec<String>,
+    /// The folder of the on-disk buffer that holds rows the database has not committed yet
+    /// (relative to this file; default `historian-buffer`).
+    #[serde(default = "default_buffer_dir")]
+    pub buffer_dir: PathBuf,
+    /// The buffer's bound in bytes (default 1 GiB): past it the oldest rows are dropped, counted
+    /// and logged.
+    #[serde(default = "default_buffer_max_bytes")]
+    pub buffer_max_bytes: u64,
+    /// Rows per insert statement (default 5,000; 1 to 100,000).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+fn every_point() -> Vec<String> {
+    vec!["**".into()]
+}
+
+fn default_buffer_dir() -> PathBuf {
+    PathBuf::from("historian-buffer")
+}
+
+fn default_buffer_max_bytes() -> u64 {
+    1 << 30
+}
+
+fn default_batch_rows() -> usize {
+    5_000
+}
+
+impl HistorianSection {
+    /// Checks the section; the error names the key and what to write instead.
+    pub fn validate(&self) -> Result<(), HistorianSectionError> {
+        if self.database.trim().is_empty() {
+            return Err(section_error(
+                "database",
+                "is empty: write a PostgreSQL connection string, e.g. \"postgresql://pointhub@127.0.0.1:5432/plant\"",
+            ));
+        }
+        if self.points.is_empty() {
+            return Err(section_error(
+                "points",
+                "is empty: list patterns such as \"plant1/**\" (or leave it out for every point)",
+            ));
+        }
+        for p in &self.points {
+            pointhub_schemas::Pattern::parse(p)
+                .map_err(|e| section_error("points", format!("{p:?}: {e}")))?;
+        }
+        if !(1..=100_000).contains(&self.batch_rows) {
+            return Err(section_error(
+                "batch_rows",
+                format!("{} is out of range: write 1 to 100000", self.batch_rows),
+            ));
+        }
+        if self.buffer_max_bytes < 1 << 20 {
+            return Err(section_error(
+                "buffer_max_bytes",
+                format!(
+                    "{} is too small: write at least 1048576 (1 MiB)",
+                    self.buffer_max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ClientConfig {
@@ -78,6 +182,15 @@ impl ClientConfig {
                 source,
             })?;
         }
+        if let Some(h) = &mut cfg.historian {
+            h.validate().map_err(|source| ConfigError::Historian {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            if h.buffer_dir.is_relative() {
+                h.buffer_dir = path.parent().unwrap_or(Path::new(".")).join(&h.buffer_dir);
+            }
+        }
         cfg.hub
             .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
@@ -96,11 +209,18 @@ mod tests {
                 "modbus/client.toml",
                 include_str!("../../examples/modbus/client.toml"),
             ),
+            (
+                "historian/client.toml",
+                include_str!("../../examples/historian/client.toml"),
+            ),
         ] {
             let cfg: ClientConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             cfg.hub.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
             if let Some(m) = &cfg.modbus_server {
                 m.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            if let Some(h) = &cfg.historian {
+                h.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
             }
         }
     }

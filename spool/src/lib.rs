@@ -6,12 +6,16 @@
 
 use pointhub_schemas::Update;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
 use std::path::Path;
 
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 
-/// The bounded on-disk buffer of updates, in order.
-pub struct Buffer {
+/// The bounded on-disk buffer of entries, in order: wire updates for the edge and the upstream
+/// links (the default), rows for a sink that keeps its own records.
+pub struct Buffer<T = Update> {
     db: Database,
     next: u64,
     bytes: u64,
@@ -19,6 +23,7 @@ pub struct Buffer {
     max_bytes: u64,
     /// Updates dropped because the buffer was full, since start.
     pub dropped: u64,
+    entry: PhantomData<fn() -> T>,
 }
 
 /// The buffer cannot be opened, written or read.
@@ -52,10 +57,10 @@ fn err<E: Into<redb::Error>>(e: E) -> BufferError {
     BufferError::Store(e.into())
 }
 
-impl Buffer {
+impl<T: Serialize + DeserializeOwned> Buffer<T> {
     /// Opens or creates `buffer.redb` in `dir` (owner-only), keeping what an earlier run left.
     /// Past `max_bytes` bytes of encoded updates, the oldest are dropped.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Buffer, BufferError> {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Buffer<T>, BufferError> {
         std::fs::create_dir_all(dir).map_err(|source| BufferError::Io {
             path: dir.to_path_buf(),
             source,
@@ -96,6 +101,7 @@ impl Buffer {
             count,
             max_bytes,
             dropped: 0,
+            entry: PhantomData,
         })
     }
 
@@ -110,7 +116,7 @@ impl Buffer {
     }
 
     /// Appends updates in one transaction; drops the oldest past the size limit.
-    pub fn push(&mut self, updates: &[Update]) -> Result<(), BufferError> {
+    pub fn push(&mut self, updates: &[T]) -> Result<(), BufferError> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -137,14 +143,14 @@ impl Buffer {
     }
 
     /// The oldest `n` updates, without removing them.
-    pub fn peek(&self, n: usize) -> Result<Vec<(u64, Update)>, BufferError> {
+    pub fn peek(&self, n: usize) -> Result<Vec<(u64, T)>, BufferError> {
         let rx = self.db.begin_read().map_err(err)?;
         let t = rx.open_table(HISTORY).map_err(err)?;
         let mut out = Vec::with_capacity(n.min(self.count as usize));
         for item in t.iter().map_err(err)?.take(n) {
             let (k, v) = item.map_err(err)?;
             // An entry that does not decode (a damaged file) is skipped, not fatal.
-            if let Ok(u) = postcard::from_bytes::<Update>(v.value()) {
+            if let Ok(u) = postcard::from_bytes::<T>(v.value()) {
                 out.push((k.value(), u));
             }
         }
@@ -271,7 +277,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let sub = dir.path().join("buf");
-        let _b = Buffer::open(&sub, 1 << 20).expect("open");
+        let _b: Buffer = Buffer::open(&sub, 1 << 20).expect("open");
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&sub), 0o700);
         assert_eq!(mode(&sub.join("buffer.redb")), 0o600);

@@ -518,7 +518,7 @@ impl Outage {
 }
 
 /// An edge `edge1` with 99 signals and a `tick` counter, at 10 Hz: 1,000 updates/s.
-fn write_tick_edge(p: &Plant) {
+pub(crate) fn write_tick_edge(p: &Plant) {
     let cfg = p.write_edge("edge1", 99, 10.0);
     let text = std::fs::read_to_string(&cfg)
         .expect("read")

@@ -28,6 +28,14 @@ pub enum SinkError {
         /// What the operating system reported.
         source: std::io::Error,
     },
+    /// The sink cannot go on (its database refused it, its buffer failed, …).
+    #[error("{sink}: {source}")]
+    Failed {
+        /// Which sink failed.
+        sink: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A sink's run, boxed so sinks of different kinds share one seam.

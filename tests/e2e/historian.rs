@@ -1,0 +1,186 @@
+//! The historian against a real PostgreSQL server: every update exactly once through a cut of
+//! the edge's link and an outage of the database, stale transitions recorded, and
+//! `client history` reading back what the database holds.
+
+use crate::harness::*;
+use crate::postgres::Postgres;
+use std::time::{Duration, Instant};
+
+const TICK: &str = "edge1/sim/tick";
+const T: Duration = Duration::from_secs(60);
+
+/// The good ticks in the table: (rows, distinct values, lowest, highest, rows that came as history).
+fn ticks(db: &Postgres) -> Option<(u64, u64, u64, u64, u64)> {
+    let rows = db.try_query(&format!(
+        "SELECT count(*), count(DISTINCT value), coalesce(min(value), 0)::bigint, coalesce(max(value), 0)::bigint, count(*) FILTER (WHERE history) \
+         FROM pointhub_history WHERE name = '{TICK}' AND quality = 0"
+    ))?;
+    let r = rows.first()?;
+    let n = |i: usize| r.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Some((n(0), n(1), n(2), n(3), n(4)))
+}
+
+/// Waits until the ticks reach `past` with no gap and no duplicate; returns the last reading.
+fn caught_up(db: &Postgres, past: u64, within: Duration) -> (u64, u64, u64, u64, u64) {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = ticks(db).unwrap_or_default();
+        let (rows, distinct, lo, hi, _) = t;
+        if hi > past && rows == distinct && rows == hi - lo + 1 {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticks not caught up past {past}: (rows, distinct, min, max, history) = {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn every_update_lands_once_through_an_edge_cut_and_a_database_outage() {
+    let db = Postgres::start();
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[Node::edge("edge1"), Node::client("historian", "[]")],
+    );
+    let _hub = p.start_hub();
+    let proxy = crate::path::Path::to(&p.hub_addr);
+    let direct = p.hub_addr.clone();
+    p.hub_addr = format!("127.0.0.1:{}", proxy.port);
+    crate::chain::write_tick_edge(&p);
+    p.hub_addr = direct;
+    let cfg = p.write_client("historian");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str(&format!(
+        "\n[historian]\ndatabase = \"{}\"\npoints = [\"edge1/**\"]\nbatch_rows = 2000\n",
+        db.url()
+    ));
+    std::fs::write(&cfg, text).expect("write");
+    let _edge = p.start_edge("edge1");
+    let hist = Proc::spawn(
+        "historian",
+        &["client", "historian", "--config", &p.cfg("historian")],
+    );
+
+    // Live rows arrive.
+    let start = caught_up(&db, 10, T);
+    println!("historian live: {start:?}");
+
+    // The edge's link is cut for 6 s: the points go stale, the edge keeps the ticks and
+    // replays them as history when it is back.
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(6));
+    proxy.restore();
+    let (_, _, _, hi, _) = caught_up(&db, start.3 + 60, T);
+    let stale: u64 = db.query(&format!(
+        "SELECT count(*) FROM pointhub_history WHERE name = '{TICK}' AND quality <> 0 AND NOT history"
+    ))[0][0]
+        .parse()
+        .expect("count");
+    assert!(stale >= 1, "the tick's stale transition is a row");
+
+    // The database is down for 6 s: the historian keeps the rows on disk and catches up.
+    db.down();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    hist.wait_stderr(T, "rows wait in the buffer");
+    db.up();
+    let back = Instant::now();
+    let t = caught_up(&db, hi + 60 + 50, T);
+    println!(
+        "historian: database down {} ms in all; from its return to every row in: {} ms; ticks (rows, distinct, min, max, history) = {t:?}",
+        (back - down).as_millis(),
+        back.elapsed().as_millis()
+    );
+    let (rows, _, _, _, history) = t;
+    assert!(
+        history >= 50,
+        "the edge's outage came as history: {history}"
+    );
+    assert!(rows >= 150, "ticks over the whole run: {rows}");
+
+    // Every one of the edge's points is in the points table, with its type.
+    let points: u64 = db.query("SELECT count(*) FROM pointhub_points WHERE name LIKE 'edge1/%'")[0]
+        [0]
+    .parse()
+    .expect("count");
+    assert!(points >= 100, "every point of the edge: {points}");
+
+    // `client history` returns what the table holds.
+    let (code, out, err) = p.run(&[
+        "client",
+        "history",
+        "--config",
+        &p.cfg("historian"),
+        "--since",
+        "10min",
+        TICK,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let good = lines.iter().filter(|v| v["quality"] == "Good").count() as u64;
+    assert!(
+        good >= rows,
+        "client history printed {good} good ticks, the table held {rows}"
+    );
+    assert!(
+        lines.iter().any(|v| v["history"] == true),
+        "history rows are flagged"
+    );
+    let (code, csv, err) = p.run(&[
+        "client",
+        "history",
+        "--config",
+        &p.cfg("historian"),
+        "--since",
+        "10min",
+        "--format",
+        "csv",
+        TICK,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        csv.starts_with("point,time,hub_time,value,quality,quality_code,history\n"),
+        "{csv}"
+    );
+    assert!(csv.lines().count() as u64 > rows, "a header and every row");
+}
+
+#[test]
+fn a_bad_historian_section_is_refused_with_the_key_to_fix() {
+    let mut p = Plant::new();
+    p.write_hub("127.0.0.1:0", &[Node::client("historian", "[]")]);
+    p.hub_fp = p.hub_fingerprint();
+    p.hub_addr = "127.0.0.1:9".into();
+    let cfg = p.write_client("historian");
+    let base = std::fs::read_to_string(&cfg).expect("read");
+    for (section, needle) in [
+        ("database = \"\"\n", "historian.database"),
+        (
+            "database = \"postgresql://x@127.0.0.1/db\"\npoints = [\"a/b*\"]\n",
+            "historian.points",
+        ),
+        (
+            "database = \"postgresql://x@127.0.0.1/db\"\nbatch_rows = 0\n",
+            "historian.batch_rows",
+        ),
+        (
+            "database = \"postgresql://x@127.0.0.1/db\"\ncolour = 1\n",
+            "unknown field `colour`",
+        ),
+        (
+            "database = \"not a connection string=\"\n",
+            "historian.database",
+        ),
+    ] {
+        std::fs::write(&cfg, format!("{base}\n[historian]\n{section}")).expect("write");
+        let (code, _, err) = p.run(&["client", "historian", "--config", &p.cfg("historian")]);
+        assert_ne!(code, 0, "{section}");
+        assert!(err.contains(needle), "{section}: {err}");
+    }
+}

@@ -8,7 +8,8 @@
 //! Cases: 1 throughput 1→1; 2 fan-out 1→10 and 1→100; 3 latency at 10,000 updates/s to 1 and 10
 //! clients; 4 time-to-know after kill -9 and SIGSTOP of an edge; 5 resync of 100,000 and
 //! 1,000,000 points and hub memory per point; 6 idle sessions: hub memory per session and
-//! time to admit them.
+//! time to admit them; 7 the historian into PostgreSQL: rows/s, CPU per 1,000 rows, live delay
+//! during a backfill.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -19,10 +20,15 @@
 mod brokers;
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
+mod historian;
 mod latency;
 mod machine;
 mod measure;
+#[path = "../../tests/e2e/path.rs"]
+mod path;
 mod pointhub;
+#[path = "../../tests/e2e/postgres.rs"]
+mod postgres;
 mod report;
 mod resync;
 mod sessions;
@@ -31,6 +37,7 @@ mod time_to_know;
 mod wire;
 
 use brokers::*;
+use historian::*;
 use latency::*;
 use machine::*;
 use measure::*;
@@ -139,7 +146,7 @@ fn main() {
         if quick { " (smoke run)" } else { "" }
     ));
     r.add("pointhub runs over TLS 1.3 + WebSocket with mutual keys; mosquitto and nats-server over plain TCP, QoS 0, one 24-byte message per update, fed by a client that batches its writes.");
-    // `--only throughput|latency|know|resync|sessions|machine` runs one case.
+    // `--only throughput|latency|know|resync|sessions|historian|machine` runs one case.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -165,6 +172,9 @@ fn main() {
         }
         if run("sessions") {
             sessions(&mut r, o).await;
+        }
+        if run("historian") {
+            historian(&mut r, o).await;
         }
     });
     if write_docs && only.is_none() {

@@ -170,17 +170,17 @@ impl Historian {
         let batch = self.section.batch_rows;
         let mut result = Ok(());
         loop {
-            let full = live.len() + history.len() >= batch;
             let flush = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => true,
-                ev = events.recv(), if !full => match ev {
+                ev = events.recv() => match ev {
                     None => break,
                     Some(Event::Update(r)) => {
                         if let Some(row) = recorder.row(&r) {
                             if row.history { history.push(row) } else { live.push(row) }
                         }
-                        false
+                        // A full batch goes to the buffer at once, not at the next tick.
+                        live.len() + history.len() >= batch
                     }
                     Some(Event::Connected { hub, hub_name }) => {
                         info!(hub = %hub, name = %hub_name, "historian connected to its hub");
@@ -193,7 +193,7 @@ impl Historian {
                     Some(Event::SnapshotDone { .. }) => false,
                 },
             };
-            if flush || full {
+            if flush {
                 if let Err(e) = store(&buffers, &mut live, &mut history).await {
                     result = Err(e);
                     break;

@@ -13,6 +13,8 @@ const CRATES: &[&str] = &[
     "modbus-map",
     "hub",
     "edge",
+    "spool",
+    "historian",
     "client",
     ".",
 ];

@@ -390,7 +390,17 @@ fn an_upstream_link_is_back_within_seconds_of_its_path_however_long_its_backoff_
         "the link took {back:?} to return after its path; dmz hub:\n{}",
         a_hub.stderr_text()
     );
-    assert!(a_hub.stderr_text().contains("reachable again"));
+    // Usually the path probe brings it back; a scheduled retry that happens to fall in the
+    // same moment does as well. The claim is the time, asserted above.
+    let by_probe = a_hub.stderr_text().contains("reachable again");
+    eprintln!(
+        "brought back by {}",
+        if by_probe {
+            "the path probe"
+        } else {
+            "a scheduled retry"
+        }
+    );
 }
 
 #[test]

@@ -226,7 +226,8 @@ pub struct Death {
 pub struct Subscribe {
     /// Patterns of point names (`plant1/**`); the hub also limits them to the client's grants.
     pub patterns: Vec<String>,
-    /// Also send history replays (historians); an HMI wants live values only.
+    /// Also send history replays, and every live value rather than the latest of each point
+    /// (historians); an HMI wants the latest live values only.
     pub history: bool,
 }
 

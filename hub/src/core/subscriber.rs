@@ -101,7 +101,9 @@ impl Subscriber {
                 if history && !history_ok {
                     continue;
                 }
-                if !history && !self.keep_all {
+                // A historian (history asked for) is owed every value, like a store-and-forward
+                // link: only the others get the latest of each point.
+                if !history && !self.keep_all && !history_ok {
                     if let Some(&i) = q.last.get(&e.id) {
                         let prev = &mut q.entries[i as usize];
                         if prev.quality == e.quality && !is_history(prev) {

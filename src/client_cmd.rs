@@ -156,7 +156,6 @@ pub(crate) async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<E
             format,
             patterns,
         } => {
-            let patterns = checked(patterns)?;
             crate::historian_cmd::history(&config, &patterns, &since, until.as_deref(), format)
                 .await?
         }

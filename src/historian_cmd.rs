@@ -97,16 +97,17 @@ pub(crate) async fn history(
     until: Option<&str>,
     format: HistoryFormat,
 ) -> Result<()> {
+    // Patterns checked before anything else, as every client command does.
+    let patterns = patterns
+        .iter()
+        .map(|p| Pattern::parse(p).with_context(|| format!("pattern {p:?}")))
+        .collect::<Result<Vec<_>>>()?;
     let (_, h) = section(config)?;
     let since = when(since)?;
     let until = match until {
         Some(u) => when(u)?,
         None => Timestamp::from(SystemTime::now() + Duration::from_secs(1)),
     };
-    let patterns = patterns
-        .iter()
-        .map(|p| Pattern::parse(p))
-        .collect::<Result<Vec<_>, _>>()?;
     let mut db_cfg = pointhub_historian::database_config(&h.database)
         .with_context(|| config.display().to_string())?;
     db_cfg.connect_timeout(Duration::from_secs(10));

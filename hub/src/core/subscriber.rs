@@ -44,9 +44,6 @@ pub struct Subscriber {
     pub notify: Notify,
     pub(crate) limit: usize,
     pub conflated: AtomicU64,
-    /// Queue every update, never replacing a queued one: for a store-and-forward link, which
-    /// owes its next hop every value, not only the latest.
-    keep_all: bool,
 }
 
 impl Subscriber {
@@ -68,14 +65,7 @@ impl Subscriber {
             notify: Notify::new(),
             limit,
             conflated: AtomicU64::new(0),
-            keep_all: false,
         }
-    }
-
-    /// The same subscriber, queueing every update instead of conflating.
-    pub(crate) fn without_conflation(mut self) -> Subscriber {
-        self.keep_all = true;
-        self
     }
 
     pub(crate) fn wants(&self, state: &SubState, name: &str) -> bool {
@@ -101,9 +91,9 @@ impl Subscriber {
                 if history && !history_ok {
                     continue;
                 }
-                // A historian (history asked for) is owed every value, like a store-and-forward
-                // link: only the others get the latest of each point.
-                if !history && !self.keep_all && !history_ok {
+                // A subscriber that takes history (a historian, a store-and-forward link to a
+                // parent hub) is owed every value: only the others get the latest of each point.
+                if !history && !history_ok {
                     if let Some(&i) = q.last.get(&e.id) {
                         let prev = &mut q.entries[i as usize];
                         if prev.quality == e.quality && !is_history(prev) {

@@ -69,16 +69,14 @@ pub(crate) async fn run(
             Forward::none()
         }
     };
-    // Every update, not the latest of each point: the parent's historians are owed them all.
-    let sub = Arc::new(
-        Subscriber::new(
-            hub.core().next_id(),
-            true,
-            patterns.clone(),
-            hub.config().limits.subscriber_queue,
-        )
-        .without_conflation(),
-    );
+    // With history, so every update, not the latest of each point: the parent's historians
+    // are owed them all.
+    let sub = Arc::new(Subscriber::new(
+        hub.core().next_id(),
+        true,
+        patterns.clone(),
+        hub.config().limits.subscriber_queue,
+    ));
     let own = own_sys.clone();
     // This hub's own `$sys` is its own: never forwarded.
     let mut delivery =

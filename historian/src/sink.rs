@@ -79,7 +79,10 @@ impl Buffers {
     }
 
     /// The oldest batch, live rows first.
-    fn next_batch(&self, n: usize) -> Result<Option<(Kind, u64, Vec<Row>)>, HistorianError> {
+    fn next_batch(
+        &self,
+        n: usize,
+    ) -> Result<Option<(Kind, pointhub_spool::Key, Vec<Row>)>, HistorianError> {
         for kind in [Kind::Live, Kind::History] {
             let b = self.of(kind).lock().unwrap_or_else(|p| p.into_inner());
             let batch = b.peek(n)?;
@@ -94,7 +97,7 @@ impl Buffers {
         Ok(None)
     }
 
-    fn forget_through(&self, kind: Kind, seq: u64) -> Result<(), HistorianError> {
+    fn forget_through(&self, kind: Kind, seq: pointhub_spool::Key) -> Result<(), HistorianError> {
         let mut b = self.of(kind).lock().unwrap_or_else(|p| p.into_inner());
         Ok(b.remove_through(seq)?)
     }

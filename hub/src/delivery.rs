@@ -80,6 +80,14 @@ impl Delivery {
         }
     }
 
+    /// Marks `gids` defined to the peer; returns those that were not yet, in order.
+    pub(crate) fn define(&mut self, gids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        match self.defined.as_mut() {
+            Some(d) => gids.into_iter().filter(|g| d.insert(*g)).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Takes what the queue holds now.
     pub(crate) fn take(&mut self, hub: &Hub) -> Step {
         let pending = self.sub.drain();

@@ -42,6 +42,14 @@ pub enum HubError {
         /// What is wrong with the section.
         source: pointhub_link::SectionError,
     },
+    /// An `[[upstream]]` link's spool in the data folder could not be opened.
+    #[error("upstream {index}: its spool: {source} (free the folder, or set buffer_max_bytes = 0 to run without one)")]
+    Spool {
+        /// The link's place in the config.
+        index: usize,
+        /// Why the spool could not be opened.
+        source: pointhub_spool::BufferError,
+    },
     /// An I/O error while serving (a listener's local address could not be read).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -51,7 +59,7 @@ pub enum HubError {
 pub struct Built {
     hub: Arc<Hub>,
     tls: Arc<rustls::ServerConfig>,
-    upstream: Vec<LinkConfig>,
+    upstream: Vec<(LinkConfig, crate::upstream::Forward)>,
 }
 
 impl Hub {
@@ -96,6 +104,18 @@ impl Hub {
                         url: up.urls.first().map(|u| u.to_string()).unwrap_or_default(),
                         source,
                     })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Each link's spool is opened now: one that cannot be is refused before a port binds.
+        let upstream = upstream
+            .into_iter()
+            .enumerate()
+            .map(|(index, link)| {
+                let max = config.upstream[index].buffer_max_bytes;
+                let dir = config.data_dir.join(format!("upstream-{index}"));
+                crate::upstream::Forward::open(&dir, max)
+                    .map(|fwd| (link, fwd))
+                    .map_err(|source| HubError::Spool { index, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let access = crate::access::Access::open(
@@ -216,9 +236,16 @@ impl Built {
         let stop = hub.shutdown().clone();
         tracker.spawn(crate::server::sys_ticker(hub.clone(), stop.clone()));
         tracker.spawn(crate::saver::run(hub.clone(), stop.clone()));
-        for (i, link) in upstream.into_iter().enumerate() {
+        for (i, (link, fwd)) in upstream.into_iter().enumerate() {
             if let Some(up) = hub.config().upstream.get(i).cloned() {
-                tracker.spawn(crate::upstream::run(hub.clone(), i, up, link, stop.clone()));
+                tracker.spawn(crate::upstream::run(
+                    hub.clone(),
+                    i,
+                    up,
+                    link,
+                    fwd,
+                    stop.clone(),
+                ));
             }
         }
         #[cfg(unix)]
@@ -314,6 +341,15 @@ mod tests {
             ),
         );
         assert!(e.contains("upstream 0") && e.contains("no-ca.pem"), "{e}");
+        // An upstream spool that cannot be opened (a file where its folder goes) is refused too.
+        std::fs::create_dir_all(d.join("data")).expect("mkdir");
+        std::fs::write(d.join("data/upstream-0"), "not a folder").expect("write");
+        let e = refusal(
+            d,
+            "[[upstream]]\nurls = [\"wss://127.0.0.1:1\"]\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\n",
+        );
+        assert!(e.contains("upstream 0: its spool"), "{e}");
+        std::fs::remove_file(d.join("data/upstream-0")).expect("rm");
         // A grant's patterns are typed: an invalid one is refused as the config is read, with
         // the line, the key and what is wrong.
         let text = format!(

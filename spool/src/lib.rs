@@ -11,7 +11,15 @@ use serde::Serialize;
 use std::marker::PhantomData;
 use std::path::Path;
 
+/// The first layout: entries keyed by arrival only. Its entries move to [`ENTRIES`] on open.
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+/// Entries by key: an arrival counter in the low 64 bits, and for a buffer kept in order of
+/// time ([`Buffer::push_in_time`]) the entry's time in the high 64 bits.
+const ENTRIES: TableDefinition<u128, &[u8]> = TableDefinition::new("entries");
+
+/// An entry's place in a buffer, as [`Buffer::peek`] gives it and [`Buffer::remove_through`]
+/// takes it.
+pub type Key = u128;
 
 /// The bounded on-disk buffer of entries, in order: wire updates for the edge and the upstream
 /// links (the default), rows for a sink that keeps its own records.
@@ -81,15 +89,22 @@ impl<T: Serialize + DeserializeOwned> Buffer<T> {
             })?;
         }
         let tx = db.begin_write().map_err(err)?;
-        tx.open_table(HISTORY).map_err(err)?;
+        {
+            // A buffer written by an earlier version: its entries move over, in order.
+            let mut old = tx.open_table(HISTORY).map_err(err)?;
+            let mut new = tx.open_table(ENTRIES).map_err(err)?;
+            while let Some((k, v)) = old.pop_first().map_err(err)? {
+                new.insert(u128::from(k.value()), v.value()).map_err(err)?;
+            }
+        }
         tx.commit().map_err(err)?;
         let (mut next, mut bytes, mut count) = (0, 0, 0);
         {
             let rx = db.begin_read().map_err(err)?;
-            let t = rx.open_table(HISTORY).map_err(err)?;
+            let t = rx.open_table(ENTRIES).map_err(err)?;
             for item in t.iter().map_err(err)? {
                 let (k, v) = item.map_err(err)?;
-                next = k.value() + 1;
+                next = next.max(k.value() as u64 + 1);
                 bytes += v.value().len() as u64;
                 count += 1;
             }
@@ -117,16 +132,41 @@ impl<T: Serialize + DeserializeOwned> Buffer<T> {
 
     /// Appends updates in one transaction; drops the oldest past the size limit.
     pub fn push(&mut self, updates: &[T]) -> Result<(), BufferError> {
-        if updates.is_empty() {
+        self.insert(updates.iter().map(|u| (0, u)))
+    }
+
+    /// Adds entries, each with its time, in one transaction: [`Buffer::peek`] gives them back
+    /// in order of time (then of arrival), and when the buffer is full the earliest in time go.
+    /// A buffer is filled with [`Buffer::push`] or with this, not both.
+    pub fn push_in_time<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (u64, &'a T)>,
+    ) -> Result<(), BufferError>
+    where
+        T: 'a,
+    {
+        self.insert(entries)
+    }
+
+    fn insert<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (u64, &'a T)>,
+    ) -> Result<(), BufferError>
+    where
+        T: 'a,
+    {
+        let mut entries = entries.into_iter().peekable();
+        if entries.peek().is_none() {
             return Ok(());
         }
         let tx = self.db.begin_write().map_err(err)?;
         {
-            let mut t = tx.open_table(HISTORY).map_err(err)?;
-            for u in updates {
+            let mut t = tx.open_table(ENTRIES).map_err(err)?;
+            for (time, u) in entries {
                 let bytes = postcard::to_stdvec(u)?;
                 self.bytes += bytes.len() as u64;
-                t.insert(self.next, bytes.as_slice()).map_err(err)?;
+                let key = (u128::from(time) << 64) | u128::from(self.next);
+                t.insert(key, bytes.as_slice()).map_err(err)?;
                 self.next += 1;
                 self.count += 1;
             }
@@ -143,9 +183,9 @@ impl<T: Serialize + DeserializeOwned> Buffer<T> {
     }
 
     /// The oldest `n` updates, without removing them.
-    pub fn peek(&self, n: usize) -> Result<Vec<(u64, T)>, BufferError> {
+    pub fn peek(&self, n: usize) -> Result<Vec<(Key, T)>, BufferError> {
         let rx = self.db.begin_read().map_err(err)?;
-        let t = rx.open_table(HISTORY).map_err(err)?;
+        let t = rx.open_table(ENTRIES).map_err(err)?;
         let mut out = Vec::with_capacity(n.min(self.count as usize));
         for item in t.iter().map_err(err)?.take(n) {
             let (k, v) = item.map_err(err)?;
@@ -158,11 +198,11 @@ impl<T: Serialize + DeserializeOwned> Buffer<T> {
     }
 
     /// Removes everything up to and including `seq`.
-    pub fn remove_through(&mut self, seq: u64) -> Result<(), BufferError> {
+    pub fn remove_through(&mut self, seq: Key) -> Result<(), BufferError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
-            let mut t = tx.open_table(HISTORY).map_err(err)?;
-            let keys: Vec<u64> = t
+            let mut t = tx.open_table(ENTRIES).map_err(err)?;
+            let keys: Vec<Key> = t
                 .range(..=seq)
                 .map_err(err)?
                 .filter_map(|i| i.ok().map(|(k, _)| k.value()))
@@ -240,6 +280,37 @@ mod tests {
             hub_ts: Timestamp::NEVER,
             flags: 0,
         }
+    }
+
+    #[test]
+    fn a_buffer_in_time_gives_entries_back_by_time_and_drops_the_earliest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::open(dir.path(), 1 << 20).expect("open");
+        // A birth value (50) arrives before the history (10..=12) it follows, and 11 twice.
+        let arrived: Vec<Update> = [50, 10, 11, 11, 12].into_iter().map(up).collect();
+        b.push_in_time(arrived.iter().map(|u| (u.source_ts.0, u)))
+            .expect("push");
+        let times = |b: &Buffer| -> Vec<u64> {
+            b.peek(100)
+                .expect("peek")
+                .iter()
+                .map(|(_, u)| u.source_ts.0)
+                .collect()
+        };
+        assert_eq!(times(&b), vec![10, 11, 11, 12, 50]);
+        drop(b);
+        // Reopened, later arrivals still sort among the kept ones by time.
+        let mut b = Buffer::open(dir.path(), 1 << 20).expect("reopen");
+        let later = up(20);
+        b.push_in_time([(20, &later)]).expect("push");
+        assert_eq!(times(&b), vec![10, 11, 11, 12, 20, 50]);
+        // Full: the earliest in time go first.
+        let one = postcard::to_stdvec(&up(1)).expect("encode").len() as u64;
+        let mut b2 = Buffer::open(&dir.path().join("small"), one * 3).expect("open");
+        b2.push_in_time(arrived.iter().map(|u| (u.source_ts.0, u)))
+            .expect("push");
+        assert_eq!(times(&b2), vec![11, 12, 50]);
+        assert_eq!(b2.dropped, 2);
     }
 
     #[test]

@@ -456,6 +456,112 @@ fn an_outage_between_hubs_reaches_the_top_historian_exactly_once_and_in_order() 
     assert!(v.get("history").is_none(), "{v}");
 }
 
+#[test]
+fn a_dmz_hub_killed_and_restarted_during_an_outage_of_its_parent_loses_nothing() {
+    // edge1 → dmz (A, fixed port) → a path cut for 8 s → cloud (B) → historian. 3 s into the
+    // cut the dmz hub is killed (kill -9) and restarted 2 s later, while its parent is still out
+    // of reach: its spool on disk keeps what it had, and from its restart it spools again,
+    // the edge's own replay of the 2 s included.
+    let (mut a, mut b) = (Plant::new(), Plant::new());
+    let dmz_listen = format!("127.0.0.1:{}", free_port());
+    a.write_hub_named("dmz", &dmz_listen, &[Node::edge("edge1")], "");
+    let a_fp = a.hub_fingerprint();
+    b.write_hub_named(
+        "cloud",
+        "127.0.0.1:0",
+        &[
+            Node::client("historian", "[]"),
+            Node::client("hmi", "[]"),
+            Node::hub("dmz", &a_fp),
+        ],
+        "",
+    );
+    let _b = b.start_hub();
+    let path = crate::path::Path::to(&b.hub_addr);
+    let up = format!(
+        "[[upstream]]\nurls = [\"wss://127.0.0.1:{}\"]\nfingerprint = \"{}\"\nheartbeat_ms = 250\ntimeout_ms = 750\nbackoff_max_ms = 500\n",
+        path.port, b.hub_fp
+    );
+    a.write_hub_named("dmz", &dmz_listen, &[Node::edge("edge1")], &up);
+    let mut dmz = a.start_hub();
+    write_tick_edge(&a);
+    b.write_client("historian");
+    b.write_client("hmi");
+    let _edge = a.start_edge("edge1");
+    let (hist, _hmi, first) = historian_and_hmi(&b);
+
+    path.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    dmz.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    let _dmz = a.start_hub();
+    std::thread::sleep(Duration::from_secs(3));
+    path.restore();
+
+    // Every tick from the first one seen, live or history, until the replay is over: once each.
+    let mut seen: Vec<u64> = first["value"].as_u64().into_iter().collect();
+    // Done once 3 s of live ticks (30) followed the last history record.
+    let (mut history, mut live_since) = (0, 0);
+    let mut replayed: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + T;
+    while let Some(l) = hist.next_line(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["quality"] != "Good" {
+            continue;
+        }
+        if let Some(n) = v["value"].as_u64() {
+            seen.push(n);
+        }
+        if v["history"] == true {
+            history += 1;
+            live_since = 0;
+            replayed.extend(v["value"].as_u64());
+        } else if history > 0 {
+            live_since += 1;
+            if live_since >= 30 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay did not end: {history} history records"
+        );
+    }
+    assert!(
+        history > 0 && live_since >= 30,
+        "history, then live again at the top"
+    );
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    let dups: Vec<u64> = sorted
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    let gaps: Vec<(u64, u64)> = sorted
+        .windows(2)
+        .filter(|w| w[1] > w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    println!(
+        "dmz killed during an outage: {} ticks at the top, {} through {}; duplicates {dups:?}, gaps {gaps:?}",
+        sorted.len(),
+        sorted.first().copied().unwrap_or(0),
+        sorted.last().copied().unwrap_or(0)
+    );
+    assert!(gaps.is_empty(), "no tick missing: gaps {gaps:?}");
+    assert!(dups.is_empty(), "no tick twice: {dups:?}");
+    assert!(
+        replayed.windows(2).all(|w| w[0] < w[1]),
+        "the history came in order: {replayed:?}"
+    );
+    assert!(
+        sorted.len() >= 80,
+        "about 8 s of ticks and more: {}",
+        sorted.len()
+    );
+}
+
 /// What a historian watching a 10 Hz `tick` saw around an outage.
 struct Outage {
     /// Live values before the outage.

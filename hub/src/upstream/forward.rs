@@ -3,11 +3,16 @@
 //! a bounded spool on disk, and so does everything this hub forwards while the parent is out of
 //! reach. After the next birth the spool is replayed, oldest first, flagged as history; the parent
 //! drops replays it already had live, so nothing is lost and nothing doubled.
+//!
+//! The spool names each update's point: a point's number in this hub's table is only good for
+//! the life of the process, and a hub restarted during an outage numbers its points afresh.
 
+use super::Up;
+use crate::delivery::{definitions, Delivery};
 use crate::state::Hub;
-use pointhub_link::SessionTx;
-use pointhub_schemas::{Data, Msg, Update};
+use pointhub_schemas::{Birth, Data, Msg, Timestamp, Update};
 use pointhub_spool::{Buffer, BufferError, Unacked};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -16,14 +21,21 @@ const MAX_UNACKED: usize = 200_000;
 /// Updates per replayed batch.
 const REPLAY_BATCH: usize = 4096;
 
-pub(super) struct Forward {
-    spool: Option<Buffer>,
+/// One spooled update and the name of its point.
+#[derive(Serialize, Deserialize)]
+struct Spooled {
+    name: String,
+    update: Update,
+}
+
+pub(crate) struct Forward {
+    spool: Option<Buffer<Spooled>>,
     unacked: Unacked,
 }
 
 impl Forward {
     /// Opens the spool in `dir` (none when `max_bytes` is 0).
-    pub(super) fn open(dir: &Path, max_bytes: u64) -> Result<Forward, BufferError> {
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<Forward, BufferError> {
         let spool = if max_bytes == 0 {
             None
         } else {
@@ -39,14 +51,6 @@ impl Forward {
             spool,
             unacked: Unacked::new(MAX_UNACKED),
         })
-    }
-
-    /// No spool (it could not be opened): unacknowledged batches are still let go in order.
-    pub(super) fn none() -> Forward {
-        Forward {
-            spool: None,
-            unacked: Unacked::new(MAX_UNACKED),
-        }
     }
 
     /// Updates in the spool and updates dropped from it, if there is one.
@@ -68,30 +72,55 @@ impl Forward {
     }
 
     /// The link dropped: what the parent may not have applied goes to the spool first.
-    pub(super) fn lost(&mut self) {
+    pub(super) fn lost(&mut self, hub: &Hub) {
         let pending = self.unacked.take_all();
-        self.offline(&pending);
+        self.offline(hub, &pending);
     }
 
-    /// Updates forwarded while the parent is out of reach: into the spool.
-    pub(super) fn offline(&mut self, updates: &[Update]) {
-        if let Some(s) = self.spool.as_mut() {
-            if let Err(e) = s.push(updates) {
-                warn!(error = %e, "cannot spool updates for the parent; they are lost");
-            }
+    /// Updates forwarded while the parent is out of reach: into the spool, by point name.
+    pub(super) fn offline(&mut self, hub: &Hub, updates: &[Update]) {
+        let Some(s) = self.spool.as_mut() else {
+            return;
+        };
+        if updates.is_empty() {
+            return;
+        }
+        let named: Vec<Spooled> = {
+            let table = hub.core().table_read();
+            updates
+                .iter()
+                .filter_map(|u| {
+                    let p = table.points.get(u.id as usize)?;
+                    Some(Spooled {
+                        name: table.name(p).to_string(),
+                        update: u.clone(),
+                    })
+                })
+                .collect()
+        };
+        // In order of source time: a lower hop's replay that arrives after its birth value
+        // goes up before it, and a value that came twice (a lower hop that did not see this
+        // hub's acknowledgement before a crash sends it again) lies next to its twin.
+        if let Err(e) = s.push_in_time(named.iter().map(|n| (n.update.source_ts.0, n))) {
+            warn!(error = %e, "cannot spool updates for the parent; they are lost");
         }
     }
 
-    /// After the birth: the spool goes up oldest first, flagged as history, leaving out the
-    /// updates the birth carried live. Returns the last sequence number used.
-    pub(super) async fn replay(&mut self, hub: &Hub, tx: &SessionTx, mut seq: u64) -> u64 {
+    /// After the birth: the spool goes up oldest first, flagged as history, leaving out what
+    /// went up live on this link already (a point's birth value is the last it spooled). A spooled point the parent has not had defined on this
+    /// link is defined first; one this hub no longer has is left out.
+    pub(super) async fn replay(&mut self, hub: &Hub, up: &mut Up, delivery: &mut Delivery) {
+        let first_live = std::mem::take(&mut up.first_live);
         let Some(s) = self.spool.as_mut() else {
-            return seq;
+            return;
         };
         if s.is_empty() {
-            return seq;
+            return;
         }
         info!(updates = s.len(), "replaying spooled updates to the parent");
+        let tx = up.link.session.tx.clone();
+        let (mut gone, mut twins) = (0u64, 0u64);
+        let mut sent: rustc_hash::FxHashMap<u32, Timestamp> = Default::default();
         loop {
             let chunk = match s.peek(REPLAY_BATCH) {
                 Ok(c) if !c.is_empty() => c,
@@ -106,22 +135,59 @@ impl Forward {
                 let table = hub.core().table_read();
                 chunk
                     .into_iter()
-                    .map(|(_, u)| u)
-                    .filter(|u| {
-                        table
-                            .points
-                            .get(u.id as usize)
-                            .is_none_or(|p| p.source_ts != u.source_ts)
-                    })
-                    .map(|u| Update {
-                        flags: u.flags | Update::HISTORY,
-                        ..u
+                    .filter_map(|(_, sp)| {
+                        let Some(gid) = table.gid(&sp.name) else {
+                            gone += 1;
+                            return None;
+                        };
+                        // Sent live on this link already (the birth's value) or after it.
+                        if first_live
+                            .get(&gid)
+                            .is_some_and(|t| sp.update.source_ts >= *t)
+                        {
+                            return None;
+                        }
+                        // The same point and time again: a twin, sent once.
+                        let last = sent.entry(gid).or_insert(Timestamp::NEVER);
+                        if *last != Timestamp::NEVER && sp.update.source_ts <= *last {
+                            twins += 1;
+                            return None;
+                        }
+                        *last = sp.update.source_ts;
+                        Some(Update {
+                            id: gid,
+                            flags: sp.update.flags | Update::HISTORY,
+                            ..sp.update
+                        })
                     })
                     .collect()
             };
+            let new = delivery.define(updates.iter().map(|u| u.id));
+            if !new.is_empty() {
+                up.seq += 1;
+                let points = definitions(hub, &new);
+                tx.send(Msg::Birth(Birth {
+                    seq: up.seq,
+                    part: up.part,
+                    last: true,
+                    points,
+                    states: Vec::new(),
+                }))
+                .await;
+                up.part += 1;
+            }
             if !updates.is_empty() {
-                seq += 1;
-                if !tx.send(Msg::Data(Data { seq, updates })).await {
+                up.seq += 1;
+                // Kept until acknowledged, as live batches are: a link lost mid-replay spools
+                // them again.
+                self.unacked.sent(up.seq, updates.clone());
+                if !tx
+                    .send(Msg::Data(Data {
+                        seq: up.seq,
+                        updates,
+                    }))
+                    .await
+                {
                     break;
                 }
             }
@@ -130,7 +196,18 @@ impl Forward {
                 break;
             }
         }
+        if twins > 0 {
+            info!(
+                updates = twins,
+                "spooled twins (the same point and source time) went up once"
+            );
+        }
+        if gone > 0 {
+            warn!(
+                updates = gone,
+                "spooled updates of points this hub no longer has were left out"
+            );
+        }
         info!(left = s.len(), "spool replay done");
-        seq
     }
 }

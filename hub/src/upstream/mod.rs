@@ -11,7 +11,8 @@
 //! Nothing is lost on this hop either (`forward.rs`): what went up is kept until the parent
 //! acknowledges it, and while the parent is out of reach what this hub forwards goes to a spool
 //! on disk, replayed as history after the next birth. One subscription serves every link, from
-//! the first connection on, so the spool sees every update of an outage.
+//! the hub's start on, so the spool sees every update of an outage, also one that began before
+//! this hub (re)started.
 
 mod forward;
 
@@ -20,10 +21,10 @@ use crate::core::Subscriber;
 use crate::delivery::{definitions, Delivery, Step};
 use crate::session::write::{Via, Writer};
 use crate::state::Hub;
-use forward::Forward;
+pub(crate) use forward::Forward;
 use pointhub_link::{self as link, Backoff, Link, LinkConfig};
 use pointhub_schemas::sys::SysNamespace;
-use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Value, WriteResult};
+use pointhub_schemas::{Birth, Chain, Data, DataType, Msg, Pattern, Update, Value, WriteResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -43,6 +44,9 @@ struct Up {
     chain_sent: Vec<String>,
     /// The spool goes up once the birth (the snapshot after connecting) is complete.
     replay_pending: bool,
+    /// Until the spool has gone up: the source time of each point's first value sent live on
+    /// this link (its birth value). A spooled value that recent already went up live.
+    first_live: rustc_hash::FxHashMap<u32, pointhub_schemas::Timestamp>,
 }
 
 /// Runs the upstream link `index` until `shutdown` fires.
@@ -51,6 +55,7 @@ pub(crate) async fn run(
     index: usize,
     cfg: UpstreamConfig,
     link_cfg: LinkConfig,
+    mut fwd: Forward,
     shutdown: CancellationToken,
 ) {
     let mut link_cfg = link_cfg;
@@ -61,14 +66,6 @@ pub(crate) async fn run(
     let own_sys = SysNamespace::of(hub.name());
     let status = |k: &str| own_sys.point(&format!("upstream/{index}/{k}"));
     hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
-    let dir = hub.config().data_dir.join(format!("upstream-{index}"));
-    let mut fwd = match Forward::open(&dir, cfg.buffer_max_bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(error = %e, "upstream {index}: no spool; an outage of the parent loses what it forwards");
-            Forward::none()
-        }
-    };
     // With history, so every update, not the latest of each point: the parent's historians
     // are owed them all.
     let sub = Arc::new(Subscriber::new(
@@ -81,7 +78,12 @@ pub(crate) async fn run(
     // This hub's own `$sys` is its own: never forwarded.
     let mut delivery =
         Delivery::new(sub.clone()).keeping(move |table, pt| !own.contains(table.name(pt)));
-    let mut subscribed = false;
+    // Subscribed from the start, not from the first connection: a hub restarted while its
+    // parent is out of reach spools what its edges send (their own replays included) as well.
+    hub.core().add_subscriber(sub.clone());
+    if let Err(e) = hub.core().subscribe(&sub, patterns.clone()) {
+        warn!(error = %e, "upstream {index}: forward patterns refused");
+    }
     let lost = Arc::new(Notify::new());
     let mut links = connector(hub.tasks(), link_cfg, lost.clone(), shutdown.clone());
     let mut current: Option<Up> = None;
@@ -100,17 +102,14 @@ pub(crate) async fn run(
                 let chain_sent = hub.chain();
                 link.session.tx.send(Msg::Chain(Chain { hubs: chain_sent.clone() })).await;
                 // The birth: every forwarded point, defined again, with its current value.
-                delivery.forget_definitions();
-                if subscribed {
-                    hub.core().resnapshot(&sub);
-                } else {
-                    hub.core().add_subscriber(sub.clone());
-                    if let Err(e) = hub.core().subscribe(&sub, patterns.clone()) {
-                        warn!(error = %e, "upstream {index}: forward patterns refused");
-                    }
-                    subscribed = true;
+                // What was queued while the parent was out of reach goes to the spool first: it
+                // replays as history after the birth, which carries the current values live.
+                if let Step::Send(batch) = delivery.take(&hub) {
+                    fwd.offline(&hub, &batch.updates);
                 }
-                current = Some(Up { link, seq: 0, part: 0, chain_sent, replay_pending: true });
+                delivery.forget_definitions();
+                hub.core().resnapshot(&sub);
+                current = Some(Up { link, seq: 0, part: 0, chain_sent, replay_pending: true, first_live: Default::default() });
                 None
             }
             _ = delivery.ready() => match delivery.take(&hub) {
@@ -124,6 +123,11 @@ pub(crate) async fn run(
                                 tx.send(Msg::Birth(Birth { seq: up.seq, part: up.part, last: true, points: chunk.to_vec(), states: Vec::new() })).await;
                                 up.part += 1;
                             }
+                            if up.replay_pending {
+                                for u in batch.updates.iter().filter(|u| u.flags & Update::HISTORY == 0) {
+                                    up.first_live.entry(u.id).or_insert(u.source_ts);
+                                }
+                            }
                             for chunk in batch.updates.chunks(BATCH) {
                                 up.seq += 1;
                                 fwd.sent(up.seq, chunk);
@@ -131,10 +135,10 @@ pub(crate) async fn run(
                             }
                             if up.replay_pending && !batch.snapshots_done.is_empty() {
                                 up.replay_pending = false;
-                                up.seq = fwd.replay(&hub, &tx, up.seq).await;
+                                fwd.replay(&hub, up, &mut delivery).await;
                             }
                         }
-                        None => fwd.offline(&batch.updates),
+                        None => fwd.offline(&hub, &batch.updates),
                     }
                     None
                 }
@@ -205,7 +209,7 @@ pub(crate) async fn run(
                 hub.ancestors_changed().await;
                 hub.set_sys(&status("connected"), DataType::Bool, Value::Bool(false));
                 warn!(reason = %reason, "upstream link lost; reconnecting");
-                fwd.lost();
+                fwd.lost(&hub);
                 lost.notify_one();
             } else {
                 warn!(reason = %reason, "upstream {index}: forwarding stopped");
@@ -215,9 +219,7 @@ pub(crate) async fn run(
     if let Some(up) = current.take() {
         up.link.session.finish().await;
     }
-    if subscribed {
-        hub.core().remove_subscriber(&sub);
-    }
+    hub.core().remove_subscriber(&sub);
 }
 
 /// Dials the parent until it welcomes this hub, hands the link over, and dials again once it is

@@ -5,12 +5,17 @@
 //! every update made while offline follows. On the next link, after the birth has restored the
 //! live mirror, the buffer is replayed oldest first, flagged as history; the hub drops replays it
 //! already applied, so a batch it applied but did not acknowledge in time is not doubled.
+//!
+//! The buffer names each update's point: points are numbered in the order of the configuration,
+//! and an engineer who adds or removes a point while the hub is away renumbers them at the next
+//! start; a buffered number would then replay as the wrong point.
 
 use crate::config::BufferConfig;
 use crate::points::Points;
 use pointhub_link::Link;
 use pointhub_schemas::{Data, Msg, Update};
 use pointhub_spool::{Buffer, BufferError, Unacked};
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 /// Updates kept for a hub that has not acknowledged them; older ones are let go.
@@ -19,8 +24,29 @@ const MAX_UNACKED: usize = 200_000;
 /// Updates per replayed data batch.
 const REPLAY_BATCH: usize = 8192;
 
+/// One buffered update and the name of its point.
+#[derive(Serialize, Deserialize)]
+struct Buffered {
+    name: String,
+    update: Update,
+}
+
+/// `updates` named, leaving out the edge's own `$sys` points (never buffered: they describe now).
+fn named(updates: &[Update], points: &Points) -> Vec<Buffered> {
+    updates
+        .iter()
+        .filter(|u| !points.is_sys(u))
+        .filter_map(|u| {
+            Some(Buffered {
+                name: points.name_of(u.id)?.to_string(),
+                update: u.clone(),
+            })
+        })
+        .collect()
+}
+
 pub(crate) struct Forward {
-    buffer: Option<Buffer>,
+    buffer: Option<Buffer<Buffered>>,
     /// Live batches the hub has not acknowledged yet (only with a buffer).
     unacked: Unacked,
 }
@@ -69,8 +95,7 @@ impl Forward {
         let Some(b) = self.buffer.as_mut() else {
             return false;
         };
-        let keep: Vec<Update> = updates.into_iter().filter(|u| !points.is_sys(u)).collect();
-        if let Err(e) = b.push(&keep) {
+        if let Err(e) = b.push(&named(&updates, points)) {
             warn!(error = %e, "cannot buffer updates; they are lost");
         }
         true
@@ -82,12 +107,12 @@ impl Forward {
     }
 
     /// The link dropped: what the hub may not have applied goes to the buffer first.
-    pub(crate) fn lost(&mut self) {
+    pub(crate) fn lost(&mut self, points: &Points) {
         let Some(b) = self.buffer.as_mut() else {
             return;
         };
         let pending = self.unacked.take_all();
-        if let Err(e) = b.push(&pending) {
+        if let Err(e) = b.push(&named(&pending, points)) {
             warn!(error = %e, "cannot buffer unacknowledged updates");
         }
     }
@@ -103,6 +128,7 @@ impl Forward {
             return seq;
         }
         info!(updates = total, "replaying buffered history");
+        let mut gone = 0u64;
         loop {
             let chunk = match b.peek(REPLAY_BATCH) {
                 Ok(c) if !c.is_empty() => c,
@@ -113,15 +139,22 @@ impl Forward {
                 }
             };
             let last = chunk.last().map(|(k, _)| *k).unwrap_or(0);
-            // The birth already carried each point's latest update, live: it is not history.
+            // The birth already carried each point's latest update, live: it is not history. A
+            // point the configuration no longer has is left out.
             let updates: Vec<Update> = chunk
                 .into_iter()
-                .map(|(_, u)| u)
-                .filter(|u| !points.is_latest(u))
-                .map(|u| Update {
-                    flags: u.flags | Update::HISTORY,
-                    ..u
+                .filter_map(|(_, b)| {
+                    let Some(id) = points.id_of(&b.name) else {
+                        gone += 1;
+                        return None;
+                    };
+                    Some(Update {
+                        id,
+                        flags: b.update.flags | Update::HISTORY,
+                        ..b.update
+                    })
                 })
+                .filter(|u| !points.is_latest(u))
                 .collect();
             if updates.is_empty() {
                 if let Err(e) = b.remove_through(last) {
@@ -138,6 +171,12 @@ impl Forward {
                 warn!(error = %e, "cannot trim the buffer");
                 break;
             }
+        }
+        if gone > 0 {
+            warn!(
+                updates = gone,
+                "buffered updates of points no longer in the configuration were left out"
+            );
         }
         info!(left = b.len(), "history replay done");
         seq

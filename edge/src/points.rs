@@ -165,6 +165,16 @@ impl Points {
             .is_some_and(|s| sys::is_sys(&s.def.name))
     }
 
+    /// The name of point `id`.
+    pub(crate) fn name_of(&self, id: u32) -> Option<&str> {
+        self.states.get(id as usize).map(|s| s.def.name.as_str())
+    }
+
+    /// The number of the point named `name`, in this run's table.
+    pub(crate) fn id_of(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
     /// Whether the table holds exactly this update's source time for its point (the birth carried
     /// it live, so a replay of it would be a double).
     pub(crate) fn is_latest(&self, u: &Update) -> bool {

@@ -197,7 +197,7 @@ impl Edge {
         if let Some(l) = self.current.take() {
             warn!(hub = %l.hub, reason = %l.session.close_reason(), "link to hub lost; reconnecting");
         }
-        self.forward.lost();
+        self.forward.lost(&self.points);
         self.lost.notify_one();
     }
 

@@ -661,3 +661,90 @@ fn historian_and_hmi(p: &Plant) -> (Proc, Proc, serde_json::Value) {
     hmi.expect_json(T, "live ticks", |v| v["quality"] == "Good");
     (hist, hmi, first)
 }
+
+#[test]
+fn an_edge_restarted_with_a_changed_configuration_during_an_outage_replays_each_point_as_itself() {
+    // The edge buffers while its path to the hub is cut; it is stopped, an engineer adds a
+    // source ahead of the simulator (every point of the simulator gets a new number), and it
+    // starts again before the path returns. The buffered ticks must replay as the tick.
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[
+            Node::edge("edge1"),
+            Node::client("historian", "[]"),
+            Node::client("hmi", "[]"),
+        ],
+    );
+    let _hub = p.start_hub();
+    let proxy = crate::path::Path::to(&p.hub_addr);
+    let direct = p.hub_addr.clone();
+    p.hub_addr = format!("127.0.0.1:{}", proxy.port);
+    write_tick_edge(&p);
+    p.hub_addr = direct;
+    p.write_client("historian");
+    p.write_client("hmi");
+    let mut edge = p.start_edge("edge1");
+    let (hist, _hmi, first) = historian_and_hmi(&p);
+    let n0 = first["value"].as_u64().expect("a tick");
+
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    edge.kill9();
+    let cfg = p.path("edge1.toml");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let text = text.replacen(
+        "[[sources]]",
+        "[[sources]]\nkind = \"simulator\"\nname = \"added\"\nsignals = 3\nsetpoints = 0\nrate_hz = 1\n\n[[sources]]",
+        1,
+    );
+    std::fs::write(&cfg, text).expect("write");
+    let _edge = p.start_edge("edge1");
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.restore();
+
+    // History, then 2 s of live values.
+    let (mut history, mut live_since) = (Vec::<serde_json::Value>::new(), 0);
+    let deadline = Instant::now() + T;
+    while let Some(l) = hist.next_line(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["history"] == true {
+            history.push(v["value"].clone());
+            live_since = 0;
+        } else if !history.is_empty() && v["quality"] == "Good" {
+            live_since += 1;
+            if live_since >= 20 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay did not end: {history:?}"
+        );
+    }
+    // The ticks buffered before the restart come first, each once, in order, from the one after
+    // the last live value; then the restarted edge's own (counting from 1 again).
+    let run = history
+        .iter()
+        .zip(n0 + 1..)
+        .take_while(|(v, n)| v.as_u64() == Some(*n))
+        .count();
+    println!(
+        "edge restarted with a changed configuration: {} history records, the first {run} the ticks {}..={}",
+        history.len(),
+        n0 + 1,
+        n0 + run as u64
+    );
+    assert!(
+        run >= 20,
+        "about 3 s of buffered ticks as the tick: {history:?}"
+    );
+    let rest: Vec<Option<u64>> = history[run..].iter().map(|v| v.as_u64()).collect();
+    assert!(
+        rest.first().is_none_or(|n| n.is_some_and(|n| n <= 2))
+            && rest
+                .windows(2)
+                .all(|w| w[0].is_some() && w[1] == w[0].map(|n| n + 1)),
+        "after them only the restarted edge's ticks, from its first: {history:?}"
+    );
+}

@@ -7,7 +7,7 @@
 //! The spool names each update's point: a point's number in this hub's table is only good for
 //! the life of the process, and a hub restarted during an outage numbers its points afresh.
 
-use super::Up;
+use super::up::Up;
 use crate::delivery::{definitions, Delivery};
 use crate::state::Hub;
 use pointhub_schemas::{Birth, Data, Msg, Timestamp, Update};

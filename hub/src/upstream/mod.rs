@@ -15,6 +15,7 @@
 //! this hub (re)started.
 
 mod forward;
+mod up;
 
 use crate::config::UpstreamConfig;
 use crate::core::Subscriber;
@@ -30,24 +31,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use up::Up;
 
 const BATCH: usize = 4096;
 
 /// A link up at least this long counts as held: its next retry starts from the shortest wait.
 const STABLE: Duration = Duration::from_secs(10);
-
-/// One live link to the parent.
-struct Up {
-    link: Link,
-    seq: u64,
-    part: u32,
-    chain_sent: Vec<String>,
-    /// The spool goes up once the birth (the snapshot after connecting) is complete.
-    replay_pending: bool,
-    /// Until the spool has gone up: the source time of each point's first value sent live on
-    /// this link (its birth value). A spooled value that recent already went up live.
-    first_live: rustc_hash::FxHashMap<u32, pointhub_schemas::Timestamp>,
-}
 
 /// Runs the upstream link `index` until `shutdown` fires.
 pub(crate) async fn run(

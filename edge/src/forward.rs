@@ -1,10 +1,11 @@
 //! Store-and-forward on the edge → hub hop: nothing lost, nothing doubled.
 //!
 //! While a hub link is up, every live batch is kept until the hub acknowledges its sequence
-//! number. When the link drops, what was not acknowledged goes to the disk buffer first, then
-//! every update made while offline follows. On the next link, after the birth has restored the
-//! live mirror, the buffer is replayed oldest first, flagged as history; the hub drops replays it
-//! already applied, so a batch it applied but did not acknowledge in time is not doubled.
+//! number. When the link drops, what was not acknowledged goes to the disk buffer, and so does
+//! every update made while offline, kept in order of device time. On the next link, after the
+//! birth has restored the live mirror, the buffer is replayed oldest first, flagged as history,
+//! and kept until acknowledged; the hub drops replays it already had, so a batch it applied but
+//! did not acknowledge in time is not doubled.
 //!
 //! The buffer names each update's point: points are numbered in the order of the configuration,
 //! and an engineer who adds or removes a point while the hub is away renumbers them at the next
@@ -95,7 +96,8 @@ impl Forward {
         let Some(b) = self.buffer.as_mut() else {
             return false;
         };
-        if let Err(e) = b.push(&named(&updates, points)) {
+        let named = named(&updates, points);
+        if let Err(e) = b.push_in_time(named.iter().map(|n| (n.update.source_ts.0, n))) {
             warn!(error = %e, "cannot buffer updates; they are lost");
         }
         true
@@ -112,7 +114,8 @@ impl Forward {
             return;
         };
         let pending = self.unacked.take_all();
-        if let Err(e) = b.push(&named(&pending, points)) {
+        let named = named(&pending, points);
+        if let Err(e) = b.push_in_time(named.iter().map(|n| (n.update.source_ts.0, n))) {
             warn!(error = %e, "cannot buffer unacknowledged updates");
         }
     }
@@ -164,6 +167,9 @@ impl Forward {
                 continue;
             }
             seq += 1;
+            // Kept until acknowledged, as live batches are: a link lost mid-replay buffers them
+            // again, in their place in time, and the hub passes on what it had not had yet.
+            self.unacked.sent(seq, updates.clone());
             if !l.session.tx.send(Msg::Data(Data { seq, updates })).await {
                 break;
             }

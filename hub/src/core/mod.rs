@@ -11,12 +11,14 @@
 //! holds at most one entry per point and quality change, and a subscriber whose queue passes its
 //! limit anyway is cut off (`SlowConsumer`) and may reconnect for a fresh snapshot.
 
+use gaps::Gaps;
 use pointhub_schemas::{DataType, PointDef, Quality, Timestamp, Update, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod fanout;
+mod gaps;
 mod gids;
 mod sets;
 mod subscriber;
@@ -159,7 +161,7 @@ impl Core {
                         hub_ts: Timestamp::now(),
                         subs: SubSet::default(),
                         dirty: true,
-                        lost_at: Timestamp::NEVER,
+                        gaps: Gaps::new(),
                     });
                     table.dirty.push(gid);
                     table.index(gid);
@@ -206,6 +208,16 @@ impl Core {
                 p.value = u.value;
                 p.quality = u.quality;
                 p.source_ts = u.source_ts;
+                // A hop below lost the authority (a child hub forwards the point gone stale):
+                // what comes later as history fills that gap too.
+                if matches!(
+                    u.quality,
+                    Quality::UncertainNoCommunicationLastUsableValue | Quality::BadNoCommunication
+                ) {
+                    p.gaps.lost(u.source_ts);
+                } else {
+                    p.gaps.live(u.source_ts);
+                }
                 p.hub_ts = now;
                 p.mark_dirty(gid, dirty);
                 if p.subs.is_empty() {
@@ -214,8 +226,8 @@ impl Core {
                 let e = p.entry(gid);
                 out.add_set(&p.subs, e);
             } else {
-                if u.source_ts <= p.lost_at {
-                    continue; // delivered live before the link was lost
+                if !p.gaps.take(u.source_ts) {
+                    continue; // delivered live, or replayed already
                 }
                 let e = Update {
                     id: gid,
@@ -249,7 +261,7 @@ impl Core {
                 continue; // someone else took it over meanwhile
             }
             p.owner_session = NO_SESSION;
-            p.lost_at = p.source_ts;
+            p.gaps.lost(p.source_ts);
             let q = Quality::stale_from(p.quality, !p.value.is_null());
             if q == p.quality {
                 continue;
@@ -363,7 +375,7 @@ impl Core {
                 hub_ts: s.hub_ts,
                 subs: SubSet::default(),
                 dirty: quality != s.quality,
-                lost_at: s.source_ts,
+                gaps: Gaps::since(s.source_ts),
             });
             if quality != s.quality {
                 table.dirty.push(gid);

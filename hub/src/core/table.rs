@@ -27,9 +27,9 @@ pub(crate) struct PointEntry {
     pub(crate) subs: SubSet,
     /// Changed since the store last saved it.
     pub(crate) dirty: bool,
-    /// The device time of the last live value when the authority was lost: history replays at
-    /// or before it were already delivered live, and are not sent again.
-    pub(crate) lost_at: Timestamp,
+    /// The stretches of device time whose values may still come as history ([`Gaps`]):
+    /// history outside them came live already, and is not sent again.
+    pub(crate) gaps: super::gaps::Gaps,
 }
 
 /// `owner_session` of a point whose authority is not connected.

@@ -261,6 +261,8 @@ async fn run(
         link.session.tx.send(subscribe).await;
         let mut ids: HashMap<u32, Meta> = HashMap::new();
         let mut pending: HashMap<u64, oneshot::Sender<WriteOutcome>> = HashMap::new();
+        // Set when the hub says it is shutting down.
+        let mut said: Option<String> = None;
         let mut last_seq: Option<u64> = None;
         let tx = link.session.tx.clone();
         loop {
@@ -301,7 +303,10 @@ async fn run(
                                 let _ = reply.send(WriteOutcome { status: r.status, message: r.message });
                             }
                         }
-                        Msg::Error(e) if e.code == pointhub_schemas::ErrorCode::ShuttingDown => info!(message = %e.message, "the hub is shutting down: reconnecting"),
+                        Msg::Error(e) if e.code == pointhub_schemas::ErrorCode::ShuttingDown => {
+                            info!(message = %e.message, "the hub is shutting down: reconnecting");
+                            said = Some(e.message.clone());
+                        }
                         Msg::Error(e) => warn!(code = ?e.code, message = %e.message, "hub reports an error"),
                         other => debug!(kind = other.kind(), "ignored message from hub"),
                     }
@@ -318,7 +323,8 @@ async fn run(
         }
         client.connected.store(false, Ordering::Relaxed);
         link.session.closed.cancel();
-        let reason = link.session.close_reason();
+        // That the hub said it is shutting down says more than the socket's close.
+        let reason = said.unwrap_or_else(|| link.session.close_reason());
         info!(hub = %link.hub, reason = %reason, "link to hub lost; marking the mirror stale");
         for rec in mark_stale(&client) {
             let _ = events.send(Event::Update(rec)).await;

@@ -355,9 +355,16 @@ fn the_demo_prints_a_watch_command_that_works_as_printed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_stopped_with_ctrl_c_tells_its_nodes_it_is_shutting_down() {
     let mut p = Plant::new();
-    p.write_hub("127.0.0.1:0", &[Node::client("hmi", "[]")]);
+    p.write_hub(
+        "127.0.0.1:0",
+        &[Node::client("hmi", "[]"), Node::client("operator", "[]")],
+    );
     let mut hub = p.start_hub();
     p.write_client("hmi");
+    // An operator's `client watch` as well: it says why it lost the hub.
+    p.write_client("operator");
+    let watch = p.watch("operator", "**");
+    watch.wait_stderr(T, "connected to");
     let cfg = pointhub_client::ClientConfig::load(&p.path("hmi.toml")).expect("config");
     let link_cfg = cfg
         .hub
@@ -391,6 +398,11 @@ async fn a_hub_stopped_with_ctrl_c_tells_its_nodes_it_is_shutting_down() {
         started.elapsed().as_millis()
     );
     assert_eq!(told.code, pointhub_schemas::ErrorCode::ShuttingDown);
+    let said = watch.wait_stderr(T, "disconnected:");
+    assert!(
+        said.contains("is shutting down"),
+        "the watching client names the hub's reason, not the socket's close: {said}"
+    );
     let status = hub.child.wait().expect("the hub exits");
     assert!(status.success(), "{status:?}");
     hub.wait_stderr(T, "hub stopped");

@@ -48,24 +48,8 @@ fn a_hub_restart_keeps_last_values_as_stale_until_the_edge_returns() {
 
 #[test]
 fn store_and_forward_delivers_the_outage_to_a_historian_exactly_once_and_in_order() {
-    let mut p = Plant::new();
-    p.write_hub(
-        "127.0.0.1:0",
-        &[
-            Node::edge("edge1"),
-            Node::client("historian", "[]"),
-            Node::client("hmi", "[]"),
-        ],
-    );
-    let _hub = p.start_hub();
     // The edge reaches the hub through a proxy the test cuts for 30 s.
-    let proxy = crate::path::Path::to(&p.hub_addr);
-    let direct = p.hub_addr.clone();
-    p.hub_addr = format!("127.0.0.1:{}", proxy.port);
-    write_tick_edge(&p);
-    p.hub_addr = direct;
-    p.write_client("historian");
-    p.write_client("hmi");
+    let (p, _hub, proxy) = edge_behind_a_path(99);
     let _edge = p.start_edge("edge1");
     let (hist, hmi, first) = historian_and_hmi(&p);
 
@@ -533,16 +517,7 @@ fn a_dmz_hub_killed_and_restarted_during_an_outage_of_its_parent_loses_nothing()
     );
     let mut sorted = seen.clone();
     sorted.sort_unstable();
-    let dups: Vec<u64> = sorted
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    let gaps: Vec<(u64, u64)> = sorted
-        .windows(2)
-        .filter(|w| w[1] > w[0] + 1)
-        .map(|w| (w[0], w[1]))
-        .collect();
+    let (dups, gaps) = doubles_and_gaps(&sorted);
     println!(
         "dmz killed during an outage: {} ticks at the top, {} through {}; duplicates {dups:?}, gaps {gaps:?}",
         sorted.len(),
@@ -635,11 +610,54 @@ impl Outage {
 
 /// An edge `edge1` with 99 signals and a `tick` counter, at 10 Hz: 1,000 updates/s.
 pub(crate) fn write_tick_edge(p: &Plant) {
-    let cfg = p.write_edge("edge1", 99, 10.0);
+    write_tick_edge_of(p, 99);
+}
+
+/// `edge1` with a simulator of `signals` signals and a tick at 10 Hz.
+fn write_tick_edge_of(p: &Plant, signals: u32) {
+    let cfg = p.write_edge("edge1", signals, 10.0);
     let text = std::fs::read_to_string(&cfg)
         .expect("read")
         .replace("rate_hz = 10\n", "rate_hz = 10\ntick = true\n");
     std::fs::write(&cfg, text).expect("write");
+}
+
+/// A hub (running) with `edge1`, a historian and an HMI admitted; `edge1` written with a tick
+/// and `signals` signals to reach the hub through a cuttable path, the clients directly.
+fn edge_behind_a_path(signals: u32) -> (Plant, Proc, crate::path::Path) {
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[
+            Node::edge("edge1"),
+            Node::client("historian", "[]"),
+            Node::client("hmi", "[]"),
+        ],
+    );
+    let hub = p.start_hub();
+    let proxy = crate::path::Path::to(&p.hub_addr);
+    let direct = p.hub_addr.clone();
+    p.hub_addr = format!("127.0.0.1:{}", proxy.port);
+    write_tick_edge_of(&p, signals);
+    p.hub_addr = direct;
+    p.write_client("historian");
+    p.write_client("hmi");
+    (p, hub, proxy)
+}
+
+/// In sorted tick values: those seen twice, and the runs missing (the values either side).
+fn doubles_and_gaps(sorted: &[u64]) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let dups = sorted
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    let gaps = sorted
+        .windows(2)
+        .filter(|w| w[1] > w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    (dups, gaps)
 }
 
 /// A historian (`watch --history`) and an HMI on `edge1/sim/tick` at `p`'s hub, both live; and
@@ -667,23 +685,7 @@ fn an_edge_restarted_with_a_changed_configuration_during_an_outage_replays_each_
     // The edge buffers while its path to the hub is cut; it is stopped, an engineer adds a
     // source ahead of the simulator (every point of the simulator gets a new number), and it
     // starts again before the path returns. The buffered ticks must replay as the tick.
-    let mut p = Plant::new();
-    p.write_hub(
-        "127.0.0.1:0",
-        &[
-            Node::edge("edge1"),
-            Node::client("historian", "[]"),
-            Node::client("hmi", "[]"),
-        ],
-    );
-    let _hub = p.start_hub();
-    let proxy = crate::path::Path::to(&p.hub_addr);
-    let direct = p.hub_addr.clone();
-    p.hub_addr = format!("127.0.0.1:{}", proxy.port);
-    write_tick_edge(&p);
-    p.hub_addr = direct;
-    p.write_client("historian");
-    p.write_client("hmi");
+    let (p, _hub, proxy) = edge_behind_a_path(99);
     let mut edge = p.start_edge("edge1");
     let (hist, _hmi, first) = historian_and_hmi(&p);
     let n0 = first["value"].as_u64().expect("a tick");
@@ -754,27 +756,7 @@ fn a_link_lost_in_the_middle_of_a_replay_still_delivers_every_update_once() {
     // 1,000 points at 10 Hz buffered through a 12 s cut (~120,000 updates); the path is cut
     // again the moment the historian sees the first replayed tick, and restored 2 s later. The
     // replay that was under way starts over; the hub passes on only what it had not had.
-    let mut p = Plant::new();
-    p.write_hub(
-        "127.0.0.1:0",
-        &[
-            Node::edge("edge1"),
-            Node::client("historian", "[]"),
-            Node::client("hmi", "[]"),
-        ],
-    );
-    let _hub = p.start_hub();
-    let proxy = crate::path::Path::to(&p.hub_addr);
-    let direct = p.hub_addr.clone();
-    p.hub_addr = format!("127.0.0.1:{}", proxy.port);
-    let cfg = p.write_edge("edge1", 999, 10.0);
-    let text = std::fs::read_to_string(&cfg)
-        .expect("read")
-        .replace("rate_hz = 10\n", "rate_hz = 10\ntick = true\n");
-    std::fs::write(&cfg, text).expect("write");
-    p.hub_addr = direct;
-    p.write_client("historian");
-    p.write_client("hmi");
+    let (p, _hub, proxy) = edge_behind_a_path(999);
     let _edge = p.start_edge("edge1");
     let (hist, _hmi, first) = historian_and_hmi(&p);
 
@@ -821,16 +803,7 @@ fn a_link_lost_in_the_middle_of_a_replay_still_delivers_every_update_once() {
         );
     }
     seen.sort_unstable();
-    let dups: Vec<u64> = seen
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    let gaps: Vec<(u64, u64)> = seen
-        .windows(2)
-        .filter(|w| w[1] > w[0] + 1)
-        .map(|w| (w[0], w[1]))
-        .collect();
+    let (dups, gaps) = doubles_and_gaps(&seen);
     println!(
         "link lost mid-replay: {} ticks at the historian, {} through {}; {history} of them history; duplicates {dups:?}, gaps {gaps:?}",
         seen.len(),

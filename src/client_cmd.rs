@@ -22,6 +22,10 @@ pub(crate) enum ClientCmd {
         /// Also print replays of buffered history, flagged "history": true.
         #[arg(long)]
         history: bool,
+        /// Take the points from the hub's durable subscription of this name (made on first use):
+        /// the hub keeps what was not printed while this client is away. Implies --history.
+        #[arg(long, value_name = "NAME")]
+        durable: Option<String>,
         /// Point patterns: plant1/**, plant1/*/speed, ** (quote them in the shell).
         #[arg(required = true)]
         patterns: Vec<String>,
@@ -105,7 +109,7 @@ fn start(
         link_config(config)?,
         ClientOptions {
             patterns,
-            history: false,
+            ..Default::default()
         },
         shutdown,
     ))
@@ -117,11 +121,19 @@ pub(crate) async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<E
             config,
             format,
             history,
+            durable,
             patterns,
         } => {
+            if let Some(d) = durable
+                .as_deref()
+                .filter(|d| !pointhub_schemas::DurableSubscribe::valid_name(d))
+            {
+                anyhow::bail!("--durable {d:?}: use 1 to 64 of A-Z a-z 0-9 . _ -");
+            }
             let sink = Lines {
                 patterns: checked(patterns)?,
                 history,
+                durable,
                 format: match format {
                     Format::Jsonl => LineFormat::Json,
                     Format::Table => LineFormat::Table,

@@ -178,7 +178,7 @@ read = ["**"]
                 "demo/**".into(),
                 pointhub_schemas::sys::SysNamespace::of("demo").point("**"),
             ],
-            history: false,
+            ..Default::default()
         };
         let (client, mut events) = Client::spawn(link, opts, shutdown.clone());
         let tty = std::io::stdout().is_terminal();

@@ -10,7 +10,7 @@
 //! # async fn f(cfg: pointhub_client::LinkConfig) {
 //! use pointhub_client::{Client, Event, client::ClientOptions};
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let opts = ClientOptions { patterns: vec!["plant1/**".into()], history: false };
+//! let opts = ClientOptions { patterns: vec!["plant1/**".into()], ..Default::default() };
 //! let (client, mut events) = Client::spawn(cfg, opts, shutdown);
 //! while let Some(ev) = events.recv().await {
 //!     if let Event::Update(rec) = ev {
@@ -23,7 +23,8 @@
 use dashmap::DashMap;
 use pointhub_link::{self as link, Backoff, LinkConfig};
 use pointhub_schemas::{
-    json, DataType, Msg, Quality, Rebirth, Subscribe, Timestamp, Update, Value, WriteRequest,
+    json, DataType, DurableSubscribe, Msg, Quality, Rebirth, Subscribe, Timestamp, Update, Value,
+    WriteRequest,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +98,18 @@ pub enum Event {
         /// Why the session ended (its close reason).
         reason: String,
     },
+    /// On a durable subscription: the updates of one batch from the hub have all been handed
+    /// over (as the `Update`s before this). Once they are stored, pass the mark to
+    /// [`Client::ack`]; the hub forgets them then, and sends them again to the next session if
+    /// they were not acknowledged.
+    Stored(Mark),
+}
+
+/// The end of a batch of a durable subscription, for [`Client::ack`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    session: u64,
+    seq: u64,
 }
 
 /// What to subscribe to.
@@ -106,6 +119,10 @@ pub struct ClientOptions {
     pub patterns: Vec<String>,
     /// Also receive history replays (historians).
     pub history: bool,
+    /// Take the points from the durable subscription of this name instead (made with
+    /// `patterns` if the hub does not have it yet): the hub keeps what the client has not
+    /// acknowledged ([`Event::Stored`], [`Client::ack`]) while it is away. Implies `history`.
+    pub durable: Option<String>,
 }
 
 /// The result of a write the hub or the device answered.
@@ -144,6 +161,7 @@ enum Command {
         value: Value,
         reply: oneshot::Sender<WriteOutcome>,
     },
+    Ack(Mark),
 }
 
 /// A handle to a running client; cheap to clone.
@@ -197,6 +215,12 @@ impl Client {
         Duration::from_micros(self.rtt_us.load(Ordering::Relaxed))
     }
 
+    /// Tells the hub that everything of a durable subscription up to `mark` is stored. A mark
+    /// of a session that has ended is let go: its batches come again on the next session.
+    pub async fn ack(&self, mark: Mark) {
+        let _ = self.cmd.send(Command::Ack(mark)).await;
+    }
+
     /// Writes a point and waits for the device's (or the hub's) answer.
     pub async fn write(
         &self,
@@ -242,6 +266,7 @@ async fn run(
 ) {
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     let mut next_req: u64 = 1;
+    let mut session_no = 0u64;
     loop {
         let Some(mut link) = link::dial_any(&cfg, &mut backoff, &shutdown).await else {
             break;
@@ -254,10 +279,17 @@ async fn run(
                 hub_name: link.welcome.hub.clone(),
             })
             .await;
-        let subscribe = Msg::Subscribe(Subscribe {
-            patterns: opts.patterns.clone(),
-            history: opts.history,
-        });
+        session_no += 1;
+        let subscribe = match &opts.durable {
+            Some(name) => Msg::Durable(DurableSubscribe {
+                name: name.clone(),
+                patterns: opts.patterns.clone(),
+            }),
+            None => Msg::Subscribe(Subscribe {
+                patterns: opts.patterns.clone(),
+                history: opts.history,
+            }),
+        };
         link.session.tx.send(subscribe).await;
         let mut ids: HashMap<u32, Meta> = HashMap::new();
         let mut pending: HashMap<u64, oneshot::Sender<WriteOutcome>> = HashMap::new();
@@ -294,6 +326,9 @@ async fn run(
                                     }
                                 }
                             }
+                            if opts.durable.is_some() {
+                                let _ = events.send(Event::Stored(Mark { session: session_no, seq: d.seq })).await;
+                            }
                         }
                         Msg::SnapshotDone(s) => {
                             let _ = events.send(Event::SnapshotDone { points: s.points }).await;
@@ -312,12 +347,17 @@ async fn run(
                     }
                     client.rtt_us.store(link.session.stats.rtt_us.load(Ordering::Relaxed), Ordering::Relaxed);
                 }
-                cmd = cmds.recv() => {
-                    let Some(Command::Write { point, value, reply }) = cmd else { continue };
-                    let req = next_req;
-                    next_req += 1;
-                    pending.insert(req, reply);
-                    tx.send(Msg::Write(WriteRequest { req, point, value })).await;
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Write { point, value, reply }) => {
+                        let req = next_req;
+                        next_req += 1;
+                        pending.insert(req, reply);
+                        tx.send(Msg::Write(WriteRequest { req, point, value })).await;
+                    }
+                    Some(Command::Ack(m)) if m.session == session_no => {
+                        tx.send(Msg::Ack(pointhub_schemas::Ack { seq: m.seq })).await;
+                    }
+                    Some(Command::Ack(_)) | None => {}
                 }
             }
         }

@@ -104,6 +104,15 @@ pub struct HistorianSection {
     /// Rows per insert statement (default 5,000; 1 to 100,000).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// The hub's durable subscription the historian takes its points from (default
+    /// `historian`): the hub keeps what the historian has not stored while it is away. Empty:
+    /// an ordinary subscription, and what happens while the historian is away is not recorded.
+    #[serde(default = "default_durable")]
+    pub durable: String,
+}
+
+fn default_durable() -> String {
+    "historian".into()
 }
 
 fn every_point() -> Vec<String> {
@@ -145,6 +154,17 @@ impl HistorianSection {
             return Err(section_error(
                 "batch_rows",
                 format!("{} is out of range: write 1 to 100000", self.batch_rows),
+            ));
+        }
+        if !self.durable.is_empty()
+            && !pointhub_schemas::DurableSubscribe::valid_name(&self.durable)
+        {
+            return Err(section_error(
+                "durable",
+                format!(
+                    "{:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (or \"\" for none)",
+                    self.durable
+                ),
             ));
         }
         if self.buffer_max_bytes < 1 << 20 {

@@ -13,7 +13,7 @@ pub mod client;
 pub mod config;
 pub mod sinks;
 
-pub use client::{Client, ClientError, ClientOptions, Event, PointRecord, WriteOutcome};
+pub use client::{Client, ClientError, ClientOptions, Event, Mark, PointRecord, WriteOutcome};
 pub use config::{ClientConfig, ConfigError};
 pub use pointhub_link::{
     Fingerprint, HubAddr, HubSection, Identity, IdentityError, LinkConfig, LinkError,

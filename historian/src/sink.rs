@@ -7,7 +7,7 @@
 use crate::db::Db;
 use crate::row::{Recorder, Row};
 use crate::HistorianError;
-use pointhub_client::client::{Client, Event};
+use pointhub_client::client::{Client, Event, Mark};
 use pointhub_client::config::HistorianSection;
 use pointhub_client::sinks::{Sink, SinkError, SinkRun};
 use pointhub_spool::Buffer;
@@ -130,14 +130,18 @@ impl Sink for Historian {
         true
     }
 
+    fn durable(&self) -> Option<String> {
+        Some(self.section.durable.clone()).filter(|d| !d.is_empty())
+    }
+
     fn run(
         self: Box<Self>,
-        _client: Client,
+        client: Client,
         events: mpsc::Receiver<Event>,
         shutdown: CancellationToken,
     ) -> SinkRun {
         Box::pin(async move {
-            self.serve(events, shutdown)
+            self.serve(client, events, shutdown)
                 .await
                 .map_err(|e| SinkError::Failed {
                     sink: "historian",
@@ -150,6 +154,7 @@ impl Sink for Historian {
 impl Historian {
     async fn serve(
         self,
+        client: Client,
         mut events: mpsc::Receiver<Event>,
         shutdown: CancellationToken,
     ) -> Result<(), HistorianError> {
@@ -172,6 +177,9 @@ impl Historian {
         let mut tick = tokio::time::interval(FLUSH);
         let batch = self.section.batch_rows;
         let mut result = Ok(());
+        // The hub's batches whose rows are all received: acknowledged once those rows are in
+        // the buffer on disk.
+        let mut received: Option<Mark> = None;
         loop {
             let flush = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -194,12 +202,19 @@ impl Historian {
                         false
                     }
                     Some(Event::SnapshotDone { .. }) => false,
+                    Some(Event::Stored(mark)) => {
+                        received = Some(mark);
+                        false
+                    }
                 },
             };
             if flush {
                 if let Err(e) = store(&buffers, &mut live, &mut history).await {
                     result = Err(e);
                     break;
+                }
+                if let Some(mark) = received.take() {
+                    client.ack(mark).await;
                 }
                 wake.notify_one();
             }

@@ -42,6 +42,9 @@ pub struct HubConfig {
     /// Parent hubs this hub dials out to as a node of role `hub` (plant DMZ hub → cloud hub).
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
+    /// `[durable]`: what the hub keeps for durable subscriptions (historians) while they are away.
+    #[serde(default)]
+    pub durable: DurableConfig,
     /// The nodes this hub admits, by key fingerprint (besides those approved in its store).
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
@@ -103,6 +106,33 @@ pub struct UpstreamConfig {
     /// 0: no spool. Default 256 MiB.
     #[serde(default = "default_up_buffer")]
     pub buffer_max_bytes: u64,
+}
+
+/// `[durable]`: the bounds of durable subscriptions, which clients (historians) name and the hub
+/// keeps on disk in `<data_dir>/durable/` while they are away.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurableConfig {
+    /// Bytes each durable subscription may keep on disk; past it the oldest updates are dropped
+    /// and counted. 0: durable subscriptions are refused. Default 256 MiB.
+    #[serde(default = "default_up_buffer")]
+    pub max_bytes: u64,
+    /// Durable subscriptions one client key may have (default 4).
+    #[serde(default = "default_durable_per_key")]
+    pub max_per_key: usize,
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        DurableConfig {
+            max_bytes: default_up_buffer(),
+            max_per_key: default_durable_per_key(),
+        }
+    }
+}
+
+fn default_durable_per_key() -> usize {
+    4
 }
 
 fn default_up_buffer() -> u64 {

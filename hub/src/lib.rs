@@ -36,8 +36,10 @@ mod audit_limit;
 pub mod config;
 mod core;
 mod delivery;
+mod durable;
 pub mod grant;
 pub mod lifecycle;
+mod named;
 mod operator;
 mod saver;
 mod server;
@@ -49,5 +51,6 @@ mod upstream;
 mod web;
 
 pub use config::HubConfig;
+pub use durable::registry::DurableError;
 pub use lifecycle::{run, Built, HubError};
 pub use state::Hub;

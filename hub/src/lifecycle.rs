@@ -42,6 +42,9 @@ pub enum HubError {
         /// What is wrong with the section.
         source: pointhub_link::SectionError,
     },
+    /// A durable subscription kept in the data folder could not be opened.
+    #[error("{0}")]
+    Durable(#[from] crate::durable::registry::DurableError),
     /// An `[[upstream]]` link's spool in the data folder could not be opened.
     #[error("upstream {index}: its spool: {source} (free the folder, or set buffer_max_bytes = 0 to run without one)")]
     Spool {
@@ -124,6 +127,10 @@ impl Hub {
             config.audit.max_bytes,
             config.audit.keep,
         )?;
+        let durables =
+            crate::durable::registry::Durables::open(&config.data_dir, &config.durable, |fp| {
+                access.is_revoked(fp)
+            })?;
         info!(fingerprint = %identity.fingerprint, "hub identity: nodes pin this fingerprint");
         let limits = Limits {
             max_frame: config.limits.max_frame,
@@ -131,7 +138,7 @@ impl Hub {
             max_name_len: config.limits.max_name_len,
             ..Limits::default()
         };
-        let hub = Arc::new(Hub::new(config, access, limits));
+        let hub = Arc::new(Hub::new(config, access, durables, limits));
         match hub.access().store.points() {
             Ok(saved) => {
                 if !saved.is_empty() {
@@ -221,6 +228,10 @@ impl Built {
         // Accepting stops first, at the outer signal; everything else at the hub's own token,
         // once the nodes were told.
         let accepting = shutdown.child_token();
+        // Durable subscriptions take what the table passes on before any node can connect.
+        for d in hub.durables().all() {
+            crate::durable::start(&hub, d);
+        }
         for listener in listeners {
             let addr = listener.local_addr()?;
             info!(addr = %addr, "listening on wss://{addr}/node");

@@ -283,6 +283,13 @@ fn check(msg: &Msg, l: &Limits) -> Result<(), DecodeError> {
                 string("hub name", h, l.max_name_len)?;
             }
         }
+        Msg::Durable(d) => {
+            string("durable subscription name", &d.name, l.max_name_len)?;
+            count("patterns", d.patterns.len(), l.max_patterns)?;
+            for p in &d.patterns {
+                string("pattern", p, l.max_name_len)?;
+            }
+        }
         Msg::SnapshotDone(_) | Msg::Ping(_) | Msg::Pong(_) | Msg::Ack(_) => {}
     }
     Ok(())
@@ -351,6 +358,10 @@ mod tests {
                 message: "no".into(),
             }),
             Msg::Ping(Ping { t: Timestamp(5) }),
+            Msg::Durable(DurableSubscribe {
+                name: "historian".into(),
+                patterns: vec!["plant1/**".into()],
+            }),
             Msg::Error(ErrorMsg {
                 code: ErrorCode::Malformed,
                 message: "bad".into(),

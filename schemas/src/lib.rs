@@ -29,4 +29,4 @@ pub use value::{DataType, Value};
 /// Major version of the protocol: a peer with another major version is refused.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor version: additions that older peers of the same major can ignore.
-pub const PROTOCOL_MINOR: u16 = 0;
+pub const PROTOCOL_MINOR: u16 = 1;

@@ -86,6 +86,9 @@ pub enum Msg {
     Ack(Ack),
     /// A hub → its parent: the hubs at and below it, to refuse loops in a chain.
     Chain(Chain),
+    /// Client → hub: take this session's points from a durable subscription, which the hub
+    /// keeps on disk while the client is away; the client acknowledges with `Ack` as it stores.
+    Durable(DurableSubscribe),
 }
 
 impl Msg {
@@ -109,6 +112,7 @@ impl Msg {
             Msg::Rebirth(_) => "rebirth",
             Msg::Ack(_) => "ack",
             Msg::Chain(_) => "chain",
+            Msg::Durable(_) => "durable",
         }
     }
 }
@@ -322,11 +326,44 @@ pub struct Rebirth {
     pub reason: String,
 }
 
-/// Hub → authority: every batch up to `seq` is applied; sent at most every 100 ms.
+/// Hub → authority: every batch up to `seq` is applied; sent at most every 100 ms. Client → hub
+/// on a durable subscription: every batch up to `seq` is stored, and the hub may forget it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     /// The sequence number of the last batch applied.
     pub seq: u64,
+}
+
+/// Client → hub, instead of `Subscribe`: attach this session to the client key's durable
+/// subscription `name`, made with `patterns` the first time and given them anew when they
+/// changed. The hub keeps on disk, bounded, every update the subscription covers that the client
+/// has not acknowledged — while the client is away, and across a restart of the hub — and sends
+/// it first, in the order the hub took it in, then what comes live. Updates keep their history
+/// flag. The client sends `Ack` with a batch's `seq` once it has stored the batch; batches not
+/// acknowledged when a session ends come again on the next one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DurableSubscribe {
+    /// The subscription's name, chosen by the client: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Patterns of point names; the hub also limits them to the client's grants.
+    pub patterns: Vec<String>,
+}
+
+impl DurableSubscribe {
+    /// The longest name of a durable subscription.
+    pub const MAX_NAME: usize = 64;
+
+    /// Whether `name` may name a durable subscription: 1 to 64 of `A-Z a-z 0-9 . _ -`, not
+    /// `.` or `..` (the hub makes a folder of it).
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= Self::MAX_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && name != "."
+            && name != ".."
+    }
 }
 
 /// A hub → its parent: the names of the hubs at and below it, so the parent refuses a loop.

@@ -184,10 +184,21 @@ impl<T: Serialize + DeserializeOwned> Buffer<T> {
 
     /// The oldest `n` updates, without removing them.
     pub fn peek(&self, n: usize) -> Result<Vec<(Key, T)>, BufferError> {
+        self.peek_after(None, n)
+    }
+
+    /// The oldest `n` updates after `after` (from the start if `None`), without removing them:
+    /// a reader that sends ahead of its acknowledgements goes on from where it got to.
+    pub fn peek_after(&self, after: Option<Key>, n: usize) -> Result<Vec<(Key, T)>, BufferError> {
         let rx = self.db.begin_read().map_err(err)?;
         let t = rx.open_table(ENTRIES).map_err(err)?;
         let mut out = Vec::with_capacity(n.min(self.count as usize));
-        for item in t.iter().map_err(err)?.take(n) {
+        let range = match after {
+            None => t.iter().map_err(err)?,
+            Some(Key::MAX) => return Ok(out),
+            Some(k) => t.range(k + 1..).map_err(err)?,
+        };
+        for item in range.take(n) {
             let (k, v) = item.map_err(err)?;
             // An entry that does not decode (a damaged file) is skipped, not fatal.
             if let Ok(u) = postcard::from_bytes::<T>(v.value()) {
@@ -280,6 +291,26 @@ mod tests {
             hub_ts: Timestamp::NEVER,
             flags: 0,
         }
+    }
+
+    #[test]
+    fn peek_after_goes_on_from_a_key_and_remove_through_forgets_up_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::open(dir.path(), 1 << 20).expect("open");
+        let all: Vec<Update> = (1..=5).map(up).collect();
+        b.push(&all).expect("push");
+        let first = b.peek_after(None, 2).expect("peek");
+        assert_eq!(first.len(), 2);
+        let next = b.peek_after(Some(first[1].0), 10).expect("peek after");
+        let times: Vec<u64> = next.iter().map(|(_, u)| u.source_ts.0).collect();
+        assert_eq!(times, vec![3, 4, 5]);
+        assert!(b
+            .peek_after(Some(next[2].0), 10)
+            .expect("at the end")
+            .is_empty());
+        b.remove_through(first[1].0).expect("remove");
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.peek(1).expect("peek")[0].1.source_ts.0, 3);
     }
 
     #[test]

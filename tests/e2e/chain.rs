@@ -646,7 +646,7 @@ fn edge_behind_a_path(signals: u32) -> (Plant, Proc, crate::path::Path) {
 }
 
 /// In sorted tick values: those seen twice, and the runs missing (the values either side).
-fn doubles_and_gaps(sorted: &[u64]) -> (Vec<u64>, Vec<(u64, u64)>) {
+pub(crate) fn doubles_and_gaps(sorted: &[u64]) -> (Vec<u64>, Vec<(u64, u64)>) {
     let dups = sorted
         .windows(2)
         .filter(|w| w[0] == w[1])

@@ -152,6 +152,58 @@ fn every_update_lands_once_through_an_edge_cut_and_a_database_outage() {
 }
 
 #[test]
+fn a_historian_killed_for_20_s_while_its_hub_restarts_records_every_update_once() {
+    // edge1 (1,000 updates/s, a 10 Hz tick among them) → hub (fixed port) → historian, on its
+    // durable subscription. The historian is killed (kill -9); 5 s later the hub is stopped
+    // (Ctrl-C) for 3 s, so the edge buffers; 20 s after the kill the historian starts again.
+    let db = Postgres::start();
+    let mut p = Plant::new();
+    p.write_hub(
+        &format!("127.0.0.1:{}", free_port()),
+        &[Node::edge("edge1"), Node::client("historian", "[]")],
+    );
+    let mut hub = p.start_hub();
+    crate::chain::write_tick_edge(&p);
+    let cfg = p.write_client("historian");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str(&format!(
+        "\n[historian]\ndatabase = \"{}\"\npoints = [\"edge1/**\"]\n",
+        db.url()
+    ));
+    std::fs::write(&cfg, text).expect("write");
+    let _edge = p.start_edge("edge1");
+    let args = ["client", "historian", "--config", &p.cfg("historian")];
+    let mut hist = Proc::spawn("historian", &args);
+    let start = caught_up(&db, 10, T);
+    hist.kill9();
+    let away = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    hub.signal("INT");
+    assert!(hub.child.wait().expect("the hub exits").success());
+    std::thread::sleep(Duration::from_secs(3));
+    let _hub = p.start_hub();
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(away.elapsed()));
+    let _hist = Proc::spawn("historian", &args);
+    let back = Instant::now();
+    // Every tick from before the kill to 3 s after the historian's return: once each.
+    let t = caught_up(&db, start.3 + 230, T);
+    let (rows, _, _, _, history) = t;
+    let samples: u64 = db.query("SELECT count(*) FROM pointhub_history")[0][0]
+        .parse()
+        .expect("count");
+    println!(
+        "historian killed for {} s across a hub restart: back and caught up in {} ms; ticks (rows, distinct, min, max, history) = {t:?}; {samples} samples of every point in all",
+        back.duration_since(away).as_secs(),
+        back.elapsed().as_millis()
+    );
+    assert!(
+        history >= 20,
+        "the edge's buffer of the hub's downtime came as history: {history}"
+    );
+    assert!(rows >= 240, "about 10 ticks a second for the whole run: {rows}");
+}
+
+#[test]
 fn a_bad_historian_section_is_refused_with_the_key_to_fix() {
     let mut p = Plant::new();
     p.write_hub("127.0.0.1:0", &[Node::client("historian", "[]")]);

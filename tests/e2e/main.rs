@@ -4,6 +4,7 @@
 mod access;
 mod chain;
 mod console;
+mod durable;
 mod foundation;
 mod harness;
 mod historian;

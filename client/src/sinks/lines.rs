@@ -26,6 +26,9 @@ pub struct Lines {
     pub history: bool,
     /// How each line looks.
     pub format: LineFormat,
+    /// Take the points from this durable subscription: each batch is acknowledged to the hub
+    /// once its lines are written and flushed.
+    pub durable: Option<String>,
 }
 
 /// One change as a terminal line: source time, name, value, quality.
@@ -53,12 +56,16 @@ impl Sink for Lines {
     }
 
     fn history(&self) -> bool {
-        self.history
+        self.history || self.durable.is_some()
+    }
+
+    fn durable(&self) -> Option<String> {
+        self.durable.clone()
     }
 
     fn run(
         self: Box<Self>,
-        _client: Client,
+        client: Client,
         mut events: mpsc::Receiver<Event>,
         shutdown: CancellationToken,
     ) -> SinkRun {
@@ -88,6 +95,8 @@ impl Sink for Lines {
                         eprintln!("disconnected: {reason}; every point is now stale; reconnecting")
                     }
                     Event::SnapshotDone { .. } => {}
+                    // Every line before it is written and flushed.
+                    Event::Stored(mark) => client.ack(mark).await,
                 }
             }
             Ok(())

@@ -51,6 +51,11 @@ pub trait Sink: Send + 'static {
     fn history(&self) -> bool {
         false
     }
+    /// The durable subscription it takes its points from, if any: then it acknowledges each
+    /// batch ([`Event::Stored`]) once it has stored it.
+    fn durable(&self) -> Option<String> {
+        None
+    }
     /// Runs with the client until `shutdown` fires or the sink ends by itself.
     fn run(
         self: Box<Self>,
@@ -69,6 +74,7 @@ pub async fn run(
     let opts = ClientOptions {
         patterns: sink.patterns(),
         history: sink.history(),
+        durable: sink.durable(),
     };
     let (client, events) = Client::spawn(link, opts, shutdown.clone());
     sink.run(client, events, shutdown).await

@@ -5,10 +5,13 @@ use super::write::{Via, Writer};
 use crate::config::NodeEntry;
 use crate::core::Subscriber;
 use crate::delivery::{definitions, Delivery, Step};
+use crate::durable::registry::{Durable, Meta, Refused};
 use crate::state::Hub;
 use crate::throttle::{paced_scan, Throttle, SCANS_PER_SEC};
 use pointhub_link::{Session, SessionTx};
-use pointhub_schemas::{Data, Define, ErrorCode, Msg, Pattern, Quality, SnapshotDone, WriteResult};
+use pointhub_schemas::{
+    Data, Define, DurableSubscribe, ErrorCode, Msg, Pattern, Quality, SnapshotDone, WriteResult,
+};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +43,47 @@ pub(super) async fn client(
     let mut scans = Throttle::scans();
     let mut rebirths = Throttle::new(1, REBIRTH_EVERY);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT));
+    // A session takes its points either from subscribes or from one durable subscription.
+    let mut subscribed = false;
+    let mut durable: Option<Attached> = None;
     while let Some(msg) = session.rx.recv().await {
         match msg {
+            Msg::Subscribe(_) if durable.is_some() => {
+                session
+                    .tx
+                    .fail(
+                        ErrorCode::Malformed,
+                        "this session takes its points from a durable subscription: subscribe on another session",
+                    )
+                    .await;
+                break;
+            }
+            Msg::Durable(ds) => {
+                if durable.is_some() || subscribed {
+                    session
+                        .tx
+                        .fail(
+                            ErrorCode::Malformed,
+                            "a session takes one durable subscription, and no subscribe besides it: open another session",
+                        )
+                        .await;
+                    break;
+                }
+                match attach(hub, entry, ds, session) {
+                    Ok(a) => durable = Some(a),
+                    Err((code, message)) => {
+                        session.tx.fail(code, message).await;
+                        break;
+                    }
+                }
+            }
+            Msg::Ack(a) => {
+                if let Some(at) = &durable {
+                    if let Err(e) = at.durable.ack(at.generation, a.seq) {
+                        warn!(error = %e, "cannot trim a durable subscription's queue");
+                    }
+                }
+            }
             Msg::Subscribe(s) => match s
                 .patterns
                 .iter()
@@ -49,6 +91,7 @@ pub(super) async fn client(
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(p) => {
+                    subscribed = true;
                     if s.history {
                         sub.history.store(true, Ordering::Relaxed);
                     }
@@ -132,6 +175,77 @@ pub(super) async fn client(
     }
     hub.core().remove_subscriber(&sub);
     pump.abort();
+    if let Some(at) = durable {
+        at.durable.detach(at.generation);
+        at.sender.abort();
+    }
+}
+
+/// A session attached to a durable subscription.
+struct Attached {
+    durable: Arc<Durable>,
+    generation: u64,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+/// Attaches the session to the key's durable subscription `ds.name` (made if new) and starts
+/// sending from its queue; or the code and sentence it is refused with.
+fn attach(
+    hub: &Arc<Hub>,
+    entry: &NodeEntry,
+    ds: DurableSubscribe,
+    session: &Session,
+) -> Result<Attached, (ErrorCode, String)> {
+    if let Err(e) = ds
+        .patterns
+        .iter()
+        .try_for_each(|p| Pattern::parse(p).map(drop))
+    {
+        return Err((ErrorCode::InvalidName, format!("durable subscription: {e}")));
+    }
+    let want = Meta {
+        owner: entry.fingerprint,
+        node: entry.grant.name.clone(),
+        name: ds.name.clone(),
+        patterns: ds.patterns.clone(),
+        grant: entry
+            .grant
+            .read
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect(),
+    };
+    let (d, made) = hub.durables().get_or_make(want).map_err(|e| {
+        let code = match e {
+            Refused::Name(_) => ErrorCode::InvalidName,
+            Refused::TooMany { .. } => ErrorCode::LimitExceeded,
+            Refused::Off => ErrorCode::AccessDenied,
+            Refused::Store(_) => ErrorCode::Internal,
+        };
+        (
+            code,
+            format!("durable subscription {:?} refused: {e}", ds.name),
+        )
+    })?;
+    if made {
+        crate::durable::start(hub, d.clone());
+    }
+    let (queued, _) = d.counts();
+    info!(name = %ds.name, patterns = ?ds.patterns, queued, made, "durable subscription attached");
+    let at = d.attach();
+    let generation = at.generation;
+    let sender = hub.tasks().spawn(crate::durable::serve(
+        hub.clone(),
+        d.clone(),
+        at,
+        session.tx.clone(),
+        session.closed.clone(),
+    ));
+    Ok(Attached {
+        durable: d,
+        generation,
+        sender,
+    })
 }
 
 /// Drains a subscriber's queue into its session whenever the socket can take more.

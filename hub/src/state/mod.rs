@@ -44,6 +44,8 @@ pub struct Hub {
     above: DashMap<usize, Vec<String>>,
     /// Writes on their way to an authority.
     writes: PendingWrites,
+    /// Durable subscriptions and their queues on disk.
+    durables: crate::durable::registry::Durables,
     limits: Limits,
     /// Fires when the hub shuts down; every session is a child of it.
     shutdown: CancellationToken,
@@ -75,13 +77,19 @@ impl HubStats {
 
 impl Hub {
     /// A hub with an empty registry, from what [`crate::Hub::build`] loaded and checked.
-    pub(crate) fn new(config: HubConfig, access: crate::access::Access, limits: Limits) -> Self {
+    pub(crate) fn new(
+        config: HubConfig,
+        access: crate::access::Access,
+        durables: crate::durable::registry::Durables,
+        limits: Limits,
+    ) -> Self {
         Hub {
             name: config.name.as_str().into(),
             access,
             core: Core::new(config.limits.max_points_per_node),
             sessions: Sessions::default(),
             writes: PendingWrites::default(),
+            durables,
             above: DashMap::new(),
             limits,
             shutdown: CancellationToken::new(),
@@ -124,6 +132,10 @@ impl Hub {
     }
 
     /// The frame and name limits sessions are held to.
+    pub(crate) fn durables(&self) -> &crate::durable::registry::Durables {
+        &self.durables
+    }
+
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -9,10 +9,10 @@
 
 use super::up::Up;
 use crate::delivery::{definitions, Delivery};
+use crate::named::{name_all, Named};
 use crate::state::Hub;
 use pointhub_schemas::{Birth, Data, Msg, Timestamp, Update};
 use pointhub_spool::{Buffer, BufferError, Unacked};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -21,15 +21,8 @@ const MAX_UNACKED: usize = 200_000;
 /// Updates per replayed batch.
 const REPLAY_BATCH: usize = 4096;
 
-/// One spooled update and the name of its point.
-#[derive(Serialize, Deserialize)]
-struct Spooled {
-    name: String,
-    update: Update,
-}
-
 pub(crate) struct Forward {
-    spool: Option<Buffer<Spooled>>,
+    spool: Option<Buffer<Named>>,
     unacked: Unacked,
 }
 
@@ -85,19 +78,7 @@ impl Forward {
         if updates.is_empty() {
             return;
         }
-        let named: Vec<Spooled> = {
-            let table = hub.core().table_read();
-            updates
-                .iter()
-                .filter_map(|u| {
-                    let p = table.points.get(u.id as usize)?;
-                    Some(Spooled {
-                        name: table.name(p).to_string(),
-                        update: u.clone(),
-                    })
-                })
-                .collect()
-        };
+        let named = name_all(&hub.core().table_read(), updates);
         // In order of source time: a lower hop's replay that arrives after its birth value
         // goes up before it, and a value that came twice (a lower hop that did not see this
         // hub's acknowledgement before a crash sends it again) lies next to its twin.

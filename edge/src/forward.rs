@@ -120,28 +120,37 @@ impl Forward {
         }
     }
 
-    /// Sends the buffered history after a birth, oldest first, flagged as history; returns the
-    /// last sequence number used.
-    pub(crate) async fn replay(&mut self, l: &Link, points: &Points, mut seq: u64) -> u64 {
+    /// Whether buffered history waits to be replayed.
+    pub(crate) fn has_history(&self) -> bool {
+        self.buffer.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// Sends the next batch of buffered history after a birth, oldest first, flagged as history;
+    /// returns the last sequence number used and whether more waits. One batch at a time, so the
+    /// run loop sends live values between them: a long replay does not hold them up.
+    pub(crate) async fn replay_step(
+        &mut self,
+        l: &Link,
+        points: &Points,
+        mut seq: u64,
+    ) -> (u64, bool) {
         let Some(b) = self.buffer.as_mut() else {
-            return seq;
+            return (seq, false);
         };
-        let total = b.len();
-        if total == 0 {
-            return seq;
-        }
-        info!(updates = total, "replaying buffered history");
-        let mut gone = 0u64;
         loop {
             let chunk = match b.peek(REPLAY_BATCH) {
                 Ok(c) if !c.is_empty() => c,
-                Ok(_) => break,
+                Ok(_) => {
+                    info!("history replay done");
+                    return (seq, false);
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot read the buffer");
-                    break;
+                    return (seq, false);
                 }
             };
             let last = chunk.last().map(|(k, _)| *k).unwrap_or(0);
+            let mut gone = 0u64;
             // The birth already carried each point's latest update, live: it is not history. A
             // point the configuration no longer has is left out.
             let updates: Vec<Update> = chunk
@@ -159,10 +168,16 @@ impl Forward {
                 })
                 .filter(|u| !points.is_latest(u))
                 .collect();
+            if gone > 0 {
+                warn!(
+                    updates = gone,
+                    "buffered updates of points no longer in the configuration were left out"
+                );
+            }
             if updates.is_empty() {
                 if let Err(e) = b.remove_through(last) {
                     warn!(error = %e, "cannot trim the buffer");
-                    break;
+                    return (seq, false);
                 }
                 continue;
             }
@@ -171,20 +186,13 @@ impl Forward {
             // again, in their place in time, and the hub passes on what it had not had yet.
             self.unacked.sent(seq, updates.clone());
             if !l.session.tx.send(Msg::Data(Data { seq, updates })).await {
-                break;
+                return (seq, false);
             }
             if let Err(e) = b.remove_through(last) {
                 warn!(error = %e, "cannot trim the buffer");
-                break;
+                return (seq, false);
             }
+            return (seq, !b.is_empty());
         }
-        if gone > 0 {
-            warn!(
-                updates = gone,
-                "buffered updates of points no longer in the configuration were left out"
-            );
-        }
-        info!(left = b.len(), "history replay done");
-        seq
     }
 }

@@ -35,6 +35,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Edg
         current: None,
         seq: 0,
         lost,
+        replaying: false,
     };
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -50,6 +51,8 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Edg
             },
             _ = status_tick.tick() => edge.on_tick().await,
             msg = recv(&mut edge.current) => edge.on_message(msg).await,
+            // One batch of buffered history at a time, between the live batches.
+            _ = std::future::ready(()), if edge.replaying && edge.current.is_some() => edge.replay_step().await,
         }
     }
     edge.close().await;
@@ -92,6 +95,8 @@ struct Edge {
     current: Option<Link>,
     seq: u64,
     lost: Arc<Notify>,
+    /// Buffered history is being replayed on the current link, a batch at a time.
+    replaying: bool,
 }
 
 impl Edge {
@@ -118,9 +123,29 @@ impl Edge {
         for part in self.points.birth(self.seq) {
             l.session.tx.send(Msg::Birth(part)).await;
         }
-        self.seq = self.forward.replay(&l, &self.points, self.seq).await;
+        if self.forward.has_history() {
+            info!(
+                updates = self.forward.counts().map_or(0, |c| c.0),
+                "replaying buffered history"
+            );
+            self.replaying = true;
+        }
         if let Some(out) = self.buffer_status() {
             self.send(&l, out).await;
+        }
+        self.current = Some(l);
+    }
+
+    /// The next batch of buffered history; the buffer's figures once it is all sent.
+    async fn replay_step(&mut self) {
+        let Some(l) = self.current.take() else { return };
+        let (seq, more) = self.forward.replay_step(&l, &self.points, self.seq).await;
+        self.seq = seq;
+        if !more {
+            self.replaying = false;
+            if let Some(out) = self.buffer_status() {
+                self.send(&l, out).await;
+            }
         }
         self.current = Some(l);
     }
@@ -194,6 +219,7 @@ impl Edge {
 
     /// The link ended: unacknowledged batches go to the buffer, and the connector dials again.
     fn on_lost(&mut self) {
+        self.replaying = false;
         if let Some(l) = self.current.take() {
             warn!(hub = %l.hub, reason = %l.session.close_reason(), "link to hub lost; reconnecting");
         }

@@ -200,7 +200,10 @@ fn a_historian_killed_for_20_s_while_its_hub_restarts_records_every_update_once(
         history >= 20,
         "the edge's buffer of the hub's downtime came as history: {history}"
     );
-    assert!(rows >= 240, "about 10 ticks a second for the whole run: {rows}");
+    assert!(
+        rows >= 240,
+        "about 10 ticks a second for the whole run: {rows}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! The spool names each update's point: a point's number in this hub's table is only good for
 //! the life of the process, and a hub restarted during an outage numbers its points afresh.
 
-use super::up::Up;
+use super::up::{Replay, Up};
 use crate::delivery::{definitions, Delivery};
 use crate::named::{name_all, Named};
 use crate::state::Hub;
@@ -87,108 +87,125 @@ impl Forward {
         }
     }
 
-    /// After the birth: the spool goes up oldest first, flagged as history, leaving out what
-    /// went up live on this link already (a point's birth value is the last it spooled). A spooled point the parent has not had defined on this
-    /// link is defined first; one this hub no longer has is left out.
-    pub(super) async fn replay(&mut self, hub: &Hub, up: &mut Up, delivery: &mut Delivery) {
+    /// After the birth: the replay of the spool starts, if it holds anything.
+    pub(super) fn start_replay(&mut self, up: &mut Up) {
         let first_live = std::mem::take(&mut up.first_live);
-        let Some(s) = self.spool.as_mut() else {
+        let Some(s) = self.spool.as_ref().filter(|s| !s.is_empty()) else {
             return;
         };
-        if s.is_empty() {
-            return;
-        }
         info!(updates = s.len(), "replaying spooled updates to the parent");
-        let tx = up.link.session.tx.clone();
-        let (mut gone, mut twins) = (0u64, 0u64);
-        let mut sent: rustc_hash::FxHashMap<u32, Timestamp> = Default::default();
-        loop {
-            let chunk = match s.peek(REPLAY_BATCH) {
-                Ok(c) if !c.is_empty() => c,
-                Ok(_) => break,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the spool");
-                    break;
+        up.replay = Some(Replay {
+            first_live,
+            sent: Default::default(),
+            gone: 0,
+            twins: 0,
+        });
+    }
+
+    /// The next batch of the spool goes up, oldest first, flagged as history, leaving out what
+    /// went up live on this link already (a point's birth value is the last it spooled). A
+    /// spooled point the parent has not had defined on this link is defined first; one this hub
+    /// no longer has is left out. One batch at a time, so live batches go up between them.
+    pub(super) async fn replay_step(&mut self, hub: &Hub, up: &mut Up, delivery: &mut Delivery) {
+        let done = self.replay_batch(hub, up, delivery).await;
+        if done {
+            if let Some(r) = up.replay.take() {
+                if r.twins > 0 {
+                    info!(
+                        updates = r.twins,
+                        "spooled twins (the same point and source time) went up once"
+                    );
                 }
-            };
-            let last = chunk.last().map(|(k, _)| *k).unwrap_or(0);
-            let updates: Vec<Update> = {
-                let table = hub.core().table_read();
-                chunk
-                    .into_iter()
-                    .filter_map(|(_, sp)| {
-                        let Some(gid) = table.gid(&sp.name) else {
-                            gone += 1;
-                            return None;
-                        };
-                        // Sent live on this link already (the birth's value) or after it.
-                        if first_live
-                            .get(&gid)
-                            .is_some_and(|t| sp.update.source_ts >= *t)
-                        {
-                            return None;
-                        }
-                        // The same point and time again: a twin, sent once.
-                        let last = sent.entry(gid).or_insert(Timestamp::NEVER);
-                        if *last != Timestamp::NEVER && sp.update.source_ts <= *last {
-                            twins += 1;
-                            return None;
-                        }
-                        *last = sp.update.source_ts;
-                        Some(Update {
-                            id: gid,
-                            flags: sp.update.flags | Update::HISTORY,
-                            ..sp.update
-                        })
+                if r.gone > 0 {
+                    warn!(
+                        updates = r.gone,
+                        "spooled updates of points this hub no longer has were left out"
+                    );
+                }
+            }
+            info!(left = self.counts().map_or(0, |c| c.0), "spool replay done");
+        }
+    }
+
+    /// Sends one batch; `true` when the replay is over (or cannot go on).
+    async fn replay_batch(&mut self, hub: &Hub, up: &mut Up, delivery: &mut Delivery) -> bool {
+        let (Some(s), Some(r)) = (self.spool.as_mut(), up.replay.as_mut()) else {
+            return true;
+        };
+        let chunk = match s.peek(REPLAY_BATCH) {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => return true,
+            Err(e) => {
+                warn!(error = %e, "cannot read the spool");
+                return true;
+            }
+        };
+        let last = chunk.last().map(|(k, _)| *k).unwrap_or(0);
+        let updates: Vec<Update> = {
+            let table = hub.core().table_read();
+            chunk
+                .into_iter()
+                .filter_map(|(_, sp)| {
+                    let Some(gid) = table.gid(&sp.name) else {
+                        r.gone += 1;
+                        return None;
+                    };
+                    // Sent live on this link already (the birth's value) or after it.
+                    if r.first_live
+                        .get(&gid)
+                        .is_some_and(|t| sp.update.source_ts >= *t)
+                    {
+                        return None;
+                    }
+                    // The same point and time again: a twin, sent once.
+                    let last = r.sent.entry(gid).or_insert(Timestamp::NEVER);
+                    if *last != Timestamp::NEVER && sp.update.source_ts <= *last {
+                        r.twins += 1;
+                        return None;
+                    }
+                    *last = sp.update.source_ts;
+                    Some(Update {
+                        id: gid,
+                        flags: sp.update.flags | Update::HISTORY,
+                        ..sp.update
                     })
-                    .collect()
-            };
-            let new = delivery.define(updates.iter().map(|u| u.id));
-            if !new.is_empty() {
-                up.seq += 1;
-                let points = definitions(hub, &new);
-                tx.send(Msg::Birth(Birth {
+                })
+                .collect()
+        };
+        let tx = up.link.session.tx.clone();
+        let new = delivery.define(updates.iter().map(|u| u.id));
+        if !new.is_empty() {
+            up.seq += 1;
+            let points = definitions(hub, &new);
+            tx.send(Msg::Birth(Birth {
+                seq: up.seq,
+                part: up.part,
+                last: true,
+                points,
+                states: Vec::new(),
+            }))
+            .await;
+            up.part += 1;
+        }
+        if !updates.is_empty() {
+            up.seq += 1;
+            // Kept until acknowledged, as live batches are: a link lost mid-replay spools
+            // them again.
+            self.unacked.sent(up.seq, updates.clone());
+            if !tx
+                .send(Msg::Data(Data {
                     seq: up.seq,
-                    part: up.part,
-                    last: true,
-                    points,
-                    states: Vec::new(),
+                    updates,
                 }))
-                .await;
-                up.part += 1;
-            }
-            if !updates.is_empty() {
-                up.seq += 1;
-                // Kept until acknowledged, as live batches are: a link lost mid-replay spools
-                // them again.
-                self.unacked.sent(up.seq, updates.clone());
-                if !tx
-                    .send(Msg::Data(Data {
-                        seq: up.seq,
-                        updates,
-                    }))
-                    .await
-                {
-                    break;
-                }
-            }
-            if let Err(e) = s.remove_through(last) {
-                warn!(error = %e, "cannot trim the spool");
-                break;
+                .await
+            {
+                return true;
             }
         }
-        if twins > 0 {
-            info!(
-                updates = twins,
-                "spooled twins (the same point and source time) went up once"
-            );
+        if let Err(e) = s.remove_through(last) {
+            warn!(error = %e, "cannot trim the spool");
+            return true;
         }
-        if gone > 0 {
-            warn!(
-                updates = gone,
-                "spooled updates of points this hub no longer has were left out"
-            );
-        }
-        info!(left = s.len(), "spool replay done");
+        s.is_empty()
     }
 }

@@ -98,7 +98,7 @@ pub(crate) async fn run(
                 }
                 delivery.forget_definitions();
                 hub.core().resnapshot(&sub);
-                current = Some(Up { link, seq: 0, part: 0, chain_sent, replay_pending: true, first_live: Default::default() });
+                current = Some(Up { link, seq: 0, part: 0, chain_sent, replay_pending: true, first_live: Default::default(), replay: None });
                 None
             }
             _ = delivery.ready() => match delivery.take(&hub) {
@@ -124,7 +124,7 @@ pub(crate) async fn run(
                             }
                             if up.replay_pending && !batch.snapshots_done.is_empty() {
                                 up.replay_pending = false;
-                                fwd.replay(&hub, up, &mut delivery).await;
+                                fwd.start_replay(up);
                             }
                         }
                         None => fwd.offline(&hub, &batch.updates),
@@ -132,6 +132,13 @@ pub(crate) async fn run(
                     None
                 }
             },
+            // One batch of the spool at a time, between the live batches.
+            _ = std::future::ready(()), if current.as_ref().is_some_and(|u| u.replay.is_some()) => {
+                if let Some(up) = current.as_mut() {
+                    fwd.replay_step(&hub, up, &mut delivery).await;
+                }
+                None
+            }
             _ = tick.tick() => {
                 if let Some((queued, dropped)) = fwd.counts() {
                     hub.set_sys(&status("buffer/queued"), DataType::UInt, Value::UInt(queued));

@@ -21,7 +21,7 @@ fn ticks(db: &Postgres) -> Option<(u64, u64, u64, u64, u64)> {
 }
 
 /// Waits until the ticks reach `past` with no gap and no duplicate; returns the last reading.
-fn caught_up(db: &Postgres, past: u64, within: Duration) -> (u64, u64, u64, u64, u64) {
+pub(crate) fn caught_up(db: &Postgres, past: u64, within: Duration) -> (u64, u64, u64, u64, u64) {
     let deadline = Instant::now() + within;
     loop {
         let t = ticks(db).unwrap_or_default();

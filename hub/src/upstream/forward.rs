@@ -150,11 +150,13 @@ impl Forward {
                         r.gone += 1;
                         return None;
                     };
-                    // Sent live on this link already (the birth's value) or after it.
-                    if r.first_live
-                        .get(&gid)
-                        .is_some_and(|t| sp.update.source_ts >= *t)
-                    {
+                    // Sent live on this link already (the birth's value) or after it. A birth
+                    // value gone stale here (its edge is away) is not the good value spooled
+                    // at the same time: that one still goes up.
+                    if r.first_live.get(&gid).is_some_and(|&(t, q)| {
+                        sp.update.source_ts > t
+                            || (sp.update.source_ts == t && sp.update.quality == q)
+                    }) {
                         return None;
                     }
                     // The same point and time again: a twin, sent once.

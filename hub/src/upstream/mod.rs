@@ -114,7 +114,7 @@ pub(crate) async fn run(
                             }
                             if up.replay_pending {
                                 for u in batch.updates.iter().filter(|u| u.flags & Update::HISTORY == 0) {
-                                    up.first_live.entry(u.id).or_insert(u.source_ts);
+                                    up.first_live.entry(u.id).or_insert((u.source_ts, u.quality));
                                 }
                             }
                             for chunk in batch.updates.chunks(BATCH) {

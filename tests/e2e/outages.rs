@@ -1,0 +1,384 @@
+//! Outages in every combination, with real hubs on loopback and cuttable TCP paths between them:
+//! cuts of the edge hop and the hub hop at overlapping times, a cloud hub restarted, a chain of
+//! three hubs cut at two levels, and a spool too small for its outage. At the top a historian
+//! (`client watch --history`, or `client historian` into PostgreSQL where the top hub itself
+//! restarts) must see every tick of the edge once, or, where the spool is too small, lose the
+//! oldest and have the loss counted.
+
+use crate::chain::{doubles_and_gaps, write_tick_edge_of};
+use crate::harness::*;
+use crate::path::Path;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+
+/// An `[[upstream]]` link to `port` (a path to a hub with fingerprint `fp`), quick to notice a
+/// cut and to come back; `extra` goes into the same table.
+fn upstream_via(port: u16, fp: &str, extra: &str) -> String {
+    format!(
+        "[[upstream]]\nurls = [\"wss://127.0.0.1:{port}\"]\nfingerprint = \"{fp}\"\nheartbeat_ms = 250\ntimeout_ms = 750\nbackoff_max_ms = 500\n{extra}"
+    )
+}
+
+/// `edge1` (a 10 Hz tick and 99 signals) written to dial its hub at `p` through a new path.
+fn edge_through_a_path(p: &mut Plant) -> Path {
+    let path = Path::to(&p.hub_addr);
+    let direct = p.hub_addr.clone();
+    p.hub_addr = format!("127.0.0.1:{}", path.port);
+    write_tick_edge_of(p, 99);
+    p.hub_addr = direct;
+    path
+}
+
+/// A dmz hub (edge1 and a client `ops` admitted) below a cloud hub (a historian, an HMI and the
+/// dmz admitted) on `cloud_listen`, the hub hop through a path; both started.
+struct TwoHubs {
+    a: Plant,
+    b: Plant,
+    dmz: Proc,
+    cloud: Proc,
+    up: Path,
+}
+
+fn two_hubs(cloud_listen: &str, upstream_extra: &str) -> TwoHubs {
+    let (mut a, mut b) = (Plant::new(), Plant::new());
+    let dmz_nodes = [Node::edge("edge1"), Node::client("ops", "[]")];
+    a.write_hub_named("dmz", "127.0.0.1:0", &dmz_nodes, "");
+    let a_fp = a.hub_fingerprint();
+    b.write_hub_named(
+        "cloud",
+        cloud_listen,
+        &[
+            Node::client("historian", "[]"),
+            Node::client("hmi", "[]"),
+            Node::hub("dmz", &a_fp),
+        ],
+        "",
+    );
+    let cloud = b.start_hub();
+    let up = Path::to(&b.hub_addr);
+    a.write_hub_named(
+        "dmz",
+        "127.0.0.1:0",
+        &dmz_nodes,
+        &upstream_via(up.port, &b.hub_fp, upstream_extra),
+    );
+    let dmz = a.start_hub();
+    b.write_client("historian");
+    b.write_client("hmi");
+    a.write_client("ops");
+    TwoHubs {
+        a,
+        b,
+        dmz,
+        cloud,
+        up,
+    }
+}
+
+fn watch_history(p: &Plant) -> Proc {
+    Proc::spawn(
+        "historian",
+        &[
+            "client",
+            "watch",
+            "--history",
+            "--config",
+            &p.cfg("historian"),
+            "edge1/sim/tick",
+        ],
+    )
+}
+
+/// What a historian saw of the tick: every good value, and those that came as history.
+struct Seen {
+    all: Vec<u64>,
+    history: Vec<u64>,
+    stale: bool,
+}
+
+/// Reads `hist` until the replays are over: history came, and 3 s of live ticks followed it.
+fn settle(hist: &Proc, mut seen: Seen) -> Seen {
+    let (mut history, mut live_since) = (0, 0);
+    let deadline = Instant::now() + T;
+    while let Some(l) = hist.next_line(Duration::from_secs(10)) {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["quality"] != "Good" {
+            seen.stale = true;
+            continue;
+        }
+        let Some(n) = v["value"].as_u64() else {
+            continue;
+        };
+        seen.all.push(n);
+        if v["history"] == true {
+            seen.history.push(n);
+            history += 1;
+            live_since = 0;
+        } else if history > 0 {
+            live_since += 1;
+            if live_since >= 30 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay did not end: {history} history records"
+        );
+    }
+    assert!(
+        history > 0 && live_since >= 30,
+        "history, then live again at the top: {history} history records, {live_since} live since"
+    );
+    seen
+}
+
+/// Starts the historian on `edge1/sim/tick` and waits for its first live tick.
+fn first_ticks(hist: &Proc) -> Seen {
+    let first = hist.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    Seen {
+        all: first["value"].as_u64().into_iter().collect(),
+        history: Vec::new(),
+        stale: false,
+    }
+}
+
+/// Every tick from the first seen to the last, once; prints the figures.
+fn assert_once(what: &str, seen: &Seen) {
+    let mut sorted = seen.all.clone();
+    sorted.sort_unstable();
+    let (dups, gaps) = doubles_and_gaps(&sorted);
+    println!(
+        "{what}: {} ticks at the top, {} through {}, {} of them history; duplicates {dups:?}, gaps {gaps:?}",
+        sorted.len(),
+        sorted.first().copied().unwrap_or(0),
+        sorted.last().copied().unwrap_or(0),
+        seen.history.len()
+    );
+    assert!(gaps.is_empty(), "{what}: no tick missing: gaps {gaps:?}");
+    assert!(dups.is_empty(), "{what}: no tick twice: {dups:?}");
+}
+
+/// `$sys/dmz/upstream/0/buffer/<what>` as the dmz's `ops` client reads it.
+fn dmz_buffer(h: &TwoHubs, what: &str) -> u64 {
+    let point = format!("$sys/dmz/upstream/0/buffer/{what}");
+    let (code, out, err) =
+        h.a.run(&["client", "get", "--config", &h.a.cfg("ops"), &point]);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["point"] == point.as_str())
+        .and_then(|v| v["value"].as_u64())
+        .unwrap_or_else(|| panic!("{point}: {out}"))
+}
+
+#[test]
+fn a_30_s_cut_between_hubs_at_1000_updates_s_reaches_the_top_once_and_in_order() {
+    // edge1 (1,000 updates/s) → dmz → a path cut for 30 s → cloud → historian, HMI. The edge
+    // never loses its hub: only the dmz's spool can keep the outage.
+    let h = two_hubs("127.0.0.1:0", "");
+    write_tick_edge_of(&h.a, 99);
+    let _edge = h.a.start_edge("edge1");
+    let hist = watch_history(&h.b);
+    let hmi = h.b.watch("hmi", "edge1/sim/tick");
+    let seen = first_ticks(&hist);
+    hmi.expect_json(T, "live ticks", |v| v["quality"] == "Good");
+    h.up.cut();
+    hmi.expect_json(T, "the tick stale at once", |v| v["quality"] != "Good");
+    std::thread::sleep(Duration::from_secs(30));
+    // Read a moment before the path returns: the spool's count lags by up to a second.
+    let queued = dmz_buffer(&h, "queued");
+    h.up.restore();
+    let back = Instant::now();
+    let seen = settle(&hist, seen);
+    // `settle` reads 3 s of live ticks after the last history record.
+    let replayed_in = back.elapsed().saturating_sub(Duration::from_secs(3));
+    assert!(seen.stale, "the historian saw the tick go stale");
+    assert_once("a 30 s cut between hubs", &seen);
+    println!(
+        "a 30 s cut at 1,000 updates/s: {queued} updates spooled at the dmz; {} ticks came as history, the last of them about {} ms after the path returned",
+        seen.history.len(),
+        replayed_in.as_millis()
+    );
+    assert!(
+        seen.history.windows(2).all(|w| w[1] == w[0] + 1),
+        "the history in order: {:?}",
+        seen.history
+    );
+    assert!(
+        seen.history.len() >= 270,
+        "a tick every 100 ms of the cut: {}",
+        seen.history.len()
+    );
+    assert!(
+        queued >= 25_000,
+        "about 1,000 updates a second spooled: {queued}"
+    );
+    // The HMI at the top is Good again and never got history.
+    let v = hmi.expect_json(T, "live again", |v| v["quality"] == "Good");
+    assert!(v.get("history").is_none(), "{v}");
+    hmi.drain();
+    drop(h.dmz);
+    drop(h.cloud);
+}
+
+#[test]
+fn overlapping_cuts_of_the_edge_hop_and_the_hub_hop_lose_nothing() {
+    // edge1 → path → dmz → path → cloud → historian. The hub hop is cut at 0 s, the edge hop at
+    // 3 s; the hub hop comes back at 6 s, the edge hop at 9 s. The dmz spools 0–3 s, the edge
+    // buffers 3–9 s, and its replay passes through the dmz after the dmz's own.
+    let mut h = two_hubs("127.0.0.1:0", "");
+    let edge_path = edge_through_a_path(&mut h.a);
+    let _edge = h.a.start_edge("edge1");
+    let hist = watch_history(&h.b);
+    let seen = first_ticks(&hist);
+    h.up.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    edge_path.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    h.up.restore();
+    std::thread::sleep(Duration::from_secs(3));
+    edge_path.restore();
+    let seen = settle(&hist, seen);
+    assert!(seen.stale, "the top saw the tick go stale");
+    assert_once("overlapping cuts on both hops", &seen);
+    assert!(
+        seen.history.len() >= 80,
+        "9 s of outage came as history: {}",
+        seen.history.len()
+    );
+}
+
+#[test]
+fn a_cloud_hub_restarted_while_its_child_forwards_loses_nothing_at_its_historian() {
+    // edge1 → dmz → path → cloud (fixed port) → historian (PostgreSQL, durable). The cloud hub is
+    // stopped (Ctrl-C) for 5 s and started again: the dmz spools meanwhile, the historian's
+    // durable subscription at the cloud keeps what the cloud took in before it stopped.
+    let db = crate::postgres::Postgres::start();
+    let cloud_listen = format!("127.0.0.1:{}", free_port());
+    let mut h = two_hubs(&cloud_listen, "");
+    write_tick_edge_of(&h.a, 99);
+    let cfg = h.b.cfg("historian");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str(&format!(
+        "\n[historian]\ndatabase = \"{}\"\npoints = [\"edge1/**\"]\n",
+        db.url()
+    ));
+    std::fs::write(&cfg, text).expect("write");
+    let _edge = h.a.start_edge("edge1");
+    let _hist = Proc::spawn("historian", &["client", "historian", "--config", &cfg]);
+    let start = crate::historian::caught_up(&db, 10, T);
+    h.cloud.signal("INT");
+    assert!(h.cloud.child.wait().expect("the cloud exits").success());
+    std::thread::sleep(Duration::from_secs(5));
+    let _cloud = h.b.start_hub();
+    let back = Instant::now();
+    let t = crate::historian::caught_up(&db, start.3 + 100, T);
+    println!(
+        "cloud hub restarted (5 s down) below a durable historian: caught up {} ms after its start; ticks (rows, distinct, min, max, history) = {t:?}",
+        back.elapsed().as_millis()
+    );
+    assert!(
+        t.4 >= 40,
+        "the dmz's spool of the cloud's downtime came as history: {}",
+        t.4
+    );
+    drop(h.dmz);
+}
+
+#[test]
+fn a_three_level_chain_cut_at_two_levels_loses_nothing() {
+    // edge1 → plant → path A → region → path B → global → historian. A is cut at 0 s, B at 2 s;
+    // A comes back at 5 s, B at 8 s.
+    let (mut p, mut r, mut g) = (Plant::new(), Plant::new(), Plant::new());
+    p.write_hub_named("plant", "127.0.0.1:0", &[Node::edge("edge1")], "");
+    r.write_hub_named("region", "127.0.0.1:0", &[], "");
+    let (p_fp, r_fp) = (p.hub_fingerprint(), r.hub_fingerprint());
+    g.write_hub_named(
+        "global",
+        "127.0.0.1:0",
+        &[Node::client("historian", "[]"), Node::hub("region", &r_fp)],
+        "",
+    );
+    let _g = g.start_hub();
+    let b = Path::to(&g.hub_addr);
+    r.write_hub_named(
+        "region",
+        "127.0.0.1:0",
+        &[Node::hub("plant", &p_fp)],
+        &upstream_via(b.port, &g.hub_fp, ""),
+    );
+    let _r = r.start_hub();
+    let a = Path::to(&r.hub_addr);
+    p.write_hub_named(
+        "plant",
+        "127.0.0.1:0",
+        &[Node::edge("edge1")],
+        &upstream_via(a.port, &r.hub_fp, ""),
+    );
+    let _p = p.start_hub();
+    write_tick_edge_of(&p, 99);
+    g.write_client("historian");
+    let _edge = p.start_edge("edge1");
+    let hist = watch_history(&g);
+    let seen = first_ticks(&hist);
+    a.cut();
+    std::thread::sleep(Duration::from_secs(2));
+    b.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    a.restore();
+    std::thread::sleep(Duration::from_secs(3));
+    b.restore();
+    let seen = settle(&hist, seen);
+    assert!(seen.stale, "the top saw the tick go stale");
+    assert_once("three levels, cut at two", &seen);
+    assert!(
+        seen.history.len() >= 70,
+        "8 s of outage came as history: {}",
+        seen.history.len()
+    );
+}
+
+#[test]
+fn a_spool_too_small_for_its_outage_drops_the_oldest_and_counts_them() {
+    // The dmz's spool holds 64 KiB (about 1.6 s of 1,000 updates/s); the hub hop is cut for 8 s.
+    let h = two_hubs("127.0.0.1:0", "buffer_max_bytes = 65536\n");
+    write_tick_edge_of(&h.a, 99);
+    let _edge = h.a.start_edge("edge1");
+    let hist = watch_history(&h.b);
+    let seen = first_ticks(&hist);
+    h.up.cut();
+    std::thread::sleep(Duration::from_secs(8));
+    // The dmz counts what it dropped, in its own $sys.
+    let dropped = dmz_buffer(&h, "dropped");
+    h.up.restore();
+    let seen = settle(&hist, seen);
+    let first_kept = seen.history.first().copied().unwrap_or(0);
+    let last_live = seen
+        .all
+        .iter()
+        .copied()
+        .filter(|&v| v < first_kept)
+        .max()
+        .unwrap_or(0);
+    let missing = first_kept.saturating_sub(last_live + 1);
+    println!(
+        "a 64 KiB spool through an 8 s cut: {} ticks of history kept, the {missing} oldest ticks dropped; the dmz counted {dropped} updates dropped",
+        seen.history.len()
+    );
+    assert!(
+        seen.history.windows(2).all(|w| w[1] == w[0] + 1),
+        "what was kept came in order, once: {:?}",
+        seen.history
+    );
+    assert!(
+        missing >= 30,
+        "the oldest of the outage were dropped: {missing}"
+    );
+    assert!(
+        dropped >= missing * 50,
+        "the loss is counted ({dropped} updates for {missing} ticks of 100 points)"
+    );
+    drop(h.dmz);
+    drop(h.cloud);
+}

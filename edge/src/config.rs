@@ -126,6 +126,8 @@ pub enum SourceConfig {
     Simulator(SimConfig),
     /// `kind = "modbus"`: a Modbus device, polled over TCP or a serial line.
     Modbus(ModbusConfig),
+    /// `kind = "mqtt"`: an MQTT broker; each point is the latest message on its topic.
+    Mqtt(crate::mqtt_config::MqttConfig),
 }
 
 /// How a Modbus device is reached (`transport`).
@@ -245,6 +247,11 @@ impl EdgeConfig {
         let mut cfg = EdgeConfig::parse(&text).map_err(|e| e.in_file(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.hub.resolve_paths(base);
+        for s in &mut cfg.sources {
+            if let SourceConfig::Mqtt(m) = s {
+                m.broker.resolve_paths(base);
+            }
+        }
         let dir = cfg
             .buffer
             .dir
@@ -380,6 +387,18 @@ impl EdgeConfig {
                     pointhub_schemas::name::validate_name(&m.name, 64)
                         .map_err(|e| format!("sources: name: {e}"))?;
                 }
+                SourceConfig::Mqtt(m) => {
+                    if !names.insert(m.name.clone()) {
+                        return Err(format!("sources: two sources are named {:?}", m.name));
+                    }
+                    pointhub_schemas::name::validate_name(&m.name, 64)
+                        .map_err(|e| format!("sources: name: {e}"))?;
+                    m.validate()?;
+                    for p in &m.points {
+                        pointhub_schemas::name::validate_name(&p.name, 128)
+                            .map_err(|e| format!("sources: mqtt {:?}: point name: {e}", m.name))?;
+                    }
+                }
                 SourceConfig::Simulator(sim) => {
                     if !names.insert(sim.name.clone()) {
                         return Err(format!("sources: two sources are named {:?}", sim.name));
@@ -411,6 +430,8 @@ mod tests {
         EdgeConfig::parse(DEFAULT_TOML).expect("the shipped example is valid");
         EdgeConfig::parse(include_str!("../../examples/modbus/edge.toml"))
             .expect("the Modbus example is valid");
+        EdgeConfig::parse(include_str!("../../examples/mqtt/edge.toml"))
+            .expect("the MQTT example is valid");
     }
 
     const HUB: &str = "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ncert = \"c\"\nkey = \"k\"\n";

@@ -2,7 +2,8 @@
 //! and publishes it to its hub as the authority for those points.
 //!
 //! - [`config`]: the edge configuration, `edge.toml`, checked once when it loads.
-//! - [`sources`]: every source behind one trait: the simulator, Modbus TCP/RTU.
+//! - [`sources`]: every source behind one trait: the simulator, Modbus TCP/RTU, MQTT.
+//! - [`mqtt_config`]: the configuration of an MQTT source (a broker and its topics).
 //! - `points`: the edge's point table (sources' points, then its own `$sys` status points) and
 //!   the birth that carries it.
 //! - `forward`: store-and-forward: unacknowledged batches kept, the disk buffer while offline,
@@ -12,6 +13,7 @@
 
 pub mod config;
 mod forward;
+pub mod mqtt_config;
 mod points;
 mod run;
 pub mod sources;

@@ -51,6 +51,8 @@ mod consts {
         BadCommunicationError = 0x8005_0000;
         /// The device answers with an error.
         BadDeviceFailure = 0x808B_0000;
+        /// What the device (or a broker's message) sent cannot be decoded as the point's value.
+        BadDecodingError = 0x8007_0000;
         /// The point's configuration is wrong (bad address, type).
         BadConfigurationError = 0x8089_0000;
         /// The point or its source was taken out of service.

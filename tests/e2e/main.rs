@@ -11,6 +11,7 @@ mod historian;
 mod hostile;
 mod layout;
 mod modbus;
+mod mqtt;
 mod outages;
 mod path;
 mod postgres;

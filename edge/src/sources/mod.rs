@@ -2,11 +2,12 @@
 //!
 //! A source owns a run of consecutive point ids from the base it is given, reports changes as
 //! [`Sample`]s on one channel the edge drains, and answers writes to its writable points on its
-//! own channel. The simulator ([`sim`]) and Modbus ([`modbus`]) are sources today; OPC UA and MQTT
-//! plug in the same way: a config type, an `impl Source`, a variant of
+//! own channel. The simulator ([`sim`]), Modbus ([`modbus`]) and MQTT ([`mqtt`]) are sources
+//! today; OPC UA plugs in the same way: a config type, an `impl Source`, a variant of
 //! [`SourceConfig`].
 
 pub mod modbus;
+pub mod mqtt;
 pub mod sim;
 
 use crate::config::SourceConfig;
@@ -74,6 +75,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Simulator(s) => s,
             SourceConfig::Modbus(m) => m,
+            SourceConfig::Mqtt(m) => m,
         }
     }
 }

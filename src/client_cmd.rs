@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
-use pointhub_client::sinks::{self, lines::LineFormat, lines::Lines, modbus::ModbusSink};
+use pointhub_client::sinks::{
+    self, lines::LineFormat, lines::Lines, modbus::ModbusSink, mqtt::MqttSink,
+};
 use pointhub_client::{Client, ClientConfig, ClientOptions, Event, LinkConfig};
 use pointhub_schemas::{Pattern, Role, Value};
 use std::io::Write;
@@ -42,6 +44,11 @@ pub(crate) enum ClientCmd {
     },
     /// Serve mirrored points as a local Modbus TCP server for an HMI (the modbus_server section of the config).
     ModbusServer {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Publish mirrored points to an MQTT broker as retained JSON topics, and take writes from it (the mqtt section of the config).
+    Mqtt {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -157,6 +164,21 @@ pub(crate) async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<E
             let sink = ModbusSink {
                 cfg: server,
                 listener,
+            };
+            sinks::run(link, Box::new(sink), shutdown).await?;
+        }
+        ClientCmd::Mqtt { config } => {
+            let cfg = ClientConfig::load(&config)?;
+            let Some(section) = cfg.mqtt.clone() else {
+                anyhow::bail!(
+                    "{}: no [mqtt] section: see examples/mqtt/client.toml",
+                    config.display()
+                );
+            };
+            let link = cfg.hub.link_config(Role::Client, &cfg.name)?;
+            let sink = MqttSink {
+                section,
+                name: cfg.name.clone(),
             };
             sinks::run(link, Box::new(sink), shutdown).await?;
         }

@@ -40,6 +40,15 @@ pub enum ConfigError {
         /// What is wrong with the section.
         source: HistorianSectionError,
     },
+    /// The `[mqtt]` section does not check out.
+    #[cfg(feature = "mqtt")]
+    #[error("{path}: {source}")]
+    Mqtt {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with the section.
+        source: crate::sinks::mqtt::MqttSectionError,
+    },
     /// The `[modbus_server]` section cannot be served.
     #[cfg(feature = "modbus")]
     #[error("{path}: {source}")]
@@ -64,6 +73,9 @@ pub struct ClientConfig {
     pub modbus_server: Option<crate::sinks::modbus::ServerConfig>,
     /// Where `pointhub client historian` records the points (a PostgreSQL database).
     pub historian: Option<HistorianSection>,
+    /// The broker `pointhub client mqtt` publishes the points to.
+    #[cfg(feature = "mqtt")]
+    pub mqtt: Option<crate::sinks::mqtt::MqttSection>,
 }
 
 /// A `[historian]` key that does not check out.
@@ -211,6 +223,15 @@ impl ClientConfig {
                 h.buffer_dir = path.parent().unwrap_or(Path::new(".")).join(&h.buffer_dir);
             }
         }
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &mut cfg.mqtt {
+            m.validate().map_err(|source| ConfigError::Mqtt {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            m.broker
+                .resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        }
         cfg.hub
             .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
@@ -233,6 +254,10 @@ mod tests {
                 "historian/client.toml",
                 include_str!("../../examples/historian/client.toml"),
             ),
+            (
+                "mqtt/client.toml",
+                include_str!("../../examples/mqtt/client.toml"),
+            ),
         ] {
             let cfg: ClientConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             cfg.hub.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -241,6 +266,10 @@ mod tests {
             }
             if let Some(h) = &cfg.historian {
                 h.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            #[cfg(feature = "mqtt")]
+            if let Some(m) = &cfg.mqtt {
+                m.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
             }
         }
     }

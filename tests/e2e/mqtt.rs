@@ -262,3 +262,149 @@ fn an_mqtt_source_refuses_settings_that_cannot_work() {
         assert!(err.contains(needle), "{extra}: {err}");
     }
 }
+
+/// `mosquitto_sub -v` on `topics` with the publisher's certificate: each line `topic payload`.
+struct Sub {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sub {
+    fn start(p: &Plant, port: u16, topics: &[&str]) -> Sub {
+        use std::io::BufRead;
+        let f = |n: &str| p.path(n).display().to_string();
+        let port = port.to_string();
+        let (ca, cert, key) = (f("ca.pem"), f("pub.crt"), f("pub.key"));
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-v",
+            "--cafile",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ];
+        for t in topics {
+            args.extend(["-t", t]);
+        }
+        let mut child = Command::new("mosquitto_sub")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub runs (apt-get install mosquitto-clients)");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { child, lines }
+    }
+
+    /// The next message on `topic` whose payload `ok` accepts; its payload.
+    fn expect(&self, what: &str, topic: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(l) = self.lines.recv_timeout(left) else {
+                panic!("mosquitto_sub: no {what} on {topic} within {T:?}");
+            };
+            if let Some((t, payload)) = l.split_once(' ') {
+                if t == topic && ok(payload) {
+                    return payload.to_string();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json(payload: &str) -> serde_json::Value {
+    serde_json::from_str(payload).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_client_publishes_its_mirror_to_mqtt_with_quality_and_takes_writes() {
+    let mut p = Plant::new();
+    pki(&p);
+    let port = free_port();
+    let _broker = Mosquitto::start(&p, port);
+    p.write_hub(
+        "127.0.0.1:0",
+        &[
+            Node::edge("edge1"),
+            Node::client("bridge", "[\"edge1/**\"]"),
+        ],
+    );
+    let _hub = p.start_hub();
+    p.write_edge("edge1", 4, 2.0);
+    let mut edge = p.start_edge("edge1");
+    let cfg = p.write_client("bridge");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str(&format!(
+        "\n[mqtt]\npoints = [\"edge1/**\"]\nwrite_prefix = \"pointhub-set/\"\n\
+         [mqtt.broker]\nhost = \"127.0.0.1\"\nport = {port}\nca = [\"ca.pem\"]\ncert = \"edge-mqtt.crt\"\nkey = \"edge-mqtt.key\"\nkeep_alive_s = 1\n"
+    ));
+    std::fs::write(&cfg, text).expect("write");
+    let sub = Sub::start(&p, port, &["pointhub/#", "pointhub-status/#"]);
+    let mut bridge = Proc::spawn("bridge", &["client", "mqtt", "--config", &p.cfg("bridge")]);
+    sub.expect("presence", "pointhub-status/bridge", |m| m == "online");
+    let sine = sub.expect("a live value", "pointhub/edge1/sim/sine1", |m| {
+        json(m)["quality"] == "Good"
+    });
+    assert!(json(&sine)["value"].is_number(), "{sine}");
+
+    // A write from MQTT reaches the edge's setpoint through the hub, and its outcome is published.
+    publish(&p, port, "pointhub-set/edge1/sim/setpoint1", "42.5", false);
+    let result = sub.expect(
+        "the write's outcome",
+        "pointhub/edge1/sim/setpoint1/write-result",
+        |_| true,
+    );
+    assert_eq!(json(&result)["status"], "Good", "{result}");
+    sub.expect("the written value", "pointhub/edge1/sim/setpoint1", |m| {
+        json(m)["value"] == 42.5 && json(m)["quality"] == "Good"
+    });
+    // A point the bridge's key may not write: refused, and said so.
+    publish(&p, port, "pointhub-set/edge1/sim/sine1", "1", false);
+    let refused = sub.expect(
+        "a refused write",
+        "pointhub/edge1/sim/sine1/write-result",
+        |_| true,
+    );
+    assert_ne!(json(&refused)["status"], "Good", "{refused}");
+
+    // The edge dies: the broker's subscribers see its points stale at once.
+    let killed = Instant::now();
+    edge.kill9();
+    sub.expect("the stale value", "pointhub/edge1/sim/sine1", |m| {
+        json(m)["quality"] == "UncertainNoCommunicationLastUsableValue"
+    });
+    let stale_in = killed.elapsed();
+    // The bridge dies: the broker publishes its will.
+    let killed = Instant::now();
+    bridge.kill9();
+    sub.expect("the will", "pointhub-status/bridge", |m| m == "offline");
+    println!(
+        "MQTT publisher: an edge's kill -9 seen stale on the broker in {} ms; the bridge's kill -9 announced by its will in {} ms",
+        stale_in.as_millis(),
+        killed.elapsed().as_millis()
+    );
+}

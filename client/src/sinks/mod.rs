@@ -9,6 +9,8 @@
 pub mod lines;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 
 use crate::client::{Client, ClientOptions, Event};
 use pointhub_link::LinkConfig;

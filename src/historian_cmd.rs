@@ -108,10 +108,12 @@ pub(crate) async fn history(
         Some(u) => when(u)?,
         None => Timestamp::from(SystemTime::now() + Duration::from_secs(1)),
     };
-    let mut db_cfg = pointhub_historian::database_config(&h.database)
-        .with_context(|| config.display().to_string())?;
-    db_cfg.connect_timeout(Duration::from_secs(10));
-    let db = Db::connect(&db_cfg).await?;
+    let mut target =
+        pointhub_historian::Target::new(&h).with_context(|| config.display().to_string())?;
+    if target.config.get_connect_timeout().is_none() {
+        target.config.connect_timeout(Duration::from_secs(10));
+    }
+    let db = Db::connect(&target).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if matches!(format, HistoryFormat::Csv) {

@@ -121,6 +121,16 @@ pub struct HistorianSection {
     /// an ordinary subscription, and what happens while the historian is away is not recorded.
     #[serde(default = "default_durable")]
     pub durable: String,
+    /// PEM files of the CA certificates the database server's certificate must chain to: with
+    /// them the link is TLS or nothing (docs/historian.md). Without them, plain TCP.
+    #[serde(default)]
+    pub ca: Vec<PathBuf>,
+    /// The historian's own certificate (PEM), for a server that asks for one; with `key`.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
+    /// A file whose first line is the database password, so the configuration holds no secret.
+    pub password_file: Option<PathBuf>,
 }
 
 fn default_durable() -> String {
@@ -179,6 +189,18 @@ impl HistorianSection {
                 ),
             ));
         }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(section_error(
+                "cert",
+                "cert and key go together: give both (the historian's certificate and its key) or neither",
+            ));
+        }
+        if self.cert.is_some() && self.ca.is_empty() {
+            return Err(section_error(
+                "ca",
+                "a client certificate needs TLS: add ca = [\"db-ca.pem\"] (the CA of the server's certificate)",
+            ));
+        }
         if self.buffer_max_bytes < 1 << 20 {
             return Err(section_error(
                 "buffer_max_bytes",
@@ -219,8 +241,17 @@ impl ClientConfig {
                 path: path.to_path_buf(),
                 source,
             })?;
-            if h.buffer_dir.is_relative() {
-                h.buffer_dir = path.parent().unwrap_or(Path::new(".")).join(&h.buffer_dir);
+            let base = path.parent().unwrap_or(Path::new("."));
+            for p in
+                h.ca.iter_mut()
+                    .chain(h.cert.iter_mut())
+                    .chain(h.key.iter_mut())
+                    .chain(h.password_file.iter_mut())
+                    .chain(std::iter::once(&mut h.buffer_dir))
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
             }
         }
         #[cfg(feature = "mqtt")]

@@ -4,10 +4,11 @@
 //! forgot it) lands once.
 
 use crate::row::{columns, Row};
+use crate::target::Target;
 use crate::HistorianError;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Statement};
 use tracing::warn;
 
 const UPSERT_POINTS: &str = "
@@ -33,20 +34,39 @@ pub struct Db {
     insert: Statement,
 }
 
+/// Runs a connection's I/O until it ends.
+fn drive<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            warn!(error = %e, "historian database connection ended");
+        }
+    });
+}
+
 /// A microsecond timestamp as PostgreSQL's `timestamptz`.
 pub fn system_time(t: pointhub_schemas::Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(t.0)
 }
 
 impl Db {
-    /// Connects, migrates the schema and prepares the statements.
-    pub async fn connect(cfg: &Config) -> Result<Db, HistorianError> {
-        let (mut client, conn) = cfg.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                warn!(error = %e, "historian database connection ended");
+    /// Connects (over TLS where the target says so), migrates the schema and prepares the
+    /// statements.
+    pub async fn connect(target: &Target) -> Result<Db, HistorianError> {
+        let mut client = match &target.tls {
+            Some(tls) => {
+                let (client, conn) = target.config.connect(tls.clone()).await?;
+                drive(conn);
+                client
             }
-        });
+            None => {
+                let (client, conn) = target.config.connect(NoTls).await?;
+                drive(conn);
+                client
+            }
+        };
         crate::schema::migrate(&mut client).await?;
         let upsert = client.prepare(UPSERT_POINTS).await?;
         let insert = client.prepare(INSERT_SAMPLES).await?;

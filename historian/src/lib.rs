@@ -9,14 +9,17 @@
 //! - [`sink`]: the sink itself: rows go to an on-disk buffer first (live and history apart),
 //!   and a writer moves them to the database, live first, forgetting them only once committed.
 //! - [`query`]: reading the history back (`pointhub client history`).
+//! - [`target`]: the database and how the link to it is secured (TLS, a password file).
 
 pub mod db;
 pub mod query;
 pub mod row;
 pub mod schema;
 pub mod sink;
+pub mod target;
 
 pub use sink::Historian;
+pub use target::Target;
 
 /// Why the historian cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,21 @@ pub enum HistorianError {
     /// The on-disk buffer cannot be opened or written.
     #[error("historian buffer: {0}")]
     Buffer(#[from] pointhub_spool::BufferError),
+    /// The TLS settings for the database do not work (a CA file that is not a certificate, a key
+    /// that does not match its certificate).
+    #[error("historian TLS to the database: {0}")]
+    Tls(String),
+    /// A CA, certificate or key file could not be read.
+    #[error("historian: {0}")]
+    Identity(#[from] pointhub_link::identity::IdentityError),
+    /// The password file could not be read.
+    #[error("historian.password_file {path}: {source}")]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system reported.
+        source: std::io::Error,
+    },
     /// Writing the output of a query failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),

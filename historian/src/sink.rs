@@ -6,6 +6,7 @@
 
 use crate::db::Db;
 use crate::row::{Recorder, Row};
+use crate::target::Target;
 use crate::HistorianError;
 use pointhub_client::client::{Client, Event, Mark};
 use pointhub_client::config::HistorianSection;
@@ -27,15 +28,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records points in PostgreSQL (`[historian]` in `client.toml`).
 pub struct Historian {
     section: HistorianSection,
-    database: tokio_postgres::Config,
+    database: Target,
 }
 
 impl Historian {
     /// A historian for `section`; refuses a connection string that does not parse.
     pub fn new(section: HistorianSection) -> Result<Historian, HistorianError> {
-        let mut database = crate::database_config(&section.database)?;
-        if database.get_connect_timeout().is_none() {
-            database.connect_timeout(Duration::from_secs(5));
+        let mut database = Target::new(&section)?;
+        if database.config.get_connect_timeout().is_none() {
+            database.config.connect_timeout(Duration::from_secs(5));
         }
         Ok(Historian { section, database })
     }
@@ -261,7 +262,7 @@ async fn store(
 /// Moves batches from the buffers to the database until `stop`; returns the rows written.
 async fn write_loop(
     buffers: Arc<Buffers>,
-    cfg: tokio_postgres::Config,
+    cfg: Target,
     batch: usize,
     wake: Arc<Notify>,
     stop: CancellationToken,

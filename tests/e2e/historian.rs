@@ -207,6 +207,84 @@ fn a_historian_killed_for_20_s_while_its_hub_restarts_records_every_update_once(
 }
 
 #[test]
+fn a_historian_reaches_its_database_over_tls_with_a_password_file_and_refuses_an_unknown_ca() {
+    // The server takes TCP over TLS only and asks for a password; the historian checks the
+    // server's certificate against the database's CA and reads the password from a file.
+    let (db, ca) = Postgres::start_tls("s3cret");
+    let mut p = Plant::new();
+    p.write_hub(
+        "127.0.0.1:0",
+        &[Node::edge("edge1"), Node::client("historian", "[]")],
+    );
+    let _hub = p.start_hub();
+    crate::chain::write_tick_edge_of(&p, 1);
+    std::fs::write(p.path("db-ca.pem"), ca).expect("write");
+    std::fs::write(p.path("db-password"), "s3cret\n").expect("write");
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .self_signed(&rcgen::KeyPair::generate().expect("key"))
+        .expect("other CA");
+    std::fs::write(p.path("other-ca.pem"), other.pem()).expect("write");
+    let cfg = p.write_client("historian");
+    let base = std::fs::read_to_string(&cfg).expect("read");
+    let section = |ca: &str| {
+        format!(
+            "{base}\n[historian]\ndatabase = \"{}\"\npoints = [\"edge1/**\"]\nca = [\"{ca}\"]\npassword_file = \"db-password\"\n",
+            db.url()
+        )
+    };
+    // An unknown CA: refused, and the message says why.
+    std::fs::write(&cfg, section("other-ca.pem")).expect("write");
+    let (code, _, err) = p.run(&["client", "history", "--config", &p.cfg("historian"), "**"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "an unknown CA is refused with its reason: {err}"
+    );
+    // Without TLS the server refuses (hostssl only): nothing goes over plain TCP.
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}\n[historian]\ndatabase = \"{}\"\npassword_file = \"db-password\"\n",
+            db.url()
+        ),
+    )
+    .expect("write");
+    let (code, _, err) = p.run(&["client", "history", "--config", &p.cfg("historian"), "**"]);
+    assert_ne!(code, 0, "plain TCP is refused by this server: {err}");
+    // The right CA: rows arrive, over TLS.
+    std::fs::write(&cfg, section("db-ca.pem")).expect("write");
+    let _edge = p.start_edge("edge1");
+    let _hist = Proc::spawn(
+        "historian",
+        &["client", "historian", "--config", &p.cfg("historian")],
+    );
+    let t = caught_up(&db, 10, T);
+    let tls: Vec<Vec<String>> = db.query(
+        "SELECT bool_and(s.ssl)::text, count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'pointhub' AND a.client_addr IS NOT NULL",
+    );
+    println!("historian over TLS: ticks {t:?}; sessions (all TLS, count) {tls:?}");
+    assert_eq!(
+        tls[0][0], "true",
+        "every TCP session of the historian is TLS: {tls:?}"
+    );
+    let (code, out, err) = p.run(&[
+        "client",
+        "history",
+        "--config",
+        &p.cfg("historian"),
+        "--since",
+        "10min",
+        TICK,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().count() >= 10,
+        "client history reads over TLS too: {out}"
+    );
+}
+
+#[test]
 fn a_bad_historian_section_is_refused_with_the_key_to_fix() {
     let mut p = Plant::new();
     p.write_hub("127.0.0.1:0", &[Node::client("historian", "[]")]);

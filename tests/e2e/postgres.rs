@@ -10,6 +10,8 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// Serving TLS only over TCP, a password asked of `pointhub` (`start_tls`).
+    tls: Option<String>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -79,9 +81,58 @@ impl Postgres {
             port: crate::harness::free_port(),
             bin,
             dir,
+            tls: None,
         };
         pg.up();
         pg
+    }
+
+    /// A cluster that takes TCP connections over TLS only (`hostssl`), with its certificate
+    /// signed by the CA whose PEM this returns, and asks `pointhub` for `password`.
+    pub fn start_tls(password: &str) -> (Postgres, String) {
+        let mut pg = Postgres::start();
+        pg.query(&format!("ALTER USER pointhub PASSWORD '{password}'"));
+        pg.down();
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "database CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("signed");
+        let data = PathBuf::from(pg.data());
+        std::fs::write(data.join("server.crt"), cert.pem()).expect("write");
+        std::fs::write(data.join("server.key"), key.serialize_pem()).expect("write");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write");
+        let files = [
+            data.join("server.key"),
+            data.join("server.crt"),
+            data.join("pg_hba.conf"),
+        ];
+        for f in &files {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if is_root() {
+                let ok = Command::new("chown")
+                    .arg("postgres")
+                    .arg(f)
+                    .status()
+                    .expect("chown");
+                assert!(ok.success());
+            }
+        }
+        pg.tls = Some(password.to_string());
+        pg.up();
+        (pg, ca.pem())
     }
 
     fn data(&self) -> String {
@@ -95,11 +146,14 @@ impl Postgres {
 
     /// Starts the server (again) and waits until it takes queries.
     pub fn up(&self) {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls.is_some() {
+            opts.push_str(" -c ssl=on");
+        }
         let log = self.dir.path().join("log");
         let out = pg(
             &self.bin,
@@ -149,6 +203,7 @@ impl Postgres {
     /// Runs `sql` with psql; its rows, fields split by `|`; none if the server is not there.
     pub fn try_query(&self, sql: &str) -> Option<Vec<Vec<String>>> {
         let out = Command::new("psql")
+            .env("PGPASSWORD", self.tls.clone().unwrap_or_default())
             .args([
                 "-h",
                 "127.0.0.1",

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use pointhub_client::sinks::{
     self, lines::LineFormat, lines::Lines, modbus::ModbusSink, mqtt::MqttSink,
+    sparkplug::SparkplugSink,
 };
 use pointhub_client::{Client, ClientConfig, ClientOptions, Event, LinkConfig};
 use pointhub_schemas::{Pattern, Role, Value};
@@ -49,6 +50,11 @@ pub(crate) enum ClientCmd {
     },
     /// Publish mirrored points to an MQTT broker as retained JSON topics, and take writes from it (the mqtt section of the config).
     Mqtt {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Publish mirrored points as a Sparkplug B edge node, and take DCMD writes (the sparkplug section of the config).
+    Sparkplug {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -177,6 +183,21 @@ pub(crate) async fn run(cmd: ClientCmd, shutdown: CancellationToken) -> Result<E
             };
             let link = cfg.hub.link_config(Role::Client, &cfg.name)?;
             let sink = MqttSink {
+                section,
+                name: cfg.name.clone(),
+            };
+            sinks::run(link, Box::new(sink), shutdown).await?;
+        }
+        ClientCmd::Sparkplug { config } => {
+            let cfg = ClientConfig::load(&config)?;
+            let Some(section) = cfg.sparkplug.clone() else {
+                anyhow::bail!(
+                    "{}: no [sparkplug] section: see examples/mqtt/sparkplug.toml",
+                    config.display()
+                );
+            };
+            let link = cfg.hub.link_config(Role::Client, &cfg.name)?;
+            let sink = SparkplugSink {
                 section,
                 name: cfg.name.clone(),
             };

@@ -28,7 +28,10 @@ mod measure;
 mod path;
 mod pointhub;
 #[path = "../../tests/e2e/postgres.rs"]
-#[allow(dead_code, reason = "the benchmarks use the plain server only, not the TLS one")]
+#[allow(
+    dead_code,
+    reason = "the benchmarks use the plain server only, not the TLS one"
+)]
 mod postgres;
 mod report;
 mod resync;

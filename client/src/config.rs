@@ -49,6 +49,15 @@ pub enum ConfigError {
         /// What is wrong with the section.
         source: crate::sinks::mqtt::MqttSectionError,
     },
+    /// The `[sparkplug]` section does not check out.
+    #[cfg(feature = "mqtt")]
+    #[error("{path}: {source}")]
+    Sparkplug {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with the section.
+        source: crate::sinks::sparkplug::SparkplugSectionError,
+    },
     /// The `[modbus_server]` section cannot be served.
     #[cfg(feature = "modbus")]
     #[error("{path}: {source}")]
@@ -76,6 +85,9 @@ pub struct ClientConfig {
     /// The broker `pointhub client mqtt` publishes the points to.
     #[cfg(feature = "mqtt")]
     pub mqtt: Option<crate::sinks::mqtt::MqttSection>,
+    /// The broker `pointhub client sparkplug` publishes to, as a Sparkplug B edge node.
+    #[cfg(feature = "mqtt")]
+    pub sparkplug: Option<crate::sinks::sparkplug::SparkplugSection>,
 }
 
 /// A `[historian]` key that does not check out.
@@ -263,6 +275,15 @@ impl ClientConfig {
             m.broker
                 .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         }
+        #[cfg(feature = "mqtt")]
+        if let Some(s) = &mut cfg.sparkplug {
+            s.validate().map_err(|source| ConfigError::Sparkplug {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            s.broker
+                .resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        }
         cfg.hub
             .resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
@@ -301,6 +322,10 @@ mod tests {
             #[cfg(feature = "mqtt")]
             if let Some(m) = &cfg.mqtt {
                 m.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            #[cfg(feature = "mqtt")]
+            if let Some(s) = &cfg.sparkplug {
+                s.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
             }
         }
     }

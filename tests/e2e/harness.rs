@@ -501,6 +501,8 @@ pub const PEER_PACKAGES: &[&str] = &[
     "selenium==4.27.1",
     "jsonschema==4.23.0",
     "prometheus-client==0.21.1",
+    "pysparkplug==0.6.1",
+    "paho-mqtt==1.6.1",
 ];
 
 /// The Python that runs the real peers (pymodbus), from `.venv-peers` (made here if missing,
@@ -515,7 +517,7 @@ pub fn peers_python() -> PathBuf {
         let py = venv.join("bin/python");
         let ok = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import pymodbus, serial, websockets, selenium, jsonschema, prometheus_client"])
+                .args(["-c", "import pymodbus, serial, websockets, selenium, jsonschema, prometheus_client, pysparkplug, paho.mqtt"])
                 .status()
                 .is_ok_and(|s| s.success())
         };

@@ -419,3 +419,178 @@ fn a_client_publishes_its_mirror_to_mqtt_with_quality_and_takes_writes() {
         killed.elapsed().as_millis()
     );
 }
+
+/// The independent Sparkplug host (`tests/peers/sparkplug_host.py`: paho-mqtt and the payload
+/// module of the PyPI package pysparkplug): its decoded messages as JSON, commands on stdin.
+struct Host {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Host {
+    fn start(p: &Plant, port: u16, group: &str) -> Host {
+        use std::io::BufRead;
+        let f = |n: &str| p.path(n).display().to_string();
+        let mut child = Command::new(peers_python())
+            .arg(peer_script("sparkplug_host.py"))
+            .args(["--port", &port.to_string(), "--group", group])
+            .args([
+                "--ca",
+                &f("ca.pem"),
+                "--cert",
+                &f("pub.crt"),
+                "--key",
+                &f("pub.key"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the Sparkplug host runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if let Ok(v) = serde_json::from_str(&l) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let h = Host {
+            child,
+            stdin,
+            lines,
+        };
+        h.expect("its connection", |v| v["type"] == "CONNECTED");
+        h
+    }
+
+    fn expect(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("Sparkplug host: no {what} within {T:?}"));
+            if ok(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}").expect("host stdin");
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric<'a>(msg: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    msg["metrics"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+#[test]
+fn a_client_is_a_sparkplug_edge_node_to_an_independent_host() {
+    let mut p = Plant::new();
+    pki(&p);
+    let port = free_port();
+    let _broker = Mosquitto::start(&p, port);
+    p.write_hub(
+        "127.0.0.1:0",
+        &[
+            Node::edge("edge1"),
+            Node::client("scada", "[\"edge1/sim/setpoint1\"]"),
+        ],
+    );
+    let _hub = p.start_hub();
+    p.write_edge("edge1", 4, 2.0);
+    let mut edge = p.start_edge("edge1");
+    let cfg = p.write_client("scada");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str(&format!(
+        "\n[sparkplug]\ngroup_id = \"plant\"\nedge_node_id = \"pointhub1\"\npoints = [\"edge1/**\"]\nwrites = true\n\
+         [sparkplug.broker]\nhost = \"127.0.0.1\"\nport = {port}\nca = [\"ca.pem\"]\ncert = \"edge-mqtt.crt\"\nkey = \"edge-mqtt.key\"\nkeep_alive_s = 1\n"
+    ));
+    std::fs::write(&cfg, text).expect("write");
+    let mut host = Host::start(&p, port, "plant");
+    let mut node = Proc::spawn(
+        "scada",
+        &["client", "sparkplug", "--config", &p.cfg("scada")],
+    );
+
+    let nbirth = host.expect("NBIRTH", |v| v["type"] == "NBIRTH");
+    assert_eq!(nbirth["seq"], 0, "{nbirth}");
+    let bd_seq = metric(&nbirth, "bdSeq").expect("bdSeq")["value"].clone();
+    assert!(
+        metric(&nbirth, "Node Control/Rebirth").is_some(),
+        "{nbirth}"
+    );
+    let dbirth = host.expect("DBIRTH", |v| {
+        v["type"] == "DBIRTH" && v["device"] == "edge1"
+    });
+    let sine = metric(&dbirth, "sim/sine1").expect("sine1 born");
+    assert_eq!(sine["datatype"], 10, "a float point is a Double: {sine}");
+    assert_eq!(sine["quality"], 192, "{sine}");
+    assert_eq!(sine["quality_code"], 0, "{sine}");
+    let onoff = metric(&dbirth, "sim/onoff1").expect("onoff1 born");
+    assert_eq!(onoff["datatype"], 11, "a bool point is a Boolean: {onoff}");
+    let seq = dbirth["seq"].as_u64().expect("seq");
+    let data = host.expect("DDATA", |v| v["type"] == "DDATA" && v["device"] == "edge1");
+    assert!(
+        data["seq"].as_u64().expect("seq") > seq,
+        "seq goes up: {data}"
+    );
+
+    // A DCMD from the host writes the setpoint through the hub; the new value comes as DDATA.
+    host.send("DCMD pointhub1 edge1 sim/setpoint1 42.5");
+    host.expect("the written setpoint", |v| {
+        v["type"] == "DDATA" && metric(v, "sim/setpoint1").is_some_and(|m| m["value"] == 42.5)
+    });
+    // A rebirth request: NBIRTH (seq 0) and the DBIRTH again.
+    host.send("REBIRTH pointhub1");
+    let again = host.expect("NBIRTH again", |v| v["type"] == "NBIRTH");
+    assert_eq!(again["seq"], 0);
+    host.expect("DBIRTH again", |v| v["type"] == "DBIRTH");
+
+    // The edge dies: its metrics go out stale (500), with the exact OPC UA code.
+    let killed = Instant::now();
+    edge.kill9();
+    let stale = host.expect("stale metrics", |v| {
+        v["type"] == "DDATA" && metric(v, "sim/sine1").is_some_and(|m| m["quality"] == 500)
+    });
+    let stale_in = killed.elapsed();
+    assert_eq!(
+        metric(&stale, "sim/sine1").expect("sine1")["quality_code"],
+        0x408F_0000u32,
+        "{stale}"
+    );
+    // The node dies: the broker sends its will, NDEATH, with the NBIRTH's bdSeq.
+    let killed = Instant::now();
+    node.kill9();
+    let death = host.expect("NDEATH", |v| v["type"] == "NDEATH");
+    assert_eq!(
+        metric(&death, "bdSeq").expect("bdSeq")["value"],
+        bd_seq,
+        "{death}"
+    );
+    println!(
+        "Sparkplug edge node: an edge's kill -9 reached the host as quality 500 in {} ms; the node's kill -9 as NDEATH in {} ms",
+        stale_in.as_millis(),
+        killed.elapsed().as_millis()
+    );
+}

@@ -11,6 +11,8 @@ pub mod lines;
 pub mod modbus;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "mqtt")]
+pub mod sparkplug;
 
 use crate::client::{Client, ClientOptions, Event};
 use pointhub_link::LinkConfig;

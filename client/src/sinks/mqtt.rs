@@ -160,11 +160,56 @@ impl Sink for MqttSink {
     }
 }
 
-/// What the broker's event loop reports to the sink.
-enum Broker2Sink {
+/// What a broker's event loop reports to its sink.
+pub(crate) enum FromBroker {
+    /// Connected (or connected again): subscribe, publish the state.
     Connected,
+    /// The link to the broker failed; it dials again by itself.
     Lost(String),
-    Write { topic: String, payload: Vec<u8> },
+    /// A message on a subscribed topic.
+    Message { topic: String, payload: Vec<u8> },
+}
+
+/// Runs a broker's event loop on its own task until `stop`, so a publish waiting for room never
+/// stops it; waits with a capped backoff after each failure.
+pub(crate) fn broker_events(
+    mut ev: rumqttc::EventLoop,
+    stop: CancellationToken,
+) -> mpsc::Receiver<FromBroker> {
+    let (tx, rx) = mpsc::channel::<FromBroker>(256);
+    tokio::spawn(async move {
+        let mut backoff =
+            pointhub_link::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        loop {
+            let e = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = ev.poll() => e,
+            };
+            let msg = match e {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    backoff.reset();
+                    FromBroker::Connected
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => FromBroker::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                },
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = tx.send(FromBroker::Lost(e.to_string())).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    continue;
+                }
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// A written value as the payload gives it: JSON (a number, `true`, `"text"`), else the text.
@@ -228,44 +273,10 @@ impl MqttSink {
             .options(&format!("pointhub-{}", self.name))?;
         let status = self.status_topic();
         opts.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
-        let (mq, mut ev) = AsyncClient::new(opts, 1024);
-        let (tx, mut from_broker) = mpsc::channel::<Broker2Sink>(256);
+        let (mq, ev) = AsyncClient::new(opts, 1024);
         let writes = self.section.write_prefix.clone();
         let stop = shutdown.child_token();
-        let poll_stop = stop.clone();
-        // The broker's event loop runs on its own, so a publish waiting for room never stops it.
-        tokio::spawn(async move {
-            let mut backoff =
-                pointhub_link::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
-            loop {
-                let e = tokio::select! {
-                    _ = poll_stop.cancelled() => return,
-                    e = ev.poll() => e,
-                };
-                let msg = match e {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        backoff.reset();
-                        Broker2Sink::Connected
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => Broker2Sink::Write {
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
-                    },
-                    Ok(_) => continue,
-                    Err(e) => {
-                        let _ = tx.send(Broker2Sink::Lost(e.to_string())).await;
-                        tokio::select! {
-                            _ = poll_stop.cancelled() => return,
-                            _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        }
-                        continue;
-                    }
-                };
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let mut from_broker = broker_events(ev, stop.clone());
         let mut connected = false;
         let mut resync = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -279,7 +290,7 @@ impl MqttSink {
                 }
                 m = from_broker.recv() => match m {
                     None => break,
-                    Some(Broker2Sink::Connected) => {
+                    Some(FromBroker::Connected) => {
                         info!(broker = %self.section.broker.host, port = self.section.broker.port(), "MQTT broker connected; publishing the mirror");
                         connected = true;
                         let _ = mq.publish(&status, QoS::AtLeastOnce, true, "online").await;
@@ -288,7 +299,7 @@ impl MqttSink {
                         }
                         resync = !self.publish_all(&mq, &client).await;
                     }
-                    Some(Broker2Sink::Lost(e)) => {
+                    Some(FromBroker::Lost(e)) => {
                         if connected {
                             warn!(error = %e, "MQTT broker lost; reconnecting (the mirror is published again on return)");
                         } else {
@@ -296,7 +307,7 @@ impl MqttSink {
                         }
                         connected = false;
                     }
-                    Some(Broker2Sink::Write { topic, payload }) => {
+                    Some(FromBroker::Message { topic, payload }) => {
                         if let Some(point) = writes.as_deref().and_then(|w| topic.strip_prefix(w)) {
                             self.write(&mq, &client, point.to_string(), &payload);
                         }

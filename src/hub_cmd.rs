@@ -25,6 +25,28 @@ pub(crate) enum HubCmd {
     /// Tokens for the JSON API (browser HMIs, scripts, metrics scrapers).
     #[command(subcommand)]
     ApiTokens(ApiTokensCmd),
+    /// Durable subscriptions (historians): list them, remove one and what it keeps.
+    #[command(subcommand)]
+    Durable(DurableCmd),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DurableCmd {
+    /// Every durable subscription: its node, name, patterns, updates queued and dropped, connected.
+    List {
+        #[command(flatten)]
+        cfg: Cfg,
+    },
+    /// Remove a durable subscription and the updates it keeps (a historian that will not return);
+    /// audited. A client that attaches with the name again starts a new one.
+    Remove {
+        #[command(flatten)]
+        cfg: Cfg,
+        /// The node name of its client, as `list` shows it.
+        node: String,
+        /// The subscription's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -344,6 +366,15 @@ pub(crate) fn run(cmd: HubCmd) -> Result<()> {
             ApiTokensCmd::List { cfg } => lines(&call(&cfg, AdminRequest::ApiTokensList)?),
             ApiTokensCmd::Revoke { cfg, id } => {
                 println!("{}", call(&cfg, AdminRequest::ApiTokensRevoke { id })?)
+            }
+        },
+        HubCmd::Durable(d) => match d {
+            DurableCmd::List { cfg } => lines(&call(&cfg, AdminRequest::DurableList)?),
+            DurableCmd::Remove { cfg, node, name } => {
+                println!(
+                    "{}",
+                    call(&cfg, AdminRequest::DurableRemove { node, name })?
+                )
             }
         },
         HubCmd::Audit(a) if a.verify => {

@@ -151,6 +151,15 @@ pub enum AdminRequest {
         /// The token's id: the first 8 hex digits of its hash, as `ApiTokensList` shows.
         id: String,
     },
+    /// Lists the durable subscriptions: owner, name, patterns, what each keeps.
+    DurableList,
+    /// Removes a durable subscription and what its queue keeps.
+    DurableRemove {
+        /// The owner's node name, as `DurableList` shows it.
+        node: String,
+        /// The subscription's name.
+        name: String,
+    },
 }
 
 pub use crate::grant::Grant;
@@ -259,7 +268,7 @@ impl Access {
             reason: "unknown key: pending approval",
             message: format!(
                 "key {fp} is not approved on hub {hub}; it is now pending: the operator approves it with \
-                 `pointhub hub keys approve {fp} --role {} --name {}` (or give this node an enrollment token)",
+                 `pointhub hub keys approve {fp} --role {} --name {} --config hub.toml` (or give this node an enrollment token)",
                 claim.role.map(|r| r.as_str()).unwrap_or("edge"),
                 if claim.name.is_empty() { "NAME" } else { &claim.name }
             ),
@@ -509,6 +518,13 @@ impl Access {
                 Ok(json!({"token": token, "id": rec.id}))
             }
             AdminRequest::ApiTokensList => Ok(json!(self.store.api_tokens().map_err(e)?)),
+            // Durable subscriptions live in the data folder beside the store, not in it: the
+            // running hub (`operator.rs`) and the stopped one (`admin.rs`) answer these.
+            AdminRequest::DurableList | AdminRequest::DurableRemove { .. } => {
+                Err(AccessError::Invalid(
+                    "durable subscriptions are listed and removed by the hub".into(),
+                ))
+            }
             AdminRequest::ApiTokensRevoke { id } => {
                 match self.store.remove_api_token(&id).map_err(e)? {
                     Some(rec) => {

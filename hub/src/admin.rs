@@ -116,5 +116,29 @@ pub fn call(
         }
     }
     let access = Access::open(data_dir, nodes, audit.max_bytes, audit.keep)?;
-    Ok(access.execute(req, "cli")?)
+    match req {
+        // With the hub stopped, its data folder answers.
+        AdminRequest::DurableList | AdminRequest::DurableRemove { .. } => {
+            let durables = crate::durable::registry::Durables::open(
+                data_dir,
+                &crate::config::DurableConfig::default(),
+                |_| false,
+            )
+            .map_err(|e| AdminError::Refused(e.to_string()))?;
+            match req {
+                AdminRequest::DurableRemove { node, name } => {
+                    let m = durables
+                        .remove_named(&node, &name)
+                        .map_err(AdminError::Refused)?;
+                    access.audit.record(
+                        crate::audit::Event::DurableRemoved,
+                        serde_json::json!({"node": m.node, "name": m.name, "owner": m.owner, "by": "cli"}),
+                    );
+                    Ok(serde_json::json!({"removed": {"node": m.node, "name": m.name}}))
+                }
+                _ => Ok(durables.list()),
+            }
+        }
+        req => Ok(access.execute(req, "cli")?),
+    }
 }

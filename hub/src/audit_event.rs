@@ -40,6 +40,8 @@ pub enum Event {
     ApiTokenCreated,
     /// An operator revoked a JSON API token.
     ApiTokenRevoked,
+    /// An operator removed a durable subscription and its queue.
+    DurableRemoved,
     /// The first entry of a new log file after a rotation, chained to the old file's last line.
     AuditRotated,
     /// Refusals past their rate limit were left out: how many, from which source, since when.
@@ -48,7 +50,7 @@ pub enum Event {
 
 impl Event {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [Event; 20] = [
+    pub const ALL: [Event; 21] = [
         Event::ConnectionAccepted,
         Event::ConnectionRefused,
         Event::ConnectionClosed,
@@ -67,6 +69,7 @@ impl Event {
         Event::UserRemoved,
         Event::ApiTokenCreated,
         Event::ApiTokenRevoked,
+        Event::DurableRemoved,
         Event::AuditRotated,
         Event::AuditSuppressed,
     ];
@@ -92,6 +95,7 @@ impl Event {
             Event::UserRemoved => "user.removed",
             Event::ApiTokenCreated => "api_token.created",
             Event::ApiTokenRevoked => "api_token.revoked",
+            Event::DurableRemoved => "durable.removed",
             Event::AuditRotated => "audit.rotated",
             Event::AuditSuppressed => "audit.suppressed",
         }

@@ -26,6 +26,22 @@ pub(crate) async fn carry_out(
     req: AdminRequest,
     by: String,
 ) -> Result<serde_json::Value, OperateError> {
+    match &req {
+        AdminRequest::DurableList => return Ok(hub.durables().list()),
+        AdminRequest::DurableRemove { node, name } => {
+            let m = hub
+                .durables()
+                .remove_named(node, name)
+                .map_err(AccessError::Invalid)?;
+            hub.access().audit.record(
+                crate::audit::Event::DurableRemoved,
+                serde_json::json!({"node": m.node, "name": m.name, "owner": m.owner, "by": by}),
+            );
+            info!(node = %m.node, name = %m.name, "durable subscription removed by the operator");
+            return Ok(serde_json::json!({"removed": {"node": m.node, "name": m.name}}));
+        }
+        _ => {}
+    }
     let revoked_key = match &req {
         AdminRequest::KeysRevoke { fingerprint, .. } => Some(*fingerprint),
         _ => None,

@@ -41,6 +41,9 @@ pub enum NameError {
     /// A pattern segment holds `*` beside other characters (`pump*`, `***`).
     #[error("pattern {0:?}: '*' and '**' must stand alone as a whole segment")]
     BadWildcard(String),
+    /// A pattern uses MQTT's wildcards (`+`, `#`) where pointhub's are meant.
+    #[error("pattern {0:?} uses MQTT wildcards: write * for one segment and ** for any number (plant1/*/sine1, plant1/**)")]
+    MqttWildcard(String),
 }
 
 /// Checks a point name; `max_len` is the configured limit (at most [`MAX_NAME_LEN`] by default).
@@ -105,6 +108,7 @@ impl Pattern {
             let seg = match s {
                 "**" => Seg::Any,
                 "*" => Seg::One,
+                "+" | "#" => return Err(NameError::MqttWildcard(shorten(text))),
                 s if s.contains('*') => return Err(NameError::BadWildcard(shorten(text))),
                 s if s.chars().any(|c| c == '#' || c.is_control()) => {
                     return Err(NameError::BadChar(shorten(text)))
@@ -347,6 +351,11 @@ mod tests {
             Pattern::parse("a/b*"),
             Err(NameError::BadWildcard(_))
         ));
+        for mqtt in ["plant1/+/sine1", "plant1/#", "#"] {
+            let e = Pattern::parse(mqtt).expect_err(mqtt);
+            assert!(matches!(e, NameError::MqttWildcard(_)), "{mqtt}: {e}");
+            assert!(e.to_string().contains("write * for one segment"), "{e}");
+        }
         assert!(validate_name("$sys/edge1/connected", 256).is_ok());
     }
 

@@ -69,7 +69,7 @@ fn the_json_websocket_and_rest_apis_match_their_schemas() {
 fn the_console_shows_live_values_staleness_and_approves_a_key_in_chromium() {
     assert!(
         Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists(),
-        "this test needs Debian's chromium and chromium-driver: `bash .ci/run` installs them"
+        "this test needs Debian's chromium and chromium-driver: `bash tests/run` installs them"
     );
     let mut p = Plant::new();
     p.write_hub("127.0.0.1:0", &[Node::edge("edge1")]);

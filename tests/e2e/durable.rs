@@ -130,6 +130,51 @@ fn a_durable_watcher_away_20_s_while_its_hub_restarts_misses_nothing() {
         "about 10 ticks a second for the whole run: {}",
         all.len()
     );
+    // The operator sees it, and removes it (audited); a watcher that comes back starts anew.
+    let hub_cfg = p.cfg("hub");
+    let (code, out, err) = p.run(&["hub", "durable", "list", "--config", &hub_cfg]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap_or("null")).expect("json");
+    assert_eq!(listed["name"], "hist1", "{out}");
+    assert_eq!(listed["node"], "historian", "{out}");
+    drop(w2);
+    let (code, _, err) = p.run(&[
+        "hub",
+        "durable",
+        "remove",
+        "historian",
+        "nope",
+        "--config",
+        &hub_cfg,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("durable list"),
+        "an unknown one is named: {err}"
+    );
+    let (code, out, err) = p.run(&[
+        "hub",
+        "durable",
+        "remove",
+        "historian",
+        "hist1",
+        "--config",
+        &hub_cfg,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let (_, out, _) = p.run(&["hub", "durable", "list", "--config", &hub_cfg]);
+    assert!(out.trim().is_empty(), "none left: {out}");
+    let (_, audit, _) = p.run(&[
+        "hub",
+        "audit",
+        "--config",
+        &hub_cfg,
+        "--event",
+        "durable.removed",
+    ]);
+    assert!(audit.contains("hist1"), "the removal is audited: {audit}");
     // The hub tells of the subscription in $sys.
     let (code, out, err) = p.run(&[
         "client",

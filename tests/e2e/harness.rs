@@ -528,7 +528,7 @@ pub fn peers_python() -> PathBuf {
                     .args(PEER_PACKAGES)
                     .status()
                     .is_ok_and(|s| s.success());
-            assert!(made && ok(&py), "the peer tests need Python packages: run `bash .ci/run` (it installs them into .venv-peers)");
+            assert!(made && ok(&py), "the peer tests need Python packages: run `bash tests/run` (it installs them into .venv-peers)");
         }
         py
     })

@@ -328,7 +328,7 @@ fn modbus_rtu_over_a_serial_line_polls_and_writes() {
     // A serial line between the edge and the device: two linked pseudo-terminals (socat).
     assert!(
         std::path::Path::new("/usr/bin/socat").exists(),
-        "this test needs socat: `bash .ci/run` installs it"
+        "this test needs socat: `bash tests/run` installs it"
     );
     let mut p = Plant::new();
     p.write_hub(

@@ -68,7 +68,7 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto runs (apt-get install mosquitto; .ci/run does it)");
+            .expect("mosquitto runs (apt-get install mosquitto; bash tests/run does it)");
         let deadline = Instant::now() + T;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "mosquitto listens on {port}");

@@ -16,7 +16,7 @@ pub struct Postgres {
 
 fn bin_dir() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (apt-get install postgresql; .ci/run does it)")
+        .expect("PostgreSQL is installed (apt-get install postgresql; bash tests/run does it)")
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
         .filter(|p| p.join("initdb").exists())
         .collect();

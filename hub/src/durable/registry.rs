@@ -370,6 +370,46 @@ impl Durables {
         Ok((d, true))
     }
 
+    /// Every subscription as `hub durable list` shows it, by owner then name.
+    pub(crate) fn list(&self) -> serde_json::Value {
+        let mut all: Vec<serde_json::Value> = self
+            .all()
+            .iter()
+            .map(|d| {
+                let m = d.meta();
+                let (queued, dropped) = d.counts();
+                serde_json::json!({
+                    "node": m.node,
+                    "name": m.name,
+                    "owner": m.owner,
+                    "patterns": m.patterns,
+                    "queued": queued,
+                    "dropped": dropped,
+                    "connected": d.is_attached(),
+                })
+            })
+            .collect();
+        all.sort_by_key(|v| (v["node"].to_string(), v["name"].to_string()));
+        serde_json::Value::Array(all)
+    }
+
+    /// Removes the subscription `name` of the node called `node`; what it was, or why not.
+    pub(crate) fn remove_named(&self, node: &str, name: &str) -> Result<Meta, String> {
+        let found = self
+            .all()
+            .into_iter()
+            .find(|d| {
+                let m = d.meta();
+                m.node == node && m.name == name
+            })
+            .ok_or_else(|| {
+                format!("no durable subscription {name:?} of node {node:?}: `pointhub hub durable list` shows them")
+            })?;
+        let meta = found.meta();
+        self.remove(&found);
+        Ok(meta)
+    }
+
     /// Removes a subscription and its queue (its key was revoked).
     pub(crate) fn remove(&self, d: &Durable) {
         let meta = d.meta();

@@ -4,7 +4,7 @@
 //! number. When the link drops, what was not acknowledged goes to the disk buffer, and so does
 //! every update made while offline, kept in order of device time. On the next link, after the
 //! birth has restored the live mirror, the buffer is replayed oldest first, flagged as history,
-//! and kept until acknowledged; the hub drops replays it already had, so a batch it applied but
+//! and stays on disk until acknowledged (an edge killed mid-replay replays it again); the hub drops replays it already had, so a batch it applied but
 //! did not acknowledge in time is not doubled.
 //!
 //! The buffer names each update's point: points are numbered in the order of the configuration,
@@ -15,7 +15,7 @@ use crate::config::BufferConfig;
 use crate::points::Points;
 use pointhub_link::Link;
 use pointhub_schemas::{Data, Msg, Update};
-use pointhub_spool::{Buffer, BufferError, Unacked};
+use pointhub_spool::{Buffer, BufferError, Replay, Unacked};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -50,6 +50,8 @@ pub(crate) struct Forward {
     buffer: Option<Buffer<Buffered>>,
     /// Live batches the hub has not acknowledged yet (only with a buffer).
     unacked: Unacked,
+    /// The replay on the current link: replayed batches leave the buffer when acknowledged.
+    replay: Replay,
 }
 
 impl Forward {
@@ -70,6 +72,7 @@ impl Forward {
         Ok(Forward {
             buffer,
             unacked: Unacked::new(MAX_UNACKED),
+            replay: Replay::new(),
         })
     }
 
@@ -106,10 +109,17 @@ impl Forward {
     /// The hub acknowledged everything through `seq`.
     pub(crate) fn acked(&mut self, seq: u64) {
         self.unacked.acked(seq);
+        if let Some(b) = self.buffer.as_mut() {
+            if let Err(e) = self.replay.acked(b, seq) {
+                warn!(error = %e, "cannot trim the buffer");
+            }
+        }
     }
 
     /// The link dropped: what the hub may not have applied goes to the buffer first.
     pub(crate) fn lost(&mut self, points: &Points) {
+        // Replayed batches not acknowledged are still in the buffer: the next link replays them.
+        self.replay = Replay::new();
         let Some(b) = self.buffer.as_mut() else {
             return;
         };
@@ -120,8 +130,9 @@ impl Forward {
         }
     }
 
-    /// Whether buffered history waits to be replayed.
-    pub(crate) fn has_history(&self) -> bool {
+    /// A new link: its replay reads the buffer from the start. Whether history waits.
+    pub(crate) fn start_replay(&mut self) -> bool {
+        self.replay = Replay::new();
         self.buffer.as_ref().is_some_and(|b| !b.is_empty())
     }
 
@@ -138,10 +149,10 @@ impl Forward {
             return (seq, false);
         };
         loop {
-            let chunk = match b.peek(REPLAY_BATCH) {
+            let chunk = match self.replay.next(b, REPLAY_BATCH) {
                 Ok(c) if !c.is_empty() => c,
                 Ok(_) => {
-                    info!("history replay done");
+                    info!("history replay sent; it leaves the buffer as the hub acknowledges it");
                     return (seq, false);
                 }
                 Err(e) => {
@@ -175,24 +186,18 @@ impl Forward {
                 );
             }
             if updates.is_empty() {
-                if let Err(e) = b.remove_through(last) {
+                if let Err(e) = self.replay.skipped(b, last) {
                     warn!(error = %e, "cannot trim the buffer");
                     return (seq, false);
                 }
                 continue;
             }
             seq += 1;
-            // Kept until acknowledged, as live batches are: a link lost mid-replay buffers them
-            // again, in their place in time, and the hub passes on what it had not had yet.
-            self.unacked.sent(seq, updates.clone());
-            if !l.session.tx.send(Msg::Data(Data { seq, updates })).await {
-                return (seq, false);
-            }
-            if let Err(e) = b.remove_through(last) {
-                warn!(error = %e, "cannot trim the buffer");
-                return (seq, false);
-            }
-            return (seq, !b.is_empty());
+            // Trimmed from the buffer when acknowledged: a link lost mid-replay, or an edge
+            // killed, replays it again, and the hub passes on what it had not had yet.
+            self.replay.sent(seq, last);
+            let sent = l.session.tx.send(Msg::Data(Data { seq, updates })).await;
+            return (seq, sent);
         }
     }
 }

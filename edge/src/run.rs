@@ -123,7 +123,7 @@ impl Edge {
         for part in self.points.birth(self.seq) {
             l.session.tx.send(Msg::Birth(part)).await;
         }
-        if self.forward.has_history() {
+        if self.forward.start_replay() {
             info!(
                 updates = self.forward.counts().map_or(0, |c| c.0),
                 "replaying buffered history"

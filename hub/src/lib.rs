@@ -38,6 +38,7 @@ mod core;
 mod delivery;
 mod durable;
 pub mod grant;
+mod keep;
 pub mod lifecycle;
 mod named;
 mod operator;

@@ -276,6 +276,10 @@ impl Built {
         shutdown.cancelled().await;
         let grace = Duration::from_millis(hub.config().limits.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
+        // Batches taken are acknowledged once kept; later ones stay with their nodes.
+        hub.keepers()
+            .drain(grace.min(Duration::from_millis(1500)))
+            .await;
         let nodes: Vec<_> = hub.sessions().all().into_iter().map(|n| n.tx).collect();
         info!(
             sessions = nodes.len(),

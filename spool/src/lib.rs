@@ -4,6 +4,10 @@
 //! follow in order, flagged as history. When the buffer is full, the oldest updates are dropped
 //! and counted.
 
+mod replay;
+
+pub use replay::Replay;
+
 use pointhub_schemas::Update;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;

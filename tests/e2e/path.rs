@@ -1,6 +1,8 @@
 //! A TCP path the tests can cut: a relay on loopback between a node and its hub. Cut, it closes
 //! every connection through it and stops listening, so a dial is refused as on a dead WAN link;
-//! restored, it listens on the same port again.
+//! restored, it listens on the same port again. Stalled, it keeps its connections open and
+//! passes nothing on either way, as a link that died without a word (a dropped NAT entry, a
+//! cable pulled between two switches) until the peers' heartbeats notice.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -16,6 +18,7 @@ pub struct Path {
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
 }
 
 impl Path {
@@ -29,6 +32,7 @@ impl Path {
             up: Arc::new(AtomicBool::new(true)),
             conns: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            stalled: Arc::new(AtomicBool::new(false)),
         };
         path.serve(listener);
         path
@@ -36,11 +40,12 @@ impl Path {
 
     fn serve(&self, listener: TcpListener) {
         listener.set_nonblocking(true).expect("nonblocking");
-        let (up, conns, stop, target) = (
+        let (up, conns, stop, target, stalled) = (
             self.up.clone(),
             self.conns.clone(),
             self.stop.clone(),
             self.target.clone(),
+            self.stalled.clone(),
         );
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
@@ -56,7 +61,7 @@ impl Path {
                                 c.extend([a2, b2]);
                             }
                         }
-                        copy_both(a, b);
+                        copy_both(a, b, &stalled);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -76,8 +81,18 @@ impl Path {
         std::thread::sleep(Duration::from_millis(50)); // the accept loop lets the port go
     }
 
-    /// Restores the path on the same port.
+    /// Stalls the path: connections stay open, nothing passes until [`Path::cut`].
+    #[allow(
+        dead_code,
+        reason = "the benchmark suite shares this file and never stalls"
+    )]
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Restores the path on the same port (after a cut; a stalled path passes data again).
     pub fn restore(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
         let listener = loop {
             match TcpListener::bind(("127.0.0.1", self.port)) {
                 Ok(l) => break l,
@@ -96,11 +111,16 @@ impl Drop for Path {
     }
 }
 
-fn copy_both(a: TcpStream, b: TcpStream) {
+fn copy_both(a: TcpStream, b: TcpStream, stalled: &Arc<AtomicBool>) {
     let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        let stalled = stalled.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
+                if stalled.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
                 match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {

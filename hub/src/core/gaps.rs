@@ -76,8 +76,8 @@ impl Gaps {
         Gaps(None)
     }
 
-    /// A point whose authority is away, its last live value at `ts` (a point restored from the
-    /// store at a hub restart).
+    /// A point whose authority is away, its last live value at `ts` (`NEVER` for a point
+    /// restored from the store at a hub restart: all its history is new to this process).
     pub(crate) fn since(ts: Timestamp) -> Gaps {
         Gaps(Some(Box::new(List {
             latest: Gap::open(ts),

@@ -36,6 +36,9 @@ pub(crate) struct Core {
     subs: Mutex<HashMap<u64, Arc<Subscriber>>>,
     next_id: AtomicU64,
     pub updates_in: AtomicU64,
+    /// Batches applied (see [`crate::keep`]): a batch's number is counted once every
+    /// subscriber has it queued.
+    epoch: AtomicU64,
     pub max_points_per_node: usize,
 }
 
@@ -73,8 +76,15 @@ impl Core {
             subs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             updates_in: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             max_points_per_node,
         }
+    }
+
+    /// The number of the last batch applied: a subscriber drained after reading it holds every
+    /// update of that batch and of those before.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -193,7 +203,8 @@ impl Core {
     /// Updates are collected per subscriber and handed over in runs of [`FANOUT_RUN`], one
     /// queue lock and one wake-up per run: the subscriber's writer starts on the first run
     /// while the rest of a big batch is still being applied.
-    pub(crate) fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) {
+    /// Applies a batch; returns its number (its epoch).
+    pub(crate) fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) -> u64 {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         let Table { points, dirty, .. } = table;
@@ -244,6 +255,8 @@ impl Core {
         }
         out.finish();
         self.updates_in.fetch_add(n, Ordering::Relaxed);
+        // Still under the table's lock: batches are numbered in the order they were handed over.
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The authority of `gids` is gone: every one turns stale, in one pass, to every subscriber.
@@ -375,7 +388,11 @@ impl Core {
                 hub_ts: s.hub_ts,
                 subs: SubSet::default(),
                 dirty: quality != s.quality,
-                gaps: Gaps::since(s.source_ts),
+                // This process has passed on none of its history: what the authority sends
+                // again after the restart is what this hub had not acknowledged (not kept
+                // for its parent and durable subscriptions), and goes on; a hop above drops
+                // what it had had.
+                gaps: Gaps::since(Timestamp::NEVER),
             });
             if quality != s.quality {
                 table.dirty.push(gid);
@@ -402,6 +419,25 @@ impl Core {
         &self,
         sub: &Arc<Subscriber>,
         patterns: Vec<pointhub_schemas::Pattern>,
+    ) -> Result<(), SubscribeError> {
+        self.subscribe_with(sub, patterns, true)
+    }
+
+    /// Adds patterns without a snapshot: the subscriber sees what changes from now on (an
+    /// upstream link's spool, whose birth carries the current values when it connects).
+    pub(crate) fn subscribe_from_now(
+        &self,
+        sub: &Arc<Subscriber>,
+        patterns: Vec<pointhub_schemas::Pattern>,
+    ) -> Result<(), SubscribeError> {
+        self.subscribe_with(sub, patterns, false)
+    }
+
+    fn subscribe_with(
+        &self,
+        sub: &Arc<Subscriber>,
+        patterns: Vec<pointhub_schemas::Pattern>,
+        with_snapshot: bool,
     ) -> Result<(), SubscribeError> {
         {
             // The patterns go in under the table lock, as `define` reads them under it.
@@ -445,7 +481,9 @@ impl Core {
                         if st.member.insert(gid) {
                             p.subs = changes.with(&p.subs, sub);
                         }
-                        snapshot.push(p.entry(gid));
+                        if with_snapshot {
+                            snapshot.push(p.entry(gid));
+                        }
                     }
                 }
                 from = to;
@@ -462,7 +500,9 @@ impl Core {
             // slice (a released lock is not handed over by itself).
             std::thread::yield_now();
         }
-        sub.push_done(total);
+        if with_snapshot {
+            sub.push_done(total);
+        }
         Ok(())
     }
 

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// How often a feeder with nothing to store says it holds what was applied meanwhile.
+const KEEP_TICK: Duration = Duration::from_millis(50);
+
 /// Starts the feeder of `d`; it runs until the hub stops or the subscription is removed.
 pub(crate) fn start(hub: &Arc<Hub>, d: Arc<Durable>) {
     hub.tasks().spawn(feed(hub.clone(), d));
@@ -49,6 +52,10 @@ async fn feed(hub: Arc<Hub>, d: Arc<Durable>) {
     let sys = SysNamespace::of(hub.name());
     let status = |k: &str| sys.point(&format!("durable/{}/{}/{k}", meta.node, meta.name));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A batch from an edge is acknowledged once it is in this queue on disk.
+    let keeper = hub.keepers().add(hub.core().epoch());
+    let mut keep_tick = tokio::time::interval(KEEP_TICK);
+    keep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sub = subscribe(&hub, &d);
         let mut delivery = Delivery::new(sub.clone()).without_definitions();
@@ -60,14 +67,27 @@ async fn feed(hub: Arc<Hub>, d: Arc<Durable>) {
                     info!(name = %meta.name, node = %meta.node, "durable subscription changed: subscribing anew");
                     break true;
                 }
-                _ = delivery.ready() => match delivery.take(&hub) {
-                    Step::Send(batch) => store(&hub, &d, &batch.updates),
-                    Step::Overflow => {
-                        d.lost.fetch_add(1, Ordering::Relaxed);
-                        warn!(name = %meta.name, "durable subscription fell behind the hub's table: updates were lost; subscribing anew");
-                        break true;
+                _ = delivery.ready() => {
+                    let epoch = hub.core().epoch();
+                    match delivery.take(&hub) {
+                        Step::Send(batch) => {
+                            store(&hub, &d, &batch.updates);
+                            keeper.kept(epoch);
+                        }
+                        Step::Overflow => {
+                            d.lost.fetch_add(1, Ordering::Relaxed);
+                            warn!(name = %meta.name, "durable subscription fell behind the hub's table: updates were lost; subscribing anew");
+                            break true;
+                        }
                     }
-                },
+                }
+                _ = keep_tick.tick() => {
+                    // An empty queue after reading the epoch: everything through it is stored.
+                    let epoch = hub.core().epoch();
+                    if sub.queue_len() == 0 {
+                        keeper.kept(epoch);
+                    }
+                }
                 _ = tick.tick() => {
                     let (queued, dropped) = d.counts();
                     hub.set_sys(&status("queued"), DataType::UInt, Value::UInt(queued));

@@ -12,6 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// The hub is shutting down: everything applied so far is acknowledged once the keepers hold
+/// it (they are given a second).
+async fn last_ack(hub: &Hub, session: &Session, owed: &mut crate::keep::Owed) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut acked = None;
+    loop {
+        if let Some(seq) = owed.due(hub.keepers().kept_through()) {
+            acked = Some(seq);
+        }
+        if owed.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(seq) = acked {
+        session
+            .tx
+            .send(Msg::Ack(pointhub_schemas::Ack { seq }))
+            .await;
+    }
+}
+
 pub(super) async fn edge(
     hub: &Arc<Hub>,
     entry: &NodeEntry,
@@ -47,7 +69,11 @@ pub(super) async fn edge(
     let max_rate = hub.config().limits.max_updates_per_sec;
     let mut window_start = tokio::time::Instant::now();
     let mut window_updates = 0u64;
-    let mut last_ack = tokio::time::Instant::now();
+    // A batch is acknowledged once every upstream spool and durable queue of this hub holds it.
+    let mut owed = crate::keep::Owed::default();
+    let mut ack_tick = tokio::time::interval(Duration::from_millis(100));
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut owing = hub.keepers().owing();
     let mut since_yield = 0u64;
     if child_hub {
         // A child hub learns which hubs are above it, so it refuses a child of its own that
@@ -59,7 +85,27 @@ pub(super) async fn edge(
             }))
             .await;
     }
-    while let Some(msg) = session.rx.recv().await {
+    loop {
+        let msg = tokio::select! {
+            m = session.rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = ack_tick.tick(), if !owed.is_empty() => {
+                if let Some(seq) = owed.due(hub.keepers().kept_through()) {
+                    let _ = session.tx.try_send(Msg::Ack(pointhub_schemas::Ack { seq }));
+                }
+                continue;
+            }
+            _ = hub.keepers().draining().cancelled(), if !owing.is_drained() => {
+                last_ack(hub, session, &mut owed).await;
+                owing.drained();
+                continue;
+            }
+        };
+        if owing.is_drained() && matches!(msg, Msg::Birth(_) | Msg::Data(_)) {
+            continue; // not applied, not acknowledged: the node keeps it for the next hub
+        }
         match msg {
             Msg::Birth(b) => {
                 if b.part == 0 {
@@ -117,11 +163,12 @@ pub(super) async fn edge(
                     }
                 }
                 let n = b.states.len() as u64;
-                hub.core().apply(
+                let epoch = hub.core().apply(
                     b.states
                         .into_iter()
                         .filter_map(|u| local.get(u.id).map(|g| (g, u))),
                 );
+                owed.applied(b.seq, epoch);
                 yield_if_due(&mut since_yield, n, &session.rx).await;
                 last_seq = Some(b.seq);
                 if b.last {
@@ -162,14 +209,15 @@ pub(super) async fn edge(
                 last_seq = Some(d.seq);
                 let before = d.updates.len() as u64;
                 let mut unknown = 0u64;
-                hub.core()
-                    .apply(d.updates.into_iter().filter_map(|u| match local.get(u.id) {
-                        Some(g) => Some((g, u)),
-                        None => {
-                            unknown += 1;
-                            None
-                        }
-                    }));
+                let epoch =
+                    hub.core()
+                        .apply(d.updates.into_iter().filter_map(|u| match local.get(u.id) {
+                            Some(g) => Some((g, u)),
+                            None => {
+                                unknown += 1;
+                                None
+                            }
+                        }));
                 if unknown > 0 {
                     unknown_ids += unknown;
                     warn!(
@@ -178,13 +226,8 @@ pub(super) async fn edge(
                     );
                 }
                 let n = before - unknown;
+                owed.applied(d.seq, epoch);
                 yield_if_due(&mut since_yield, n, &session.rx).await;
-                if last_ack.elapsed() >= Duration::from_millis(100) {
-                    last_ack = tokio::time::Instant::now();
-                    let _ = session
-                        .tx
-                        .try_send(Msg::Ack(pointhub_schemas::Ack { seq: d.seq }));
-                }
                 // Throttle an edge past its update rate: stop reading it until the second is over.
                 window_updates += n;
                 if window_updates > max_rate {

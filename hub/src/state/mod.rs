@@ -46,6 +46,8 @@ pub struct Hub {
     writes: PendingWrites,
     /// Durable subscriptions and their queues on disk.
     durables: crate::durable::registry::Durables,
+    /// What must hold a batch before its sender gets it acknowledged.
+    keepers: crate::keep::Keepers,
     limits: Limits,
     /// Fires when the hub shuts down; every session is a child of it.
     shutdown: CancellationToken,
@@ -90,6 +92,7 @@ impl Hub {
             sessions: Sessions::default(),
             writes: PendingWrites::default(),
             durables,
+            keepers: crate::keep::Keepers::default(),
             above: DashMap::new(),
             limits,
             shutdown: CancellationToken::new(),
@@ -131,11 +134,17 @@ impl Hub {
         &self.writes
     }
 
-    /// The frame and name limits sessions are held to.
+    /// Durable subscriptions and their queues on disk.
     pub(crate) fn durables(&self) -> &crate::durable::registry::Durables {
         &self.durables
     }
 
+    /// The upstream spools and durable queues a batch must reach before it is acknowledged.
+    pub(crate) fn keepers(&self) -> &crate::keep::Keepers {
+        &self.keepers
+    }
+
+    /// The frame and name limits sessions are held to.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -9,10 +9,12 @@
 
 use super::up::{Replay, Up};
 use crate::delivery::{definitions, Delivery};
+use crate::keep::Keeper;
 use crate::named::{name_all, Named};
 use crate::state::Hub;
 use pointhub_schemas::{Birth, Data, Msg, Timestamp, Update};
-use pointhub_spool::{Buffer, BufferError, Unacked};
+use pointhub_spool::{Buffer, BufferError, Replay as SpoolReplay, Unacked};
+use std::collections::VecDeque;
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -23,7 +25,18 @@ const REPLAY_BATCH: usize = 4096;
 
 pub(crate) struct Forward {
     spool: Option<Buffer<Named>>,
+    /// Live batches the parent has not acknowledged yet.
     unacked: Unacked,
+    /// The replay on the current link: replayed batches leave the spool when acknowledged.
+    replayed: SpoolReplay,
+    /// This link's mark among the hub's keepers (with a spool only): a batch from below is
+    /// acknowledged once it is in the spool or the parent acknowledged it.
+    keeper: Option<Keeper>,
+    /// Live batches up to a sequence number hold what was drained up to an epoch; held once the
+    /// parent acknowledges the batch.
+    marks: VecDeque<(u64, u64)>,
+    /// The parent's latest acknowledgement on this link.
+    acked_seq: u64,
 }
 
 impl Forward {
@@ -43,7 +56,41 @@ impl Forward {
         Ok(Forward {
             spool,
             unacked: Unacked::new(MAX_UNACKED),
+            replayed: SpoolReplay::new(),
+            keeper: None,
+            marks: VecDeque::new(),
+            acked_seq: 0,
         })
+    }
+
+    /// With a spool, this link counts among the keepers of `hub` from now on.
+    pub(super) fn keep_for(&mut self, hub: &Hub) {
+        if self.spool.is_some() {
+            self.keeper = Some(hub.keepers().add(hub.core().epoch()));
+        }
+    }
+
+    /// What was drained through `epoch` is in the spool (or there was nothing).
+    pub(super) fn kept(&self, epoch: u64) {
+        if let Some(k) = &self.keeper {
+            k.kept(epoch);
+        }
+    }
+
+    /// What was drained through `epoch` went up in batches through `seq`: held once the parent
+    /// acknowledges `seq`.
+    pub(super) fn up_through(&mut self, seq: u64, epoch: u64) {
+        if self.keeper.is_none() {
+            return;
+        }
+        if seq <= self.acked_seq {
+            self.kept(epoch);
+            return;
+        }
+        match self.marks.back_mut() {
+            Some((s, e)) if *s == seq => *e = epoch,
+            _ => self.marks.push_back((seq, epoch)),
+        }
     }
 
     /// Updates in the spool and updates dropped from it, if there is one.
@@ -62,12 +109,42 @@ impl Forward {
     /// The parent acknowledged everything through `seq`.
     pub(super) fn acked(&mut self, seq: u64) {
         self.unacked.acked(seq);
+        self.acked_seq = self.acked_seq.max(seq);
+        let mut held = None;
+        while let Some(&(s, e)) = self.marks.front() {
+            if s > seq {
+                break;
+            }
+            held = Some(e);
+            self.marks.pop_front();
+        }
+        if let Some(e) = held {
+            self.kept(e);
+        }
+        if let Some(s) = self.spool.as_mut() {
+            if let Err(e) = self.replayed.acked(s, seq) {
+                warn!(error = %e, "cannot trim the spool");
+            }
+        }
     }
 
     /// The link dropped: what the parent may not have applied goes to the spool first.
     pub(super) fn lost(&mut self, hub: &Hub) {
+        // Replayed batches not acknowledged are still in the spool: the next link replays them.
+        self.replayed = SpoolReplay::new();
+        self.spool_unacked(hub);
+        self.acked_seq = 0;
+    }
+
+    /// What the parent has not acknowledged goes to the spool now, and so counts as held (the
+    /// parent drops what it had already when the spool replays).
+    pub(super) fn spool_unacked(&mut self, hub: &Hub) {
         let pending = self.unacked.take_all();
         self.offline(hub, &pending);
+        if let Some(&(_, e)) = self.marks.back() {
+            self.kept(e);
+        }
+        self.marks.clear();
     }
 
     /// Updates forwarded while the parent is out of reach: into the spool, by point name.
@@ -90,6 +167,7 @@ impl Forward {
     /// After the birth: the replay of the spool starts, if it holds anything.
     pub(super) fn start_replay(&mut self, up: &mut Up) {
         let first_live = std::mem::take(&mut up.first_live);
+        self.replayed = SpoolReplay::new();
         let Some(s) = self.spool.as_ref().filter(|s| !s.is_empty()) else {
             return;
         };
@@ -123,7 +201,10 @@ impl Forward {
                     );
                 }
             }
-            info!(left = self.counts().map_or(0, |c| c.0), "spool replay done");
+            info!(
+                left = self.counts().map_or(0, |c| c.0),
+                "spool replay sent; it leaves the spool as the parent acknowledges it"
+            );
         }
     }
 
@@ -132,7 +213,7 @@ impl Forward {
         let (Some(s), Some(r)) = (self.spool.as_mut(), up.replay.as_mut()) else {
             return true;
         };
-        let chunk = match s.peek(REPLAY_BATCH) {
+        let chunk = match self.replayed.next(s, REPLAY_BATCH) {
             Ok(c) if !c.is_empty() => c,
             Ok(_) => return true,
             Err(e) => {
@@ -152,11 +233,16 @@ impl Forward {
                     };
                     // Sent live on this link already (the birth's value) or after it. A birth
                     // value gone stale here (its edge is away) is not the good value spooled
-                    // at the same time: that one still goes up.
-                    if r.first_live.get(&gid).is_some_and(|&(t, q)| {
-                        sp.update.source_ts > t
-                            || (sp.update.source_ts == t && sp.update.quality == q)
-                    }) {
+                    // at the same time: that one still goes up. History from below never went
+                    // up live (it joins the spool during a replay): it goes, and the parent
+                    // drops what it had.
+                    let history = sp.update.flags & Update::HISTORY != 0;
+                    if !history
+                        && r.first_live.get(&gid).is_some_and(|&(t, q)| {
+                            sp.update.source_ts > t
+                                || (sp.update.source_ts == t && sp.update.quality == q)
+                        })
+                    {
                         return None;
                     }
                     // The same point and time again: a twin, sent once.
@@ -189,25 +275,21 @@ impl Forward {
             .await;
             up.part += 1;
         }
-        if !updates.is_empty() {
-            up.seq += 1;
-            // Kept until acknowledged, as live batches are: a link lost mid-replay spools
-            // them again.
-            self.unacked.sent(up.seq, updates.clone());
-            if !tx
-                .send(Msg::Data(Data {
-                    seq: up.seq,
-                    updates,
-                }))
-                .await
-            {
+        if updates.is_empty() {
+            if let Err(e) = self.replayed.skipped(s, last) {
+                warn!(error = %e, "cannot trim the spool");
                 return true;
             }
+            return false;
         }
-        if let Err(e) = s.remove_through(last) {
-            warn!(error = %e, "cannot trim the spool");
-            return true;
-        }
-        s.is_empty()
+        up.seq += 1;
+        // Trimmed from the spool when acknowledged: a link lost mid-replay, or this hub killed,
+        // replays it again, and the parent passes on what it had not had yet.
+        self.replayed.sent(up.seq, last);
+        !tx.send(Msg::Data(Data {
+            seq: up.seq,
+            updates,
+        }))
+        .await
     }
 }

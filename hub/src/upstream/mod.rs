@@ -35,6 +35,9 @@ use up::Up;
 
 const BATCH: usize = 4096;
 
+/// How often a link with nothing to forward says it holds what was applied meanwhile.
+const KEEP_TICK: Duration = Duration::from_millis(50);
+
 /// A link up at least this long counts as held: its next retry starts from the shortest wait.
 const STABLE: Duration = Duration::from_secs(10);
 
@@ -70,13 +73,20 @@ pub(crate) async fn run(
     // Subscribed from the start, not from the first connection: a hub restarted while its
     // parent is out of reach spools what its edges send (their own replays included) as well.
     hub.core().add_subscriber(sub.clone());
-    if let Err(e) = hub.core().subscribe(&sub, patterns.clone()) {
+    // Without a snapshot: the values restored at a start are no updates to spool (the birth
+    // carries them when the parent is reached).
+    if let Err(e) = hub.core().subscribe_from_now(&sub, patterns.clone()) {
         warn!(error = %e, "upstream {index}: forward patterns refused");
     }
+    fwd.keep_for(&hub);
     let lost = Arc::new(Notify::new());
     let mut links = connector(hub.tasks(), link_cfg, lost.clone(), shutdown.clone());
     let mut current: Option<Up> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // With nothing to forward, what was applied meanwhile is held all the same.
+    let mut keep_tick = tokio::time::interval(KEEP_TICK);
+    keep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drained = false;
     loop {
         let ended: Option<String> = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -93,15 +103,17 @@ pub(crate) async fn run(
                 // The birth: every forwarded point, defined again, with its current value.
                 // What was queued while the parent was out of reach goes to the spool first: it
                 // replays as history after the birth, which carries the current values live.
+                let epoch = hub.core().epoch();
                 if let Step::Send(batch) = delivery.take(&hub) {
                     fwd.offline(&hub, &batch.updates);
                 }
+                fwd.kept(epoch);
                 delivery.forget_definitions();
                 hub.core().resnapshot(&sub);
                 current = Some(Up { link, seq: 0, part: 0, chain_sent, replay_pending: true, first_live: Default::default(), replay: None });
                 None
             }
-            _ = delivery.ready() => match delivery.take(&hub) {
+            _ = delivery.ready() => { let epoch = hub.core().epoch(); match delivery.take(&hub) {
                 Step::Overflow => Some("the parent fell too far behind".to_string()),
                 Step::Send(batch) => {
                     match current.as_mut() {
@@ -117,21 +129,53 @@ pub(crate) async fn run(
                                     up.first_live.entry(u.id).or_insert((u.source_ts, u.quality));
                                 }
                             }
-                            for chunk in batch.updates.chunks(BATCH) {
+                            // History from below while this link's own replay is due or under
+                            // way joins the spool in its place in time: sent straight up it
+                            // would fill the parent's gap ahead of older spooled values, and the
+                            // parent would take those for doubles.
+                            let mut updates = batch.updates;
+                            if up.replay_pending || up.replay.is_some() {
+                                let (history, live): (Vec<Update>, Vec<Update>) = updates.into_iter().partition(|u| u.flags & Update::HISTORY != 0);
+                                fwd.offline(&hub, &history);
+                                updates = live;
+                            }
+                            for chunk in updates.chunks(BATCH) {
                                 up.seq += 1;
                                 fwd.sent(up.seq, chunk);
                                 tx.send(Msg::Data(Data { seq: up.seq, updates: chunk.to_vec() })).await;
                             }
+                            fwd.up_through(up.seq, epoch);
                             if up.replay_pending && !batch.snapshots_done.is_empty() {
                                 up.replay_pending = false;
                                 fwd.start_replay(up);
                             }
                         }
-                        None => fwd.offline(&hub, &batch.updates),
+                        None => {
+                            fwd.offline(&hub, &batch.updates);
+                            fwd.kept(epoch);
+                        }
                     }
                     None
                 }
-            },
+            }},
+            // The hub shuts down: what the parent has not acknowledged goes to the spool, so
+            // the batches from below are held and acknowledged before the nodes are told.
+            _ = hub.keepers().draining().cancelled(), if !drained => {
+                drained = true;
+                fwd.spool_unacked(&hub);
+                None
+            }
+            _ = keep_tick.tick() => {
+                let epoch = hub.core().epoch();
+                // An empty queue after reading the epoch: all through it was drained and handled.
+                if sub.queue_len() == 0 {
+                    match current.as_ref() {
+                        Some(up) => fwd.up_through(up.seq, epoch),
+                        None => fwd.kept(epoch),
+                    }
+                }
+                None
+            }
             // One batch of the spool at a time, between the live batches.
             _ = std::future::ready(()), if current.as_ref().is_some_and(|u| u.replay.is_some()) => {
                 if let Some(up) = current.as_mut() {
@@ -215,6 +259,8 @@ pub(crate) async fn run(
     if let Some(up) = current.take() {
         up.link.session.finish().await;
     }
+    // What the parent never acknowledged goes up again after the restart.
+    fwd.lost(&hub);
     hub.core().remove_subscriber(&sub);
 }
 

@@ -19,7 +19,8 @@ use pointhub_spool::{Buffer, BufferError, Replay, Unacked};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-/// Updates kept for a hub that has not acknowledged them; older ones are let go.
+/// Updates kept in memory for a hub that has not acknowledged them; older ones go to the disk
+/// buffer.
 const MAX_UNACKED: usize = 200_000;
 
 /// Updates per replayed data batch.
@@ -91,7 +92,16 @@ impl Forward {
             .filter(|u| !points.is_sys(u))
             .cloned()
             .collect();
-        self.unacked.sent(seq, keep);
+        // Past its bound (a hub slow to acknowledge) the oldest go to the disk buffer: replayed
+        // after the next birth, and dropped by the hub if it had them.
+        if let Some((_, spilled)) = self.unacked.sent(seq, keep) {
+            if let Some(b) = self.buffer.as_mut() {
+                let named = named(&spilled, points);
+                if let Err(e) = b.push_in_time(named.iter().map(|n| (n.update.source_ts.0, n))) {
+                    warn!(error = %e, "cannot buffer unacknowledged updates");
+                }
+            }
+        }
     }
 
     /// Updates made with no hub link: into the buffer. `false` when there is no buffer.

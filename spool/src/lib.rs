@@ -235,7 +235,8 @@ impl<T: Serialize + DeserializeOwned> Buffer<T> {
 }
 
 /// Batches sent to the next hop and not acknowledged yet, oldest first, bounded: past
-/// `max_updates` the oldest are let go (the next hop most likely has them by then).
+/// `max_updates` the oldest are handed back to go to the disk buffer (a next hop slow to
+/// acknowledge does not make the node drop what it may not have).
 #[derive(Debug)]
 pub struct Unacked {
     batches: std::collections::VecDeque<(u64, Vec<Update>)>,
@@ -253,16 +254,28 @@ impl Unacked {
         }
     }
 
-    /// A batch went out as `seq`.
-    pub fn sent(&mut self, seq: u64, batch: Vec<Update>) {
+    /// A batch went out as `seq`. Returns what no longer fits (the oldest batches), for the
+    /// disk buffer, and the last sequence number among them.
+    pub fn sent(&mut self, seq: u64, batch: Vec<Update>) -> Option<(u64, Vec<Update>)> {
         self.len += batch.len();
         self.batches.push_back((seq, batch));
+        let mut spilled: Option<(u64, Vec<Update>)> = None;
         while self.len > self.max_updates {
             match self.batches.pop_front() {
-                Some((_, old)) => self.len -= old.len(),
+                Some((s, old)) => {
+                    self.len -= old.len();
+                    match spilled.as_mut() {
+                        Some((last, all)) => {
+                            *last = s;
+                            all.extend(old);
+                        }
+                        None => spilled = Some((s, old)),
+                    }
+                }
                 None => break,
             }
         }
+        spilled
     }
 
     /// The next hop acknowledged everything through `seq`.
@@ -390,12 +403,24 @@ mod tests {
     }
 
     #[test]
-    fn the_unacked_window_lets_go_of_what_is_acknowledged_and_of_the_oldest_past_its_bound() {
+    fn the_unacked_window_lets_go_of_what_is_acknowledged_and_hands_back_the_oldest_past_its_bound()
+    {
         let mut w = Unacked::new(25);
+        let mut spilled = Vec::new();
         for seq in 1..=3 {
-            w.sent(seq, (seq * 10..seq * 10 + 10).map(up).collect());
+            spilled.extend(w.sent(seq, (seq * 10..seq * 10 + 10).map(up).collect()));
         }
-        // 30 updates past a bound of 25: the oldest batch went.
+        // 30 updates past a bound of 25: the oldest batch is handed back for the disk.
+        assert_eq!(spilled.len(), 1);
+        assert_eq!(spilled[0].0, 1);
+        assert_eq!(
+            spilled[0]
+                .1
+                .iter()
+                .map(|u| u.source_ts.0)
+                .collect::<Vec<_>>(),
+            (10..20).collect::<Vec<_>>()
+        );
         w.acked(2);
         let left: Vec<u64> = w.take_all().iter().map(|u| u.source_ts.0).collect();
         assert_eq!(left, (30..40).collect::<Vec<_>>());

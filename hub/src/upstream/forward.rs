@@ -18,7 +18,8 @@ use std::collections::VecDeque;
 use std::path::Path;
 use tracing::{info, warn};
 
-/// Updates kept for a parent that has not acknowledged them; older ones are let go.
+/// Updates kept in memory for a parent that has not acknowledged them; older ones go to the
+/// spool.
 const MAX_UNACKED: usize = 200_000;
 /// Updates per replayed batch.
 const REPLAY_BATCH: usize = 4096;
@@ -99,17 +100,21 @@ impl Forward {
     }
 
     /// A batch went up as `seq`: kept until the parent acknowledges it.
-    pub(super) fn sent(&mut self, seq: u64, batch: &[Update]) {
+    pub(super) fn sent(&mut self, hub: &Hub, seq: u64, batch: &[Update]) {
         if self.spool.is_none() {
             return;
         }
-        self.unacked.sent(seq, batch.to_vec());
+        // Past its bound (a parent slow to acknowledge) the oldest go to the spool: replayed
+        // after the next birth, and dropped by the parent if it had them. What they held from
+        // below is held now.
+        if let Some((through, spilled)) = self.unacked.sent(seq, batch.to_vec()) {
+            self.offline(hub, &spilled);
+            self.held_through(through);
+        }
     }
 
-    /// The parent acknowledged everything through `seq`.
-    pub(super) fn acked(&mut self, seq: u64) {
-        self.unacked.acked(seq);
-        self.acked_seq = self.acked_seq.max(seq);
+    /// What went up in batches through `seq` is held (acknowledged, or in the spool).
+    fn held_through(&mut self, seq: u64) {
         let mut held = None;
         while let Some(&(s, e)) = self.marks.front() {
             if s > seq {
@@ -121,6 +126,13 @@ impl Forward {
         if let Some(e) = held {
             self.kept(e);
         }
+    }
+
+    /// The parent acknowledged everything through `seq`.
+    pub(super) fn acked(&mut self, seq: u64) {
+        self.unacked.acked(seq);
+        self.acked_seq = self.acked_seq.max(seq);
+        self.held_through(seq);
         if let Some(s) = self.spool.as_mut() {
             if let Err(e) = self.replayed.acked(s, seq) {
                 warn!(error = %e, "cannot trim the spool");

@@ -141,7 +141,7 @@ pub(crate) async fn run(
                             }
                             for chunk in updates.chunks(BATCH) {
                                 up.seq += 1;
-                                fwd.sent(up.seq, chunk);
+                                fwd.sent(&hub, up.seq, chunk);
                                 tx.send(Msg::Data(Data { seq: up.seq, updates: chunk.to_vec() })).await;
                             }
                             fwd.up_through(up.seq, epoch);

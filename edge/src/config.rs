@@ -393,7 +393,7 @@ impl EdgeConfig {
                     }
                     pointhub_schemas::name::validate_name(&m.name, 64)
                         .map_err(|e| format!("sources: name: {e}"))?;
-                    m.validate()?;
+                    m.validate().map_err(|e| e.to_string())?;
                     for p in &m.points {
                         pointhub_schemas::name::validate_name(&p.name, 128)
                             .map_err(|e| format!("sources: mqtt {:?}: point name: {e}", m.name))?;

@@ -57,37 +57,60 @@ impl MqttPoint {
     }
 }
 
+/// Why an MQTT source section is refused; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MqttConfigError {
+    #[error("sources: mqtt {src:?}: broker: {source}")]
+    Broker {
+        src: String,
+        source: pointhub_mqtt::BrokerError,
+    },
+    #[error("sources: mqtt {src:?}: qos {qos}: write 0 or 1")]
+    Qos { src: String, qos: u8 },
+    #[error("sources: mqtt {src:?}: no points: add [[sources.points]] with name, topic and type")]
+    NoPoints { src: String },
+    #[error(
+        "sources: mqtt {src:?}: point {point:?}: topic {topic:?}: write one topic, without + or #"
+    )]
+    Topic {
+        src: String,
+        point: String,
+        topic: String,
+    },
+    #[error("sources: mqtt {src:?}: point {point:?} is listed twice")]
+    Twice { src: String, point: String },
+}
+
 impl MqttConfig {
-    /// Checks the broker settings and the points; the sentence names what to fix.
-    pub(crate) fn validate(&self) -> Result<(), String> {
-        let src = &self.name;
+    /// Checks the broker settings and the points.
+    pub(crate) fn validate(&self) -> Result<(), MqttConfigError> {
+        let src = || self.name.clone();
         self.broker
             .validate()
-            .map_err(|e| format!("sources: mqtt {src:?}: broker: {e}"))?;
+            .map_err(|source| MqttConfigError::Broker { src: src(), source })?;
         if self.qos > 1 {
-            return Err(format!(
-                "sources: mqtt {src:?}: qos {}: write 0 or 1",
-                self.qos
-            ));
+            return Err(MqttConfigError::Qos {
+                src: src(),
+                qos: self.qos,
+            });
         }
         if self.points.is_empty() {
-            return Err(format!(
-                "sources: mqtt {src:?}: no points: add [[sources.points]] with name, topic and type"
-            ));
+            return Err(MqttConfigError::NoPoints { src: src() });
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.points {
             if p.topic.is_empty() || p.topic.contains(['+', '#']) || p.topic.contains('\0') {
-                return Err(format!(
-                    "sources: mqtt {src:?}: point {:?}: topic {:?}: write one topic, without + or #",
-                    p.name, p.topic
-                ));
+                return Err(MqttConfigError::Topic {
+                    src: src(),
+                    point: p.name.clone(),
+                    topic: p.topic.clone(),
+                });
             }
             if !names.insert(p.name.as_str()) {
-                return Err(format!(
-                    "sources: mqtt {src:?}: point {:?} is listed twice",
-                    p.name
-                ));
+                return Err(MqttConfigError::Twice {
+                    src: src(),
+                    point: p.name.clone(),
+                });
             }
         }
         Ok(())

@@ -129,7 +129,7 @@ pub fn call(
                 AdminRequest::DurableRemove { node, name } => {
                     let m = durables
                         .remove_named(&node, &name)
-                        .map_err(AdminError::Refused)?;
+                        .map_err(|e| AdminError::Refused(e.to_string()))?;
                     access.audit.record(
                         crate::audit::Event::DurableRemoved,
                         serde_json::json!({"node": m.node, "name": m.name, "owner": m.owner, "by": "cli"}),

@@ -32,7 +32,7 @@ pub(crate) async fn carry_out(
             let m = hub
                 .durables()
                 .remove_named(node, name)
-                .map_err(AccessError::Invalid)?;
+                .map_err(|e| AccessError::Invalid(e.to_string()))?;
             hub.access().audit.record(
                 crate::audit::Event::DurableRemoved,
                 serde_json::json!({"node": m.node, "name": m.name, "owner": m.owner, "by": by}),

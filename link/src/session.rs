@@ -276,6 +276,31 @@ fn past_size_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A connection that ended without a goodbye (the peer was killed, or the network path broke):
+/// said plainly, rather than as the TLS layer's complaint about a missing `close_notify`.
+fn abrupt_end(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::UnexpectedEof => Some(
+                    "connection ended without a goodbye (the peer stopped, or the network path broke)",
+                ),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Some(
+                    "connection reset (the peer stopped, or the network path broke)",
+                ),
+                _ => None,
+            };
+        }
+        if let Some(tokio_tungstenite::tungstenite::Error::Io(io)) = err.downcast_ref() {
+            cur = Some(io);
+            continue;
+        }
+        cur = err.source();
+    }
+    None
+}
+
 async fn write_loop<K, M>(
     mut sink: K,
     mut out: mpsc::Receiver<Outgoing>,
@@ -380,7 +405,10 @@ async fn read_loop<T, M, E>(
                     out.fail(ErrorCode::LimitExceeded, format!("frame refused: {e}"))
                         .await;
                 }
-                break format!("connection error: {e}");
+                break match abrupt_end(&e) {
+                    Some(what) => what.to_string(),
+                    None => format!("connection error: {e}"),
+                };
             }
             Ok(Some(Ok(m))) => m,
         };
@@ -518,6 +546,19 @@ mod tests {
         assert!(matches!(ended, Ok(None)), "the receiving end closed too");
         let err = err.expect("an error before the end");
         assert_eq!(err.code, pointhub_schemas::ErrorCode::Malformed, "{err:?}");
+    }
+
+    #[test]
+    fn a_connection_cut_without_a_goodbye_is_said_plainly() {
+        let eof = tokio_tungstenite::tungstenite::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify",
+        ));
+        let said = abrupt_end(&eof).expect("an abrupt end");
+        assert!(said.contains("without a goodbye"), "{said}");
+        assert!(!said.contains("close_notify"), "{said}");
+        let other = tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other("disk"));
+        assert!(abrupt_end(&other).is_none());
     }
 
     #[tokio::test]

@@ -79,18 +79,25 @@ fn topic_ok(t: &str) -> bool {
     !t.contains(['+', '#', '\0'])
 }
 
+/// The checks every broker sink's section passes: its broker settings and its point patterns.
+/// The error is the key concerned and what to write instead.
+pub(crate) fn check_broker_and_points(
+    broker: &Broker,
+    points: &[String],
+) -> Result<(), (&'static str, String)> {
+    broker.validate().map_err(|e| ("broker", e.to_string()))?;
+    for p in points {
+        Pattern::parse(p).map_err(|e| ("points", format!("{p:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 impl MqttSection {
     /// Checks the section; the error names the key and what to write instead.
     pub fn validate(&self) -> Result<(), MqttSectionError> {
         let err = |key, message: String| Err(MqttSectionError { key, message });
-        if let Err(e) = self.broker.validate() {
-            return err("broker", e.to_string());
-        }
-        for p in &self.points {
-            if let Err(e) = Pattern::parse(p) {
-                return err("points", format!("{p:?}: {e}"));
-            }
-        }
+        check_broker_and_points(&self.broker, &self.points)
+            .map_err(|(key, message)| MqttSectionError { key, message })?;
         if self.qos > 1 {
             return err("qos", format!("{}: write 0 or 1", self.qos));
         }

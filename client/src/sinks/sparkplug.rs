@@ -18,7 +18,7 @@ use crate::client::{Client, Event, PointRecord};
 use crate::sinks::{Sink, SinkError, SinkRun};
 use pointhub_mqtt::sparkplug::{metric, value_of, DataTypeCode, Metric, MetricValue, Payload};
 use pointhub_mqtt::Broker;
-use pointhub_schemas::{Pattern, Timestamp};
+use pointhub_schemas::Timestamp;
 use prost::Message;
 use rumqttc::{AsyncClient, LastWill, QoS};
 use serde::Deserialize;
@@ -74,9 +74,8 @@ impl SparkplugSection {
     /// Checks the section; the error names the key and what to write instead.
     pub fn validate(&self) -> Result<(), SparkplugSectionError> {
         let err = |key, message: String| Err(SparkplugSectionError { key, message });
-        if let Err(e) = self.broker.validate() {
-            return err("broker", e.to_string());
-        }
+        super::mqtt::check_broker_and_points(&self.broker, &self.points)
+            .map_err(|(key, message)| SparkplugSectionError { key, message })?;
         if !id_ok(&self.group_id) {
             return err(
                 "group_id",
@@ -88,11 +87,6 @@ impl SparkplugSection {
                 "edge_node_id",
                 format!("{n:?}: one topic level, without / + #"),
             );
-        }
-        for p in &self.points {
-            if let Err(e) = Pattern::parse(p) {
-                return err("points", format!("{p:?}: {e}"));
-            }
         }
         Ok(())
     }

@@ -394,7 +394,7 @@ impl Durables {
     }
 
     /// Removes the subscription `name` of the node called `node`; what it was, or why not.
-    pub(crate) fn remove_named(&self, node: &str, name: &str) -> Result<Meta, String> {
+    pub(crate) fn remove_named(&self, node: &str, name: &str) -> Result<Meta, NotFound> {
         let found = self
             .all()
             .into_iter()
@@ -402,8 +402,9 @@ impl Durables {
                 let m = d.meta();
                 m.node == node && m.name == name
             })
-            .ok_or_else(|| {
-                format!("no durable subscription {name:?} of node {node:?}: `pointhub hub durable list` shows them")
+            .ok_or_else(|| NotFound {
+                node: node.to_string(),
+                name: name.to_string(),
             })?;
         let meta = found.meta();
         self.remove(&found);
@@ -419,6 +420,16 @@ impl Durables {
             warn!(error = %e, dir = %d.dir.display(), "cannot remove a durable subscription's folder");
         }
     }
+}
+
+/// No durable subscription of that name and node.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no durable subscription {name:?} of node {node:?}: `pointhub hub durable list` shows them"
+)]
+pub(crate) struct NotFound {
+    node: String,
+    name: String,
 }
 
 #[cfg(test)]

@@ -65,14 +65,19 @@ pub struct PointRecord {
 impl PointRecord {
     /// The JSON record (see [`pointhub_schemas::json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        json::record(
+        let mut r = json::record(
             &self.name,
             &self.value,
             self.quality,
             self.source_ts,
             self.hub_ts,
             self.history,
-        )
+        );
+        // With its engineering unit, as the console shows it.
+        if let (Some(m), Some(unit)) = (r.as_object_mut(), self.unit.as_deref()) {
+            m.insert("unit".into(), unit.into());
+        }
+        r
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! A stale point keeps its last value; `quality` says it is no longer live. Timestamps are
 //! RFC 3339 UTC with microseconds, or `null` when never set. `history` is present and `true` only
-//! on replays of buffered history.
+//! on replays of buffered history. The client and the console add `"unit"` when the point has
+//! one.
 
 use crate::{Quality, Timestamp, Value};
 use serde_json::{json, Map};

@@ -227,9 +227,13 @@ fn writes_land_in_the_device_and_the_local_modbus_server_serves_the_plant() {
     p.write_client("viewer");
     let mut edge = p.start_edge("plant1");
     let w = p.watch("viewer", "plant1/**");
-    w.expect_json(T, "the level", |v| {
+    let level = w.expect_json(T, "the level", |v| {
         v["point"] == "plant1/plc1/tank/level" && v["quality"] == "Good"
     });
+    assert_eq!(
+        level["unit"], "m",
+        "the JSON line carries the unit: {level}"
+    );
 
     // pointhub client write → hub → edge → device register.
     let (code, out, err) = p.run(&[

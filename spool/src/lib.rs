@@ -299,7 +299,8 @@ mod tests {
     use super::*;
     use pointhub_schemas::{Quality, Timestamp, Value};
 
-    fn up(i: u64) -> Update {
+    /// An update of point 1 with value and source time `i`.
+    pub(crate) fn up(i: u64) -> Update {
         Update {
             id: 1,
             value: Value::UInt(i),

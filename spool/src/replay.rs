@@ -87,18 +87,7 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pointhub_schemas::{Quality, Timestamp, Update, Value};
-
-    fn up(i: u64) -> Update {
-        Update {
-            id: 1,
-            value: Value::UInt(i),
-            quality: Quality::Good,
-            source_ts: Timestamp(i),
-            hub_ts: Timestamp::NEVER,
-            flags: 0,
-        }
-    }
+    use crate::tests::up;
 
     fn times(b: &Buffer) -> Vec<u64> {
         b.peek(100)

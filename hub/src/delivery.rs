@@ -2,7 +2,8 @@
 //!
 //! A binary client session, a JSON WebSocket session and an upstream link each drain a
 //! subscriber's conflating queue. What a drain means is the same for all three and is done here:
-//! a subscriber that fell past its queue limit is cut off; updates it may not see are dropped;
+//! a subscriber that fell past its queue limit is cut off (a keeper goes on, counting what it
+//! lost); updates it may not see are dropped;
 //! the points it has not had defined yet are picked out; the updates handed on are counted. The
 //! renderers only turn a [`Batch`] into their frames: `Define` and `Data` (binary), JSON records
 //! (the API), `Birth` parts and `Data` (a parent hub).
@@ -41,6 +42,9 @@ pub(crate) struct Delivery {
     /// Points defined to the peer so far; `None` when the renderer names points itself.
     defined: Option<GidSet>,
     keep: Option<Keep>,
+    /// A keeper (an upstream spool, a durable queue) is never cut off: past its queue limit it
+    /// goes on with what was queued, and counts here what it turned away meanwhile.
+    keeper: Option<u64>,
 }
 
 impl Delivery {
@@ -50,7 +54,20 @@ impl Delivery {
             sub,
             defined: Some(GidSet::default()),
             keep: None,
+            keeper: None,
         }
+    }
+
+    /// For a keeper of every update: an overflow is recovered from, not cut off; the updates
+    /// lost to it are counted ([`Delivery::take_lost`]).
+    pub(crate) fn recovering(mut self) -> Delivery {
+        self.keeper = Some(0);
+        self
+    }
+
+    /// Updates a keeper lost to overflows since the last call.
+    pub(crate) fn take_lost(&mut self) -> u64 {
+        self.keeper.as_mut().map_or(0, std::mem::take)
     }
 
     /// For a renderer that names each point in every update (JSON): no definitions.
@@ -92,7 +109,10 @@ impl Delivery {
     pub(crate) fn take(&mut self, hub: &Hub) -> Step {
         let pending = self.sub.drain();
         if pending.overflow {
-            return Step::Overflow;
+            match self.keeper.as_mut() {
+                Some(lost) => *lost += self.sub.recover(),
+                None => return Step::Overflow,
+            }
         }
         let mut updates = pending.entries;
         if let Some(keep) = &self.keep {

@@ -503,3 +503,34 @@ fn an_edge_killed_during_its_replay_and_restarted_delivers_every_tick_once() {
         seen.history.len()
     );
 }
+
+#[test]
+fn an_edge_that_redials_before_its_hub_notices_the_old_session_loses_nothing() {
+    // edge1 → path → hub → historian. The hub's heartbeat timeout is 20 s, the edge's 750 ms.
+    // The path freezes the edge's connection (open, passing nothing): the edge gives up on it
+    // and redials (the new connection passes) while the hub still holds the old, half-open
+    // session. The new session takes the points over; what the edge had sent on the frozen
+    // one never arrived, and comes again as history from its buffer: the takeover is a loss of
+    // the authority like any other, and the hub passes that history on.
+    let mut p = Plant::new();
+    let cfg = p.write_hub(
+        "127.0.0.1:0",
+        &[Node::edge("edge1"), Node::client("historian", "[]")],
+    );
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(&cfg, text.replace("timeout_ms = 750", "timeout_ms = 20000")).expect("write");
+    let _hub = p.start_hub();
+    let path = edge_through_a_path(&mut p, 9);
+    p.write_client("historian");
+    let _edge = p.start_edge("edge1");
+    let hist = watch_history(&p);
+    let seen = first_ticks(&hist);
+    std::thread::sleep(Duration::from_secs(2));
+    path.freeze();
+    let seen = settle(&hist, seen);
+    assert_once("edge redialled past its half-open session", &seen);
+    assert!(
+        !seen.history.is_empty(),
+        "what the frozen session carried came as history"
+    );
+}

@@ -2,7 +2,9 @@
 //! every connection through it and stops listening, so a dial is refused as on a dead WAN link;
 //! restored, it listens on the same port again. Stalled, it keeps its connections open and
 //! passes nothing on either way, as a link that died without a word (a dropped NAT entry, a
-//! cable pulled between two switches) until the peers' heartbeats notice.
+//! cable pulled between two switches) until the peers' heartbeats notice. Frozen, the
+//! connections open now pass nothing while new ones pass: the node redials a hub that still
+//! holds its old, half-open session.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -19,6 +21,8 @@ pub struct Path {
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
+    /// Each connection's own stall, for [`Path::freeze`].
+    frozen: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
 }
 
 impl Path {
@@ -33,6 +37,7 @@ impl Path {
             conns: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
             stalled: Arc::new(AtomicBool::new(false)),
+            frozen: Arc::new(Mutex::new(Vec::new())),
         };
         path.serve(listener);
         path
@@ -40,12 +45,13 @@ impl Path {
 
     fn serve(&self, listener: TcpListener) {
         listener.set_nonblocking(true).expect("nonblocking");
-        let (up, conns, stop, target, stalled) = (
+        let (up, conns, stop, target, stalled, frozen) = (
             self.up.clone(),
             self.conns.clone(),
             self.stop.clone(),
             self.target.clone(),
             self.stalled.clone(),
+            self.frozen.clone(),
         );
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
@@ -61,7 +67,11 @@ impl Path {
                                 c.extend([a2, b2]);
                             }
                         }
-                        copy_both(a, b, &stalled);
+                        let own = Arc::new(AtomicBool::new(false));
+                        if let Ok(mut f) = frozen.lock() {
+                            f.push(own.clone());
+                        }
+                        copy_both(a, b, [stalled.clone(), own]);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -90,6 +100,20 @@ impl Path {
         self.stalled.store(true, Ordering::SeqCst);
     }
 
+    /// Freezes the connections open now: they stay open and pass nothing, for good; new
+    /// connections pass.
+    #[allow(
+        dead_code,
+        reason = "the benchmark suite shares this file and never freezes"
+    )]
+    pub fn freeze(&self) {
+        if let Ok(f) = self.frozen.lock() {
+            for c in f.iter() {
+                c.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// Restores the path on the same port (after a cut; a stalled path passes data again).
     pub fn restore(&self) {
         self.stalled.store(false, Ordering::SeqCst);
@@ -111,13 +135,14 @@ impl Drop for Path {
     }
 }
 
-fn copy_both(a: TcpStream, b: TcpStream, stalled: &Arc<AtomicBool>) {
+/// Relays both ways while neither stall is set.
+fn copy_both(a: TcpStream, b: TcpStream, stalls: [Arc<AtomicBool>; 2]) {
     let pipe = |mut from: TcpStream, mut to: TcpStream| {
-        let stalled = stalled.clone();
+        let stalls = stalls.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                if stalled.load(Ordering::SeqCst) {
+                if stalls.iter().any(|s| s.load(Ordering::SeqCst)) {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }

@@ -142,6 +142,12 @@ impl Core {
                         });
                     }
                     let p = &mut table.points[gid as usize];
+                    if p.owner_session != NO_SESSION && p.owner_session != session {
+                        // The node's older session has not ended here yet (a half-open link it
+                        // gave up on): this takeover is its end. What it sent and the hub
+                        // never had comes again as history, and must fill a gap.
+                        p.gaps.lost(p.source_ts);
+                    }
                     p.owner = owner_id;
                     p.owner_session = session;
                     p.dtype = d.dtype;
@@ -198,13 +204,27 @@ impl Core {
         Ok(gids)
     }
 
-    /// Applies updates `(gid, update)` from an authority and fans them out.
-    ///
+    /// Applies updates `(gid, update)` of the hub's own and fans them out; returns the batch's
+    /// number (its epoch).
+    pub(crate) fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) -> u64 {
+        self.apply_as(None, updates)
+    }
+
+    /// Applies a batch from the authority session `session`: updates of points another
+    /// session has taken over since (frames of a replaced session, read before it ended) are
+    /// left out. Returns the batch's number (its epoch).
+    pub(crate) fn apply_from(
+        &self,
+        session: u64,
+        updates: impl Iterator<Item = (u32, Update)>,
+    ) -> u64 {
+        self.apply_as(Some(session), updates)
+    }
+
     /// Updates are collected per subscriber and handed over in runs of [`FANOUT_RUN`], one
     /// queue lock and one wake-up per run: the subscriber's writer starts on the first run
     /// while the rest of a big batch is still being applied.
-    /// Applies a batch; returns its number (its epoch).
-    pub(crate) fn apply(&self, updates: impl Iterator<Item = (u32, Update)>) -> u64 {
+    fn apply_as(&self, session: Option<u64>, updates: impl Iterator<Item = (u32, Update)>) -> u64 {
         let now = Timestamp::now();
         let table = &mut *self.table_write();
         let Table { points, dirty, .. } = table;
@@ -214,6 +234,9 @@ impl Core {
             let Some(p) = points.get_mut(gid as usize) else {
                 continue;
             };
+            if session.is_some_and(|s| s != p.owner_session) {
+                continue;
+            }
             n += 1;
             if u.flags & Update::HISTORY == 0 {
                 p.value = u.value;
@@ -937,6 +960,91 @@ mod tests {
         s.remove(3);
         s.remove(4);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![200]);
+    }
+
+    #[test]
+    fn a_newer_session_taking_over_opens_a_gap_and_the_older_is_no_longer_heard() {
+        let core = Core::new(1000);
+        let owner: Arc<str> = "e".into();
+        let gids = core
+            .define(&owner, 1, &[def("e/a")], 0, |_| true, "e")
+            .expect("defined");
+        let sub = Arc::new(Subscriber::new(
+            9,
+            true,
+            vec![Pattern::parse("**").expect("p")],
+            1000,
+        ));
+        core.add_subscriber(sub.clone());
+        core.subscribe(&sub, vec![Pattern::parse("e/**").expect("p")])
+            .expect("subscribe");
+        let at = |ts: u64, flags: u8| Update {
+            source_ts: Timestamp(ts),
+            flags,
+            ..up(ts as f64, Quality::Good)
+        };
+        // Session 1 is lost once (a gap after 5), session 2 comes back at 10.
+        core.apply_from(1, std::iter::once((gids[0], at(5, 0))));
+        core.authority_lost(1, &gids);
+        core.define(&owner, 2, &[def("e/a")], 0, |_| true, "e")
+            .expect("back");
+        core.apply_from(2, std::iter::once((gids[0], at(10, 0))));
+        // The node redials; session 3 takes the point over before session 2 has ended here.
+        core.define(&owner, 3, &[def("e/a")], 0, |_| true, "e")
+            .expect("taken over");
+        // A frame session 2 had read before it ended: not applied.
+        core.apply_from(2, std::iter::once((gids[0], at(11, 0))));
+        core.apply_from(3, std::iter::once((gids[0], at(20, 0))));
+        core.authority_lost(2, &gids);
+        // What session 2 carried and the hub never had comes again as history, and is new.
+        core.apply_from(3, (11..20).map(|ts| (gids[0], at(ts, Update::HISTORY))));
+        let seen: Vec<(u64, bool)> = sub
+            .drain()
+            .entries
+            .iter()
+            .filter(|e| e.quality == Quality::Good)
+            .map(|e| (e.source_ts.0, e.flags & Update::HISTORY != 0))
+            .collect();
+        let mut want = vec![(5, false), (10, false), (20, false)];
+        want.extend((11..20).map(|ts| (ts, true)));
+        assert_eq!(seen, want);
+        assert_eq!(
+            core.table_read().points[gids[0] as usize].quality,
+            Quality::Good,
+            "the older session's end leaves the newer one's point alone"
+        );
+    }
+
+    #[test]
+    fn a_keeper_recovers_from_an_overflow_and_counts_what_it_turned_away() {
+        let core = Core::new(1000);
+        let owner: Arc<str> = "e".into();
+        let gids = core
+            .define(&owner, 1, &[def("e/a")], 0, |_| true, "e")
+            .expect("defined");
+        // With history, as an upstream link and a durable queue are: every update queued.
+        let sub = Arc::new(Subscriber::new(
+            9,
+            true,
+            vec![Pattern::parse("**").expect("p")],
+            10,
+        ));
+        core.add_subscriber(sub.clone());
+        core.subscribe_from_now(&sub, vec![Pattern::parse("e/**").expect("p")])
+            .expect("subscribe");
+        for i in 0..30 {
+            core.apply(std::iter::once((gids[0], up(f64::from(i), Quality::Good))));
+        }
+        let p = sub.drain();
+        assert!(p.overflow);
+        let queued = p.entries.len() as u64;
+        assert!(queued > 0 && queued < 30, "{queued} queued");
+        assert_eq!(sub.recover(), 30 - queued, "the rest was turned away, and counted");
+        core.apply(std::iter::once((gids[0], up(99.0, Quality::Good))));
+        let p = sub.drain();
+        assert!(!p.overflow, "recovered");
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(sub.recover(), 0);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Pending {
     /// Snapshots completed since the last drain (point counts), sent after the entries.
     pub snapshots_done: Vec<u32>,
     pub overflow: bool,
+    /// Updates turned away since the queue overflowed.
+    pub(crate) turned_away: u64,
 }
 
 /// What a subscriber has asked for and what it may see.
@@ -85,7 +87,10 @@ impl Subscriber {
             let mut conflated = 0u64;
             for e in entries {
                 if q.overflow {
-                    break; // the session is being cut off; keep memory flat meanwhile
+                    // The session is being cut off (a keeper recovers): memory stays flat
+                    // meanwhile, and what is turned away is counted.
+                    q.turned_away += 1;
+                    continue;
                 }
                 let history = is_history(&e);
                 if history && !history_ok {
@@ -127,6 +132,17 @@ impl Subscriber {
         self.notify.notify_one();
     }
 
+    /// Takes the subscriber out of overflow; returns how many updates it turned away since.
+    pub(crate) fn recover(&self) -> u64 {
+        match self.queue.lock() {
+            Ok(mut q) => {
+                q.overflow = false;
+                std::mem::take(&mut q.turned_away)
+            }
+            Err(_) => 0,
+        }
+    }
+
     /// Updates queued now.
     pub fn queue_len(&self) -> usize {
         self.queue.lock().map(|q| q.entries.len()).unwrap_or(0)
@@ -156,6 +172,7 @@ impl Subscriber {
                     last: Default::default(),
                     snapshots_done: std::mem::take(&mut q.snapshots_done),
                     overflow: q.overflow,
+                    turned_away: 0,
                 }
             }
             Err(_) => Pending {

@@ -58,7 +58,9 @@ async fn feed(hub: Arc<Hub>, d: Arc<Durable>) {
     keep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sub = subscribe(&hub, &d);
-        let mut delivery = Delivery::new(sub.clone()).without_definitions();
+        let mut delivery = Delivery::new(sub.clone())
+            .without_definitions()
+            .recovering();
         let again = loop {
             tokio::select! {
                 _ = hub.shutdown().cancelled() => break false,
@@ -69,7 +71,13 @@ async fn feed(hub: Arc<Hub>, d: Arc<Durable>) {
                 }
                 _ = delivery.ready() => {
                     let epoch = hub.core().epoch();
-                    match delivery.take(&hub) {
+                    let step = delivery.take(&hub);
+                    let lost = delivery.take_lost();
+                    if lost > 0 {
+                        d.lost.fetch_add(lost, Ordering::Relaxed);
+                        warn!(name = %meta.name, updates = lost, "durable subscription fell behind the hub's table: updates were lost before its queue (counted in dropped)");
+                    }
+                    match step {
                         Step::Send(batch) => {
                             store(&hub, &d, &batch.updates);
                             keeper.kept(epoch);

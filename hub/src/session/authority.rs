@@ -163,7 +163,8 @@ pub(super) async fn edge(
                     }
                 }
                 let n = b.states.len() as u64;
-                let epoch = hub.core().apply(
+                let epoch = hub.core().apply_from(
+                    id,
                     b.states
                         .into_iter()
                         .filter_map(|u| local.get(u.id).map(|g| (g, u))),
@@ -209,15 +210,16 @@ pub(super) async fn edge(
                 last_seq = Some(d.seq);
                 let before = d.updates.len() as u64;
                 let mut unknown = 0u64;
-                let epoch =
-                    hub.core()
-                        .apply(d.updates.into_iter().filter_map(|u| match local.get(u.id) {
-                            Some(g) => Some((g, u)),
-                            None => {
-                                unknown += 1;
-                                None
-                            }
-                        }));
+                let epoch = hub.core().apply_from(
+                    id,
+                    d.updates.into_iter().filter_map(|u| match local.get(u.id) {
+                        Some(g) => Some((g, u)),
+                        None => {
+                            unknown += 1;
+                            None
+                        }
+                    }),
+                );
                 if unknown > 0 {
                     unknown_ids += unknown;
                     warn!(

@@ -38,6 +38,8 @@ pub(crate) struct Forward {
     marks: VecDeque<(u64, u64)>,
     /// The parent's latest acknowledgement on this link.
     acked_seq: u64,
+    /// Updates lost before they reached the spool (the table's queue for this link overflowed).
+    overflowed: u64,
 }
 
 impl Forward {
@@ -61,6 +63,7 @@ impl Forward {
             keeper: None,
             marks: VecDeque::new(),
             acked_seq: 0,
+            overflowed: 0,
         })
     }
 
@@ -94,9 +97,20 @@ impl Forward {
         }
     }
 
-    /// Updates in the spool and updates dropped from it, if there is one.
+    /// Updates in the spool and updates dropped from it or before it, if there is one.
     pub(super) fn counts(&self) -> Option<(u64, u64)> {
-        self.spool.as_ref().map(|s| (s.len(), s.dropped))
+        self.spool
+            .as_ref()
+            .map(|s| (s.len(), s.dropped + self.overflowed))
+    }
+
+    /// `n` updates never reached this link: its queue in the table overflowed (the hub took in
+    /// more than the spool could write for a while).
+    pub(super) fn lost_to_overflow(&mut self, n: u64) {
+        if n > 0 {
+            self.overflowed += n;
+            warn!(updates = n, "upstream queue overflowed: updates lost before the spool (counted in buffer/dropped)");
+        }
     }
 
     /// A batch went up as `seq`: kept until the parent acknowledges it.

@@ -68,8 +68,9 @@ pub(crate) async fn run(
     ));
     let own = own_sys.clone();
     // This hub's own `$sys` is its own: never forwarded.
-    let mut delivery =
-        Delivery::new(sub.clone()).keeping(move |table, pt| !own.contains(table.name(pt)));
+    let mut delivery = Delivery::new(sub.clone())
+        .keeping(move |table, pt| !own.contains(table.name(pt)))
+        .recovering();
     // Subscribed from the start, not from the first connection: a hub restarted while its
     // parent is out of reach spools what its edges send (their own replays included) as well.
     hub.core().add_subscriber(sub.clone());
@@ -113,7 +114,7 @@ pub(crate) async fn run(
                 current = Some(Up { link, seq: 0, part: 0, chain_sent, replay_pending: true, first_live: Default::default(), replay: None });
                 None
             }
-            _ = delivery.ready() => { let epoch = hub.core().epoch(); match delivery.take(&hub) {
+            _ = delivery.ready() => { let epoch = hub.core().epoch(); let step = delivery.take(&hub); fwd.lost_to_overflow(delivery.take_lost()); match step {
                 Step::Overflow => Some("the parent fell too far behind".to_string()),
                 Step::Send(batch) => {
                     match current.as_mut() {
@@ -149,13 +150,14 @@ pub(crate) async fn run(
                                 up.replay_pending = false;
                                 fwd.start_replay(up);
                             }
+                            behind(&sub, hub.config().limits.subscriber_queue)
                         }
                         None => {
                             fwd.offline(&hub, &batch.updates);
                             fwd.kept(epoch);
+                            None
                         }
                     }
-                    None
                 }
             }},
             // The hub shuts down: what the parent has not acknowledged goes to the spool, so
@@ -296,6 +298,16 @@ fn connector(
         }
     });
     rx
+}
+
+/// Why the link must start anew, if the parent takes updates slower than this hub forwards
+/// them: past half its queue's limit the backlog goes to the spool instead (and up again
+/// after the next birth), before the queue overflows.
+fn behind(sub: &Subscriber, limit: usize) -> Option<String> {
+    let waiting = sub.queue_len();
+    (waiting > limit / 2).then(|| {
+        format!("the parent takes updates slower than this hub forwards them ({waiting} waiting): the link starts anew, and the backlog goes up through the spool")
+    })
 }
 
 async fn recv(current: &mut Option<Up>) -> Option<Msg> {

@@ -86,7 +86,8 @@ pub(crate) enum ClientCmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
         point: String,
-        /// The value: a number, true/false, or text (JSON is read as JSON).
+        /// The value: a number (negative ones too), true/false, or text (JSON is read as JSON).
+        #[arg(allow_negative_numbers = true)]
         value: String,
     },
 }

@@ -128,6 +128,8 @@ pub enum SourceConfig {
     Modbus(ModbusConfig),
     /// `kind = "mqtt"`: an MQTT broker; each point is the latest message on its topic.
     Mqtt(crate::mqtt_config::MqttConfig),
+    /// `kind = "opcua"`: a device's or a PLC's OPC UA server; each point is a node.
+    Opcua(pointhub_opcua::OpcUaConfig),
 }
 
 /// How a Modbus device is reached (`transport`).
@@ -248,8 +250,10 @@ impl EdgeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.hub.resolve_paths(base);
         for s in &mut cfg.sources {
-            if let SourceConfig::Mqtt(m) = s {
-                m.broker.resolve_paths(base);
+            match s {
+                SourceConfig::Mqtt(m) => m.broker.resolve_paths(base),
+                SourceConfig::Opcua(u) => u.resolve_paths(base),
+                _ => {}
             }
         }
         let dir = cfg
@@ -399,6 +403,18 @@ impl EdgeConfig {
                             .map_err(|e| format!("sources: mqtt {:?}: point name: {e}", m.name))?;
                     }
                 }
+                SourceConfig::Opcua(u) => {
+                    if !names.insert(u.name.clone()) {
+                        return Err(format!("sources: two sources are named {:?}", u.name));
+                    }
+                    pointhub_schemas::name::validate_name(&u.name, 64)
+                        .map_err(|e| format!("sources: name: {e}"))?;
+                    u.validate().map_err(|e| e.to_string())?;
+                    for p in &u.points {
+                        pointhub_schemas::name::validate_name(&p.name, 128)
+                            .map_err(|e| format!("sources: opcua {:?}: point name: {e}", u.name))?;
+                    }
+                }
                 SourceConfig::Simulator(sim) => {
                     if !names.insert(sim.name.clone()) {
                         return Err(format!("sources: two sources are named {:?}", sim.name));
@@ -432,6 +448,41 @@ mod tests {
             .expect("the Modbus example is valid");
         EdgeConfig::parse(include_str!("../../examples/mqtt/edge.toml"))
             .expect("the MQTT example is valid");
+        EdgeConfig::parse(include_str!("../../examples/opcua/edge.toml"))
+            .expect("the OPC UA example is valid");
+    }
+
+    #[test]
+    fn opcua_sources_are_checked_and_say_what_to_write() {
+        let ok = format!("{HUB}[[sources]]\nkind = \"opcua\"\nname = \"plc\"\nendpoint = \"opc.tcp://10.0.0.5:4840/\"\n[[sources.points]]\nname = \"a\"\nnode = \"ns=2;s=A\"\ntype = \"float\"\n");
+        EdgeConfig::parse(&ok).expect("valid");
+        for (bad, says) in [
+            (
+                ok.replace("opc.tcp://10.0.0.5:4840/", "http://x"),
+                "write opc.tcp://host:port/path",
+            ),
+            (ok.replace("ns=2;s=A", "tank"), "write a node id such as"),
+            (
+                ok.replace("name = \"plc\"\n", "name = \"plc\"\nuser = \"u\"\n"),
+                "user and password_file go together",
+            ),
+            (
+                ok.replace(
+                    "name = \"plc\"\n",
+                    "name = \"plc\"\nsecurity = \"basic128\"\n",
+                ),
+                "basic128",
+            ),
+            (
+                ok.replace("name = \"plc\"\n", "name = \"plc\"\npublishing_ms = 0\n"),
+                "publishing_ms = 0",
+            ),
+            (format!("{ok}deadband = -1.0\n"), "deadband -1"),
+            (format!("{ok}colour = 1\n"), "colour"),
+        ] {
+            let e = EdgeConfig::parse(&bad).expect_err(says).to_string();
+            assert!(e.contains(says), "{says}: {e}");
+        }
     }
 
     const HUB: &str = "name = \"e\"\n[hub]\nurls = [\"wss://h:1\"]\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ncert = \"c\"\nkey = \"k\"\n";

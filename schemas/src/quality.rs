@@ -71,6 +71,16 @@ mod consts {
         BadInternalError = 0x8002_0000;
         /// A write refused because the session already has its limit of writes waiting.
         BadTooManyOperations = 0x8010_0000;
+        /// The device's sensor has failed (as a device's OPC UA server reports it).
+        BadSensorFailure = 0x808C_0000;
+        /// The value is the last usable one; the device could not update it.
+        UncertainLastUsableValue = 0x4090_0000;
+        /// The sensor is out of calibration or otherwise not accurate.
+        UncertainSensorNotAccurate = 0x4093_0000;
+        /// The value is outside the range of its engineering units.
+        UncertainEngineeringUnitsExceeded = 0x4094_0000;
+        /// The value is derived from fewer sources than required.
+        UncertainSubNormal = 0x4095_0000;
     }
 }
 

@@ -349,7 +349,7 @@ impl Plant {
         hub
     }
 
-    fn hub_section(&self, name: &str, extra: &str) -> String {
+    pub fn hub_section(&self, name: &str, extra: &str) -> String {
         format!(
             "[hub]\nurls = [\"wss://{}\"]\nfingerprint = \"{}\"\ncert = \"keys/{name}/node.crt\"\nkey = \"keys/{name}/node.key\"\n{FAST_HEARTBEAT}backoff_max_ms = 500\n{extra}",
             self.hub_addr, self.hub_fp
@@ -503,6 +503,7 @@ pub const PEER_PACKAGES: &[&str] = &[
     "prometheus-client==0.21.1",
     "pysparkplug==0.6.1",
     "paho-mqtt==1.6.1",
+    "asyncua==2.0.1",
 ];
 
 /// The Python that runs the real peers (pymodbus), from `.venv-peers` (made here if missing,
@@ -517,7 +518,7 @@ pub fn peers_python() -> PathBuf {
         let py = venv.join("bin/python");
         let ok = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import pymodbus, serial, websockets, selenium, jsonschema, prometheus_client, pysparkplug, paho.mqtt"])
+                .args(["-c", "import pymodbus, serial, websockets, selenium, jsonschema, prometheus_client, pysparkplug, paho.mqtt, asyncua"])
                 .status()
                 .is_ok_and(|s| s.success())
         };

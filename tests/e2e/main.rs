@@ -12,6 +12,7 @@ mod hostile;
 mod layout;
 mod modbus;
 mod mqtt;
+mod opcua;
 mod outages;
 mod path;
 mod postgres;

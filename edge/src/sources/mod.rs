@@ -2,12 +2,13 @@
 //!
 //! A source owns a run of consecutive point ids from the base it is given, reports changes as
 //! [`Sample`]s on one channel the edge drains, and answers writes to its writable points on its
-//! own channel. The simulator ([`sim`]), Modbus ([`modbus`]) and MQTT ([`mqtt`]) are sources
-//! today; OPC UA plugs in the same way: a config type, an `impl Source`, a variant of
-//! [`SourceConfig`].
+//! own channel. The simulator ([`sim`]), Modbus ([`modbus`]), MQTT ([`mqtt`]) and OPC UA
+//! ([`opcua`]) are sources; another plugs in the same way: a config type, an `impl Source`, a
+//! variant of [`SourceConfig`].
 
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 pub mod sim;
 
 use crate::config::SourceConfig;
@@ -76,6 +77,7 @@ impl SourceConfig {
             SourceConfig::Simulator(s) => s,
             SourceConfig::Modbus(m) => m,
             SourceConfig::Mqtt(m) => m,
+            SourceConfig::Opcua(u) => u,
         }
     }
 }

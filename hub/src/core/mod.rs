@@ -1039,7 +1039,11 @@ mod tests {
         assert!(p.overflow);
         let queued = p.entries.len() as u64;
         assert!(queued > 0 && queued < 30, "{queued} queued");
-        assert_eq!(sub.recover(), 30 - queued, "the rest was turned away, and counted");
+        assert_eq!(
+            sub.recover(),
+            30 - queued,
+            "the rest was turned away, and counted"
+        );
         core.apply(std::iter::once((gids[0], up(99.0, Quality::Good))));
         let p = sub.drain();
         assert!(!p.overflow, "recovered");
